@@ -1,0 +1,1 @@
+"""The fast, cached, async LLM pipeline (client, retry, throttle, cache, tokens, stages)."""
