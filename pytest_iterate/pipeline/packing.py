@@ -116,9 +116,9 @@ def split_packed_answer(answer: str, n: int) -> list[str | None]:
         rest = m.group("rest")
         if rest and not marked:
             continue  # "Item 3 of the list..." inside an answer
-        if m.group("open") and not (m.group("close1") or m.group("close2")):
-            if not m.group("hash"):
-                continue  # "*item 3 ..." a stray emphasis, not a header
+        stray = m.group("open") and not (m.group("close1") or m.group("close2"))
+        if stray and not m.group("hash"):
+            continue  # "*item 3 ..." a stray emphasis, not a header
         headers.append((int(m.group("num")), m.start(), m.end(), rest))
     results: list[str | None] = [None] * n
     for k, (num, _start, end, rest) in enumerate(headers):
