@@ -114,18 +114,35 @@ class RequestTimeout(TransportError):
 
 
 class BadResponse(TransportError):
-    """The endpoint answered something that is not a valid API response."""
+    """The endpoint answered something that is not a valid API response.
+
+    ``retryable`` is True for a garbled or cut answer (a body that is not JSON, a
+    stream cut short) and False for a well-formed answer of the wrong shape (empty
+    ``choices``, a missing field), which a retry would only repeat.
+    """
+
+    retryable: bool = False
 
     def __init__(
-        self, message: str, *, url: str | None = None, status: int | None = None, body: bytes = b""
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        body: bytes = b"",
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message, url=url)
         self.status = status
         self.body = body[:200]
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class StreamError(BadResponse):
-    """A stream ended before ``[DONE]`` or carried an ``error`` event."""
+    """A stream ended before ``[DONE]`` or carried an ``error`` event (retryable)."""
+
+    retryable: bool = True
 
 
 class HTTPStatusError(TransportError):
