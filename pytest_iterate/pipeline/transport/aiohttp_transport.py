@@ -1,0 +1,137 @@
+"""The fast default transport: aiohttp directly, one pooled session.
+
+One ``aiohttp.ClientSession`` with a ``TCPConnector(limit=max_connections)`` is made
+lazily inside the running event loop (a session is bound to its loop; if the
+transport is used from a new loop, a new session is made there). Timeouts are
+explicit: ``total`` is the per-attempt timeout given to :meth:`AiohttpTransport.send`
+and ``connect`` the configured connect timeout. aiohttp and asyncio errors are mapped
+to :class:`ConnectError` and :class:`RequestTimeout`, naming the URL only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from pytest_iterate.pipeline.errors import ConnectError, RequestTimeout, TransportError
+
+if TYPE_CHECKING:
+    from pytest_iterate.pipeline.config import IterateConfig
+
+__all__ = ["AiohttpResponse", "AiohttpTransport"]
+
+
+def _map_error(exc: BaseException, url: str, during: str) -> TransportError:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return RequestTimeout(f"{url}: no answer within the timeout ({during})", url=url)
+    name = type(exc).__name__
+    return ConnectError(f"{url}: connection failed ({during}): {name}", url=url)
+
+
+class AiohttpResponse:
+    """A :class:`~pytest_iterate.pipeline.transport.base.TransportResponse` over aiohttp."""
+
+    __slots__ = ("_resp", "status", "headers", "_url")
+
+    def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self._url = url
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _map_error(exc, self._url, "reading the body") from exc
+        finally:
+            self._resp.release()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _map_error(exc, self._url, "reading the stream") from exc
+        finally:
+            self._resp.release()
+
+    async def aclose(self) -> None:
+        self._resp.release()
+
+
+class AiohttpTransport:
+    """aiohttp with one connection pool of ``max_connections``.
+
+    Give a ``config`` (``max_connections`` and ``connect_timeout_s`` are read from it)
+    or the two values directly. ``json_body`` may be pre-encoded ``bytes``.
+    """
+
+    def __init__(
+        self,
+        config: IterateConfig | None = None,
+        *,
+        max_connections: int | None = None,
+        connect_timeout_s: float | None = None,
+    ) -> None:
+        self.max_connections = max_connections or (config.max_connections if config else 100)
+        self.connect_timeout_s = connect_timeout_s or (config.connect_timeout_s if config else 5.0)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=True,
+                raise_for_status=False,
+                trust_env=False,
+            )
+            self._session = session
+            self._loop = loop
+        return session
+
+    def _timeout(self, timeout_s: float) -> aiohttp.ClientTimeout:
+        t = self._timeouts.get(timeout_s)
+        if t is None:
+            t = self._timeouts[timeout_s] = aiohttp.ClientTimeout(
+                total=timeout_s, connect=min(self.connect_timeout_s, timeout_s)
+            )
+        return t
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        json_body: Any | None,
+        timeout_s: float,
+    ) -> AiohttpResponse:
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop():
+            session = self._get_session()
+        if json_body is None or isinstance(json_body, bytes):
+            data = json_body
+        else:
+            data = json.dumps(json_body).encode()
+        try:
+            resp = await session.request(
+                method, url, data=data, headers=headers, timeout=self._timeout(timeout_s)
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _map_error(exc, url, "sending") from exc
+        return AiohttpResponse(resp, url)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
