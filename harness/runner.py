@@ -1,0 +1,329 @@
+"""Drive a ``send`` coroutine with a load shape and collect :class:`RequestSample` s.
+
+``send(item)`` is one request; it may return ``None`` (success), an :class:`Outcome`,
+or a pipeline result / LLM response (duck-typed: ``ok``, ``error``, ``ttft_s``,
+``usage``, ``cache_tier``, ``attempts``, ``stages``). An exception it raises is a
+failed request labelled with the exception's class name; the run goes on.
+
+Open-loop shapes (constant rate, poisson) schedule request *i* at ``t0 + offset_i``
+regardless of how earlier requests fare, and the sample's latency counts from that
+scheduled time, so a stall is charged to every request it delays (no coordinated
+omission). How late the harness itself started a request is ``lag_s``.
+
+:func:`saturate` steps the rate up until a latency objective fails, then bisects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.loads import ClosedLoop, ConstantRate, LoadShape
+from harness.samples import RequestSample, error_kind_of, sample_from_pipeline_result
+from harness.stats import summarize
+
+__all__ = [
+    "Outcome",
+    "ProgressSink",
+    "RunResult",
+    "SweepResult",
+    "meets_slo",
+    "parse_slo",
+    "run_load",
+    "saturate",
+]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+class ProgressSink:
+    """What the runner reports progress to (see :mod:`harness.progress`)."""
+
+    def update(self, sample: RequestSample) -> None:  # pragma: no cover - interface
+        ...
+
+    def close(self) -> None:  # pragma: no cover - interface
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a ``send`` may return. Times (``ttft_s``, ``last_token_s``) are seconds from
+    the actual start of the request."""
+
+    ok: bool = True
+    error_kind: str | None = None
+    ttft_s: float | None = None
+    last_token_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_tier: str | None = None
+    attempts: int = 1
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The measured samples (warm-up excluded) of one run with one shape."""
+
+    shape: str
+    samples: list[RequestSample]
+    wall_s: float
+    warmup: int = 0
+
+    def summary(self, name: str | None = None, *, objectives: Mapping[str, float] | None = None,
+                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        info = {"load": self.shape, "warmup": self.warmup}
+        if extra:
+            info.update(extra)
+        return summarize(name or self.shape, self.samples, self.wall_s, objectives=objectives, extra=info)
+
+
+def _to_sample(result: Any, scheduled: float, start: float, end: float) -> RequestSample:
+    if result is None:
+        return RequestSample(scheduled_s=scheduled, start_s=start, end_s=end)
+    if isinstance(result, Outcome):
+        return RequestSample(
+            scheduled_s=scheduled, start_s=start, end_s=end, ok=result.ok,
+            error_kind=None if result.ok else (result.error_kind or "error"),
+            first_token_s=None if result.ttft_s is None else start + result.ttft_s,
+            last_token_s=None if result.last_token_s is None else start + result.last_token_s,
+            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            cache_tier=result.cache_tier, attempts=result.attempts, stages=dict(result.stages))
+    if isinstance(result, RequestSample):
+        return result
+    s = sample_from_pipeline_result(result, scheduled, start)
+    # The runner's own end time wins over the result's total (it includes the adapter).
+    chunk_times = list(getattr(result, "chunk_times_s", None) or [])
+    last = start + chunk_times[-1] if chunk_times else None
+    completion = s.completion_tokens or len(chunk_times)
+    return RequestSample(
+        scheduled_s=s.scheduled_s, start_s=s.start_s, end_s=end, ok=s.ok, first_token_s=s.first_token_s,
+        error_kind=s.error_kind, prompt_tokens=s.prompt_tokens, completion_tokens=completion,
+        cache_tier=s.cache_tier, attempts=s.attempts, stages=s.stages, last_token_s=last)
+
+
+async def _one(send: Callable[[Any], Awaitable[Any]], item: Any, scheduled: float, clock: Clock) -> RequestSample:
+    start = clock()
+    try:
+        result = await send(item)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash
+        end = clock()
+        return RequestSample(scheduled_s=scheduled, start_s=start, end_s=end, ok=False,
+                             error_kind=error_kind_of(exc))
+    return _to_sample(result, scheduled, start, clock())
+
+
+async def run_load(
+    send: Callable[[Any], Awaitable[Any]],
+    items: Sequence[Any],
+    shape: LoadShape,
+    *,
+    requests: int | None = None,
+    duration_s: float | None = None,
+    warmup: int = 0,
+    clock: Clock = time.perf_counter,
+    sleep: Sleep = asyncio.sleep,
+    progress: ProgressSink | None = None,
+) -> RunResult:
+    """Send ``items`` (cycled) with ``shape`` and measure.
+
+    Stops after ``requests`` measured requests or when ``duration_s`` seconds of
+    schedule have passed (the earlier of both); with neither, sends each item once.
+    The first ``warmup`` requests are sent but left out of the samples and wall time.
+    """
+    if not items:
+        raise ValueError("run_load needs at least one item to send")
+    if requests is not None and requests < 1:
+        raise ValueError(f"requests must be >= 1, got {requests!r}")
+    if duration_s is not None and not duration_s > 0:
+        raise ValueError(f"duration must be > 0 s, got {duration_s!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+    if requests is None and duration_s is None:
+        requests = len(items)
+    total = None if requests is None else requests + warmup
+    source: Iterator[Any] = itertools.cycle(items)
+
+    if isinstance(shape, ClosedLoop):
+        samples, t_measure = await _closed(send, source, shape.concurrency, total, duration_s, warmup,
+                                           clock, progress)
+    elif hasattr(shape, "offsets"):
+        samples, t_measure = await _open(send, source, shape.offsets(), total, duration_s, warmup,
+                                         clock, sleep, progress)
+    else:
+        raise TypeError(f"unknown load shape {shape!r}")
+    measured = samples[warmup:]
+    end = max((s.end_s for s in measured), default=t_measure)
+    if progress is not None:
+        progress.close()
+    return RunResult(shape=shape.label, samples=measured, wall_s=max(0.0, end - t_measure), warmup=warmup)
+
+
+async def _closed(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], concurrency: int,
+                  total: int | None, duration_s: float | None, warmup: int, clock: Clock,
+                  progress: ProgressSink | None) -> tuple[list[RequestSample], float]:
+    counter = itertools.count()
+    slots: dict[int, RequestSample] = {}
+    t0 = clock()
+    measure_start: list[float] = []
+
+    async def worker() -> None:
+        while True:
+            i = next(counter)
+            if total is not None and i >= total:
+                return
+            now = clock()
+            if i == warmup and not measure_start:
+                measure_start.append(now)
+            if duration_s is not None and measure_start and now - measure_start[0] >= duration_s:
+                return
+            sample = await _one(send, next(source), now, clock)
+            slots[i] = sample
+            if progress is not None and i >= warmup:
+                progress.update(sample)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    ordered = [slots[i] for i in sorted(slots)]
+    measured = [s for i, s in sorted(slots.items()) if i >= warmup]
+    start = min((s.scheduled_s for s in measured), default=measure_start[0] if measure_start else t0)
+    return ordered, start
+
+
+async def _open(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], offsets: Iterator[float],
+                total: int | None, duration_s: float | None, warmup: int, clock: Clock, sleep: Sleep,
+                progress: ProgressSink | None) -> tuple[list[RequestSample], float]:
+    tasks: list[asyncio.Task[RequestSample]] = []
+    t0 = clock()
+    measure_offset = 0.0
+
+    def _done(task: asyncio.Task[RequestSample], index: int) -> None:
+        if progress is not None and index >= warmup and not task.cancelled() and task.exception() is None:
+            progress.update(task.result())
+
+    for i, offset in enumerate(offsets):
+        if total is not None and i >= total:
+            break
+        if i == warmup:
+            measure_offset = offset
+        if duration_s is not None and i >= warmup and offset - measure_offset >= duration_s:
+            break
+        due = t0 + offset
+        delay = due - clock()
+        if delay > 0:
+            await sleep(delay)
+        task = asyncio.ensure_future(_one(send, next(source), due, clock))
+        if progress is not None:
+            task.add_done_callback(lambda t, i=i: _done(t, i))
+        tasks.append(task)
+    samples = list(await asyncio.gather(*tasks))
+    return samples, t0 + measure_offset
+
+
+# --- saturation sweep -------------------------------------------------------------------------
+
+_SLO_STATS = ("mean", "p50", "p90", "p95", "p99", "p99_9", "max")
+
+
+def parse_slo(text: str) -> dict[str, float]:
+    """``"p95=2.0"`` or ``"p95=2.0,p99=3"`` -> ``{"p95": 2.0, "p99": 3.0}`` (latency seconds);
+    ``error_rate=0.01`` bounds the error fraction."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace(".", "_")
+        if not sep or key not in (*_SLO_STATS, "error_rate"):
+            raise ValueError(f"bad objective {part!r}; expected STAT=SECONDS with STAT one of "
+                             f"{', '.join(_SLO_STATS)} (or error_rate=FRACTION)")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"bad objective {part!r}: {value!r} is not a number") from None
+    if not out:
+        raise ValueError(f"bad objective {text!r}: empty")
+    return out
+
+
+def meets_slo(summary: Mapping[str, Any], slo: Mapping[str, float]) -> bool:
+    """True when every bound of ``slo`` holds for the scenario ``summary``."""
+    lat = summary.get("latency_s") or {}
+    for key, bound in slo.items():
+        value = summary.get("error_rate") if key == "error_rate" else lat.get(key)
+        if value is None or value > bound:
+            return False
+    return True
+
+
+@dataclass(slots=True)
+class SweepResult:
+    """Every rate tried (in order) with its summary, and the best rate that met the objective."""
+
+    steps: list[tuple[float, dict[str, Any]]]
+    best_rps: float | None
+
+    @property
+    def scenarios(self) -> list[dict[str, Any]]:
+        return [s for _, s in sorted(self.steps, key=lambda p: p[0])]
+
+
+async def saturate(
+    send: Callable[[Any], Awaitable[Any]],
+    items: Sequence[Any],
+    slo: Mapping[str, float],
+    *,
+    start_rps: float = 1.0,
+    max_rps: float = 10_000.0,
+    factor: float = 2.0,
+    refine_steps: int = 3,
+    requests_per_step: int | None = None,
+    duration_s: float | None = 5.0,
+    shape_factory: Callable[[float], LoadShape] = ConstantRate,
+    clock: Clock = time.perf_counter,
+    sleep: Sleep = asyncio.sleep,
+) -> SweepResult:
+    """The highest open-loop rate whose run meets ``slo`` (e.g. ``{"p95": 2.0}``).
+
+    Multiplies the rate by ``factor`` from ``start_rps`` until a step fails or
+    ``max_rps`` is passed, then bisects ``refine_steps`` times between the last
+    passing and the first failing rate. A step also fails when the achieved
+    throughput is under 90 % of the offered rate (the target could not keep up).
+    """
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor!r}")
+    steps: list[tuple[float, dict[str, Any]]] = []
+
+    async def trial(rps: float) -> bool:
+        result = await run_load(send, items, shape_factory(rps), requests=requests_per_step,
+                                duration_s=duration_s, clock=clock, sleep=sleep)
+        summary = result.summary(f"rate:{rps:g}", extra={"rate_rps": rps})
+        achieved = summary.get("throughput_rps") or 0.0
+        ok = meets_slo(summary, slo) and achieved >= 0.9 * rps * (1 - summary.get("error_rate", 0.0))
+        summary["meets_slo"] = ok
+        steps.append((rps, summary))
+        return ok
+
+    good: float | None = None
+    bad: float | None = None
+    rps = start_rps
+    while rps <= max_rps:
+        if await trial(rps):
+            good = rps
+            rps *= factor
+        else:
+            bad = rps
+            break
+    if good is not None and bad is not None:
+        for _ in range(refine_steps):
+            mid = (good + bad) / 2
+            if await trial(mid):
+                good = mid
+            else:
+                bad = mid
+    return SweepResult(steps=steps, best_rps=good)
