@@ -91,7 +91,9 @@ def test_pickled_entry_is_never_unpickled(tmp_path: Path, caplog: pytest.LogCapt
     store.close()
 
 
-def test_damaged_sqlite_file_is_a_miss_and_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_damaged_sqlite_file_is_a_miss_and_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = DiskStore(tmp_path)
     store.put("k", {"text": "ok"})
     store.close()
