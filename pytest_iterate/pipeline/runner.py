@@ -1,0 +1,268 @@
+"""The design-iteration pipeline: design request in, stored artifact out.
+
+>>> # doctest: +SKIP
+>>> async with Pipeline.from_config(IterateConfig.load()) as pipeline:
+...     results = await pipeline.run_many(load_workload(standard_workload_path()), concurrency=10)
+...     print(sum(r.ok for r in results), results[0].artifact.valid)
+
+``run`` never raises for a failing request (cancellation aside): the result has
+``ok=False`` and the error in ``.error`` (an :class:`IterateError` such as ``Busy`` or
+``RateLimited``, or whatever a custom stage raised). ``run_many`` runs at most
+``concurrency`` requests at once (default ``config.max_concurrent_requests``) and
+returns the results in input order; one failure never loses the others.
+
+Timing fields of a :class:`PipelineResult` (seconds, monotonic): ``total_s`` from
+the start of the first stage to the end of the last, ``llm_s`` the ``llm_call``
+stage (waiting for a shared in-flight call included; ~0 on a cache hit) and
+``overhead_s = total_s - llm_s``: the pipeline's own cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from pytest_iterate.pipeline.design import DesignRequest
+from pytest_iterate.pipeline.extract import Artifact
+from pytest_iterate.pipeline.metrics import IterateMetrics
+from pytest_iterate.pipeline.prompts import PromptBuilder
+from pytest_iterate.pipeline.stages import Services, Stage, StageContext, default_stages
+from pytest_iterate.pipeline.store import ArtifactStore
+from pytest_iterate.pipeline.telemetry import StageRecorder, StageTiming, enable_json_logs, get_logger
+from pytest_iterate.pipeline.types import GuardWarning, Usage
+from pytest_iterate.pipeline.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from pytest_iterate.pipeline.config import IterateConfig
+
+__all__ = ["Pipeline", "PipelineResult"]
+
+
+@dataclass(slots=True)
+class PipelineResult:
+    """The outcome of one design request (see the module doc for the timing fields)."""
+
+    request_id: str
+    index: int
+    ok: bool
+    error: BaseException | None
+    text: str
+    artifact: Artifact | None
+    stages: list[StageTiming]
+    cache_tier: str | None
+    cache_key: str | None
+    usage: Usage | None
+    ttft_s: float | None
+    llm_s: float
+    total_s: float
+    overhead_s: float
+    attempts: int
+    warnings: list[GuardWarning]
+    complete: bool
+    partial: bool
+    coalesced: bool = False  # joined an identical call already in flight (no call of its own)
+    llm_calls: int = 0  # upstream calls this request made itself
+    finish_reason: str | None = None
+    run_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageTiming | None:
+        return next((t for t in self.stages if t.name == name), None)
+
+    def raise_for_error(self) -> PipelineResult:
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+class Pipeline:
+    """Runs the stages for one design request (:meth:`run`) or many (:meth:`run_many`).
+
+    Parts not given are built from ``config``: ``client`` an ``LLMClient`` (or pass
+    any Caller / object with ``.call``), ``store`` an :class:`ArtifactStore` at
+    ``config.store_path``. ``cache`` and ``guard`` stay off unless given;
+    :meth:`from_config` builds all of them. Parts the pipeline built are closed by
+    :meth:`aclose`; parts passed in are left open.
+    """
+
+    def __init__(
+        self,
+        config: IterateConfig,
+        *,
+        client: Any | None = None,
+        cache: Any | None = None,
+        guard: Any | None = None,
+        store: ArtifactStore | None = None,
+        metrics: IterateMetrics | None = None,
+        stages: Sequence[Stage] | None = None,
+        logger: logging.Logger | None = None,
+        builder: PromptBuilder | None = None,
+        pool: WorkerPool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else IterateMetrics()
+        self._owned: list[Any] = []
+        self._log_handler: logging.Handler | None = None
+        if logger is None and config.json_logs:
+            logger = get_logger()
+            self._log_handler = enable_json_logs(logger=logger)
+        self.logger = logger
+        if client is None:
+            from pytest_iterate.pipeline.client import LLMClient
+
+            client = LLMClient(config, metrics=self.metrics)
+            self._owned.append(client)
+        self.client = client
+        call = getattr(client, "call", client)
+        if store is None:
+            store = ArtifactStore.from_config(config)
+            self._owned.append(store)
+        self.store = store
+        if pool is None:
+            pool = WorkerPool(config.cpu_worker_pool_size)
+            self._owned.append(pool)
+        self.pool = pool
+        self.cache = cache
+        self.guard = guard
+        single_flight = None
+        if cache is not None:
+            from pytest_iterate.pipeline.cache.singleflight import SingleFlight
+
+            single_flight = SingleFlight()
+        self.services = Services(
+            config=config,
+            builder=builder or PromptBuilder(default_max_tokens=config.default_max_tokens),
+            call=call,
+            pool=pool,
+            base_url=str(getattr(client, "base_url", config.base_url)),
+            model=str(getattr(client, "model", config.model)),
+            cache=cache,
+            guard=guard,
+            single_flight=single_flight,
+            store=store,
+            metrics=self.metrics,
+        )
+        self.stages: list[Stage] = list(stages) if stages is not None else default_stages()
+        self._clock = clock
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: IterateConfig, **parts: Any) -> Pipeline:
+        """A pipeline with the default client, cache (if ``cache_enabled``), token guard and store.
+
+        Any part can still be given in ``parts`` (``client=``, ``store=``, ...).
+        """
+        metrics = parts.pop("metrics", None) or IterateMetrics()
+        owned: list[Any] = []
+        if "cache" not in parts and config.cache_enabled:
+            from pytest_iterate.pipeline.cache.tiered import ResponseCache
+
+            parts["cache"] = ResponseCache(config, metrics)
+            owned.append(parts["cache"])
+        if "guard" not in parts:
+            from pytest_iterate.pipeline.tokens import TokenGuard
+
+            parts["guard"] = TokenGuard(config, metrics=metrics)
+        pipeline = cls(config, metrics=metrics, **parts)
+        pipeline._owned.extend(owned)
+        return pipeline
+
+    # -- running ------------------------------------------------------------------
+    async def run(self, request: DesignRequest, *, index: int = 0, run_id: str | None = None) -> PipelineResult:
+        """Run every stage for ``request``; failures land in the result, never raised."""
+        if self._closed:
+            raise RuntimeError("the pipeline is closed")
+        recorder = StageRecorder(self.metrics, self.logger, request.id)
+        ctx = StageContext(request, index, run_id or uuid.uuid4().hex[:12], self.services, recorder)
+        error: BaseException | None = None
+        start = self._clock()
+        try:
+            for stage in self.stages:
+                with recorder.stage(stage.name):
+                    await stage(ctx)
+        except Exception as exc:
+            error = exc
+        total = self._clock() - start
+        return _result(ctx, error, total)
+
+    async def run_many(
+        self, requests: Iterable[DesignRequest], *, concurrency: int | None = None, run_id: str | None = None
+    ) -> list[PipelineResult]:
+        """Run all ``requests`` with at most ``concurrency`` at once; results in input order."""
+        items = list(requests)
+        limit = concurrency or self.config.max_concurrent_requests
+        if limit < 1:
+            raise ValueError(f"concurrency={limit!r} must be >= 1")
+        run_id = run_id or uuid.uuid4().hex[:12]
+        results: list[PipelineResult | None] = [None] * len(items)
+        next_index = iter(range(len(items)))
+
+        async def worker() -> None:
+            for i in next_index:
+                results[i] = await self.run(items[i], index=i, run_id=run_id)
+
+        await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
+        return [r for r in results if r is not None]
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close what the pipeline built (client, cache, store, worker pool); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for part in reversed(self._owned):
+            closer = getattr(part, "aclose", None)
+            if closer is not None:
+                await closer()
+            elif hasattr(part, "close"):
+                part.close()
+        if self._log_handler is not None and self.logger is not None:
+            self.logger.removeHandler(self._log_handler)
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def _result(ctx: StageContext, error: BaseException | None, total: float) -> PipelineResult:
+    response = ctx.response
+    timings = list(ctx.recorder.timings)
+    llm = next((t.duration_s for t in timings if t.name == "llm_call"), 0.0)
+    ok = error is None
+    partial = bool(ctx.warnings) or (response is not None and response.partial)
+    return PipelineResult(
+        request_id=ctx.request.id,
+        index=ctx.index,
+        ok=ok,
+        error=error,
+        text=response.text if response is not None else "",
+        artifact=ctx.artifact,
+        stages=timings,
+        cache_tier=ctx.cache_tier,
+        cache_key=ctx.cache_key,
+        usage=response.usage if response is not None else None,
+        ttft_s=response.ttft_s if response is not None else None,
+        llm_s=llm,
+        total_s=total,
+        overhead_s=max(0.0, total - llm),
+        attempts=response.attempts if response is not None and ctx.llm_calls else 0,
+        warnings=list(ctx.warnings),
+        complete=ok and response is not None and not partial,
+        partial=partial,
+        coalesced=ctx.coalesced,
+        llm_calls=ctx.llm_calls,
+        finish_reason=response.finish_reason if response is not None else None,
+        run_id=ctx.run_id,
+        extra=ctx.extra,
+    )

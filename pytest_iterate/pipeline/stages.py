@@ -1,0 +1,314 @@
+"""The pipeline's stages: small objects run in order over one :class:`StageContext`.
+
+A stage is anything with a ``name`` and ``async def __call__(ctx) -> None`` (the
+:class:`Stage` protocol). The six default stages, in order:
+
+``prompt_build``   design request -> chat :class:`LLMRequest` (:class:`PromptBuildStage`)
+``cache_lookup``   the cache key, and the stored answer on a hit (:class:`CacheLookupStage`)
+``token_guard``    fit prompt + max_tokens into the context window (:class:`TokenGuardStage`)
+``llm_call``       the call (skipped on a hit); identical misses in flight share one call
+``post_process``   code extraction + validation in the CPU worker pool (:class:`PostProcessStage`)
+``store``          the artifact row in SQLite (:class:`StoreStage`)
+
+A stage that has nothing to do (``llm_call`` after a cache hit, ``token_guard``
+without a guard) returns at once; it is still timed, so every request has all six
+stage timings. Stages get the pipeline's parts from ``ctx.services``, so replacing
+one is a list edit: ``replace_stage(default_stages(), PostProcessStage(my_extractor))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pytest_iterate.pipeline.design import DesignRequest
+from pytest_iterate.pipeline.extract import Artifact, extract_artifact
+from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse, Usage
+
+if TYPE_CHECKING:
+    from pytest_iterate.pipeline.config import IterateConfig
+    from pytest_iterate.pipeline.metrics import IterateMetrics
+    from pytest_iterate.pipeline.prompts import PromptBuilder
+    from pytest_iterate.pipeline.store import ArtifactStore
+    from pytest_iterate.pipeline.telemetry import StageRecorder
+    from pytest_iterate.pipeline.workers import WorkerPool
+
+__all__ = [
+    "STAGE_NAMES",
+    "CacheLookupStage",
+    "LLMCallStage",
+    "PostProcessStage",
+    "PromptBuildStage",
+    "Services",
+    "Stage",
+    "StageContext",
+    "StoreStage",
+    "TokenGuardStage",
+    "default_stages",
+    "insert_after",
+    "replace_stage",
+]
+
+STAGE_NAMES = ("prompt_build", "cache_lookup", "token_guard", "llm_call", "post_process", "store")
+
+Extractor = Callable[[str, str], Artifact]
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One named step of the pipeline."""
+
+    name: str
+
+    async def __call__(self, ctx: StageContext) -> None: ...
+
+
+@dataclass(slots=True)
+class Services:
+    """The parts a stage may use; owned by the :class:`~pytest_iterate.pipeline.runner.Pipeline`.
+
+    ``call`` is the one-request LLM call (``LLMClient.call`` or any Caller); ``cache``
+    a ``ResponseCache`` or None; ``guard`` a ``TokenGuard`` or None; ``single_flight``
+    coalesces identical misses; ``store`` may be None (nothing written).
+    """
+
+    config: IterateConfig
+    builder: PromptBuilder
+    call: Callable[..., Any]
+    pool: WorkerPool
+    base_url: str
+    model: str
+    cache: Any | None = None
+    guard: Any | None = None
+    single_flight: Any | None = None
+    store: ArtifactStore | None = None
+    metrics: IterateMetrics | None = None
+
+
+@dataclass(slots=True)
+class StageContext:
+    """What one request carries through the stages."""
+
+    request: DesignRequest
+    index: int
+    run_id: str
+    services: Services
+    recorder: StageRecorder
+    llm_request: LLMRequest | None = None
+    sent_requests: list[LLMRequest] = field(default_factory=list)  # after the guard (split: several)
+    response: LLMResponse | None = None
+    artifact: Artifact | None = None
+    warnings: list[GuardWarning] = field(default_factory=list)
+    cache_key: str | None = None
+    cache_tier: str | None = None
+    coalesced: bool = False
+    llm_calls: int = 0  # upstream calls this request made itself
+    extra: dict[str, Any] = field(default_factory=dict)  # free room for custom stages
+
+    def warn(self, warning: GuardWarning) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
+
+class PromptBuildStage:
+    name = "prompt_build"
+
+    async def __call__(self, ctx: StageContext) -> None:
+        ctx.llm_request = ctx.services.builder.build(ctx.request)
+
+
+class CacheLookupStage:
+    """Computes the cache key and answers from the cache on a hit (cacheable requests only)."""
+
+    name = "cache_lookup"
+
+    async def __call__(self, ctx: StageContext) -> None:
+        s = ctx.services
+        assert ctx.llm_request is not None, "cache_lookup needs prompt_build first"
+        from pytest_iterate.pipeline.cache.keys import cache_key
+
+        ctx.cache_key = cache_key(ctx.llm_request, base_url=s.base_url, default_model=s.model)
+        if s.cache is None or not s.cache.cacheable(ctx.llm_request):
+            return
+        hit = await s.cache.get(ctx.cache_key)
+        if hit is not None:
+            ctx.response = hit
+            ctx.cache_tier = hit.cache_tier
+
+
+class TokenGuardStage:
+    """Applies the token guard's policy; a split gives several requests, run in order."""
+
+    name = "token_guard"
+
+    async def __call__(self, ctx: StageContext) -> None:
+        assert ctx.llm_request is not None, "token_guard needs prompt_build first"
+        if ctx.response is not None:
+            return
+        guard = ctx.services.guard
+        if guard is None:
+            ctx.sent_requests = [ctx.llm_request]
+            return
+        guarded = guard.apply(ctx.llm_request)
+        for warning in getattr(guarded, "warnings", ()) or ():
+            ctx.warn(warning)
+        chunks = getattr(guarded, "requests", None) or getattr(guarded, "chunks", None)
+        ctx.sent_requests = list(chunks) if chunks else [guarded.request]
+
+
+class LLMCallStage:
+    """Sends the request(s); identical cacheable misses in flight share one upstream call."""
+
+    name = "llm_call"
+
+    async def __call__(self, ctx: StageContext) -> None:
+        if ctx.response is not None:
+            return
+        s = ctx.services
+        requests = ctx.sent_requests or ([ctx.llm_request] if ctx.llm_request is not None else [])
+        cache = s.cache
+        shareable = (
+            cache is not None
+            and s.single_flight is not None
+            and ctx.cache_key is not None
+            and ctx.llm_request is not None
+            and cache.cacheable(ctx.llm_request)
+        )
+        if not shareable:
+            ctx.response = await self._send(ctx, requests)
+            return
+        key = ctx.cache_key
+        assert key is not None and ctx.llm_request is not None and cache is not None
+        original = ctx.llm_request
+
+        async def upstream() -> LLMResponse:
+            again = await cache.get(key, record=False)  # stored while this request looked up?
+            if again is not None:
+                return again
+            response = await self._send(ctx, requests)
+            response.cache_key = key
+            await cache.put(key, original, response)
+            return response
+
+        ctx.coalesced = s.single_flight.in_flight(key)
+        shared = await s.single_flight.run(key, upstream)
+        ctx.response = dataclasses.replace(
+            shared, warnings=list(shared.warnings), chunks=list(shared.chunks)
+        )
+        if ctx.response.cache_tier is not None:
+            ctx.cache_tier = ctx.response.cache_tier
+            ctx.coalesced = False
+
+    @staticmethod
+    async def _send(ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
+        call = ctx.services.call
+        responses = []
+        for request in requests:
+            responses.append(await call(request))
+            ctx.llm_calls += 1
+        if len(responses) == 1:
+            return responses[0]
+        return _join(responses)
+
+
+def _join(responses: Sequence[LLMResponse]) -> LLMResponse:
+    """The answers of split chunks combined in order."""
+    prompt = sum(r.usage.prompt_tokens for r in responses if r.usage)
+    completion = sum(r.usage.completion_tokens for r in responses if r.usage)
+    warnings: list[GuardWarning] = []
+    for r in responses:
+        warnings.extend(w for w in r.warnings if w not in warnings)
+    last = responses[-1]
+    return LLMResponse(
+        text="\n".join(r.text for r in responses),
+        finish_reason=last.finish_reason,
+        usage=Usage(prompt, completion) if any(r.usage for r in responses) else None,
+        model=last.model,
+        ttft_s=responses[0].ttft_s,
+        total_s=sum(r.total_s for r in responses),
+        attempts=sum(r.attempts for r in responses),
+        warnings=warnings,
+    )
+
+
+class PostProcessStage:
+    """Extracts and validates the code in the worker pool (``extractor(text, language)``)."""
+
+    name = "post_process"
+
+    def __init__(self, extractor: Extractor = extract_artifact) -> None:
+        self.extractor = extractor
+
+    async def __call__(self, ctx: StageContext) -> None:
+        if ctx.response is None:
+            return
+        for warning in ctx.response.warnings:
+            ctx.warn(warning)
+        artifact = await ctx.services.pool.run(self.extractor, ctx.response.text, ctx.request.language)
+        ctx.artifact = artifact
+        for warning in artifact.warnings:
+            ctx.warn(warning)
+
+
+class StoreStage:
+    """Writes the artifact row (with the timings of the stages before it) off the event loop."""
+
+    name = "store"
+
+    async def __call__(self, ctx: StageContext) -> None:
+        store = ctx.services.store
+        if store is None or ctx.response is None:
+            return
+        from pytest_iterate.pipeline.store import ArtifactRecord
+
+        a = ctx.artifact
+        await store.put(
+            ArtifactRecord(
+                request_id=ctx.request.id,
+                request=ctx.request.to_json(),
+                code=a.code if a else None,
+                language=a.language if a else None,
+                valid=a.valid if a else None,
+                syntax_error_line=a.syntax_error_line if a else None,
+                syntax_error=a.syntax_error if a else None,
+                warnings=[w.to_json() for w in ctx.warnings],
+                timings=[t.to_json() for t in ctx.recorder.timings],
+                cache_key=ctx.cache_key,
+                cache_tier=ctx.cache_tier,
+                run_id=ctx.run_id,
+                created_s=time.time(),
+            )
+        )
+
+
+def default_stages(extractor: Extractor = extract_artifact) -> list[Stage]:
+    """The six stages in order (a fresh list each call)."""
+    return [
+        PromptBuildStage(),
+        CacheLookupStage(),
+        TokenGuardStage(),
+        LLMCallStage(),
+        PostProcessStage(extractor),
+        StoreStage(),
+    ]
+
+
+def replace_stage(stages: Sequence[Stage], new: Stage) -> list[Stage]:
+    """A copy of ``stages`` with the stage named ``new.name`` replaced by ``new``."""
+    names = [s.name for s in stages]
+    if new.name not in names:
+        raise ValueError(f"no stage named {new.name!r}; stages: {', '.join(names)}")
+    return [new if s.name == new.name else s for s in stages]
+
+
+def insert_after(stages: Sequence[Stage], after: str, new: Stage) -> list[Stage]:
+    """A copy of ``stages`` with ``new`` inserted after the stage named ``after``."""
+    names = [s.name for s in stages]
+    if after not in names:
+        raise ValueError(f"no stage named {after!r}; stages: {', '.join(names)}")
+    out = list(stages)
+    out.insert(names.index(after) + 1, new)
+    return out
