@@ -28,13 +28,40 @@ UNIQUE = 70
 DUPLICATES = 30
 
 SUBJECTS = [
-    "rate limiter", "LRU cache", "retry helper", "CSV report builder", "URL shortener", "event bus",
-    "priority job queue", "config loader", "feature flag store", "inventory tracker", "markdown table renderer",
-    "unit converter", "bank account ledger", "text tokenizer", "dependency graph resolver", "file watcher",
-    "circuit breaker", "pagination helper", "password strength checker", "matrix utilities",
-    "time window aggregator", "JSON schema validator", "library checkout system", "chess move validator",
-    "tiny HTTP router", "log line parser", "shopping cart", "undo/redo stack", "sparse vector", "trie autocomplete",
-    "temperature sensor smoother", "invoice calculator", "cron expression parser", "bloom filter",
+    "rate limiter",
+    "LRU cache",
+    "retry helper",
+    "CSV report builder",
+    "URL shortener",
+    "event bus",
+    "priority job queue",
+    "config loader",
+    "feature flag store",
+    "inventory tracker",
+    "markdown table renderer",
+    "unit converter",
+    "bank account ledger",
+    "text tokenizer",
+    "dependency graph resolver",
+    "file watcher",
+    "circuit breaker",
+    "pagination helper",
+    "password strength checker",
+    "matrix utilities",
+    "time window aggregator",
+    "JSON schema validator",
+    "library checkout system",
+    "chess move validator",
+    "tiny HTTP router",
+    "log line parser",
+    "shopping cart",
+    "undo/redo stack",
+    "sparse vector",
+    "trie autocomplete",
+    "temperature sensor smoother",
+    "invoice calculator",
+    "cron expression parser",
+    "bloom filter",
     "rolling file logger",
 ]
 VERBS = ["Design", "Implement", "Build", "Write"]
@@ -60,15 +87,28 @@ LONG_REQUIREMENT_TAIL = (
     " malformed input, and the error messages must name the offending value."
 )
 CONSTRAINTS = [
-    "standard library only", "no global mutable state", "Python 3.11", "at most 80 lines",
-    "no third-party dependencies", "pure functions where possible", "deterministic output",
+    "standard library only",
+    "no global mutable state",
+    "Python 3.11",
+    "at most 80 lines",
+    "no third-party dependencies",
+    "pure functions where possible",
+    "deterministic output",
 ]
 LANGUAGES = ["python"] * 16 + ["javascript", "typescript", "go", "rust"]
 MAX_TOKENS = [None, None, 128, 256, 384, 512]
 
 SPEC_SECTIONS = [
-    "Data model", "Public operations", "Error handling", "Concurrency", "Persistence", "Performance",
-    "Observability", "Security", "Configuration", "Testing strategy",
+    "Data model",
+    "Public operations",
+    "Error handling",
+    "Concurrency",
+    "Persistence",
+    "Performance",
+    "Observability",
+    "Security",
+    "Configuration",
+    "Testing strategy",
 ]
 SPEC_SENTENCES = [
     "Every operation validates its arguments and raises a documented exception on bad input.",
@@ -146,13 +186,16 @@ def render(rows: list[dict[str, object]], header: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only check that the files are up to date")
     args = parser.parse_args(argv)
     rng = random.Random(SEED)
     files = {
         OUT / "designs.jsonl": render(
-            make_designs(rng), f"{UNIQUE + DUPLICATES} design requests: {UNIQUE} unique + {DUPLICATES} exact duplicates"
+            make_designs(rng),
+            f"{UNIQUE + DUPLICATES} design requests: {UNIQUE} unique + {DUPLICATES} exact duplicates",
         ),
         OUT / "long_context.jsonl": render(
             make_long_context(rng), "requests that overflow a 2,048-token window unguarded"

@@ -33,8 +33,16 @@ _CODE_LINE = re.compile(
     r"package |func |fn |pub |use |impl |struct |#include|public |private |SELECT |CREATE )"
 )
 _ALIASES = {
-    "py": "python", "python3": "python", "js": "javascript", "node": "javascript", "ts": "typescript",
-    "golang": "go", "rs": "rust", "c++": "cpp", "sh": "bash", "shell": "bash",
+    "py": "python",
+    "python3": "python",
+    "js": "javascript",
+    "node": "javascript",
+    "ts": "typescript",
+    "golang": "go",
+    "rs": "rust",
+    "c++": "cpp",
+    "sh": "bash",
+    "shell": "bash",
 }
 
 

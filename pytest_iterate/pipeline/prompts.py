@@ -92,7 +92,10 @@ class PromptBuilder:
     def build(self, design: DesignRequest) -> LLMRequest:
         """The chat request for one design (temperature 0 unless configured otherwise)."""
         return LLMRequest(
-            messages=(self.system_message(design.language), {"role": "user", "content": self.user_text(design)}),
+            messages=(
+                self.system_message(design.language),
+                {"role": "user", "content": self.user_text(design)},
+            ),
             endpoint="chat",
             model=self.model,
             max_tokens=design.max_tokens if design.max_tokens is not None else self.default_max_tokens,

@@ -131,7 +131,7 @@ class Pipeline:
         self.pool = pool
         self.cache = cache
         self.guard = guard
-        single_flight = None
+        single_flight: Any = None
         if cache is not None:
             from pytest_iterate.pipeline.cache.singleflight import SingleFlight
 
@@ -175,7 +175,9 @@ class Pipeline:
         return pipeline
 
     # -- running ------------------------------------------------------------------
-    async def run(self, request: DesignRequest, *, index: int = 0, run_id: str | None = None) -> PipelineResult:
+    async def run(
+        self, request: DesignRequest, *, index: int = 0, run_id: str | None = None
+    ) -> PipelineResult:
         """Run every stage for ``request``; failures land in the result, never raised."""
         if self._closed:
             raise RuntimeError("the pipeline is closed")

@@ -185,7 +185,7 @@ class LLMCallStage:
         original = ctx.llm_request
 
         async def upstream() -> LLMResponse:
-            again = await cache.get(key, record=False)  # stored while this request looked up?
+            again: LLMResponse | None = await cache.get(key, record=False)  # stored meanwhile?
             if again is not None:
                 return again
             response = await self._send(ctx, requests)
@@ -193,11 +193,11 @@ class LLMCallStage:
             await cache.put(key, original, response)
             return response
 
-        ctx.coalesced = s.single_flight.in_flight(key)
-        shared = await s.single_flight.run(key, upstream)
-        ctx.response = dataclasses.replace(
-            shared, warnings=list(shared.warnings), chunks=list(shared.chunks)
-        )
+        single_flight = s.single_flight
+        assert single_flight is not None
+        ctx.coalesced = single_flight.in_flight(key)
+        shared: LLMResponse = await single_flight.run(key, upstream)
+        ctx.response = dataclasses.replace(shared, warnings=list(shared.warnings), chunks=list(shared.chunks))
         if ctx.response.cache_tier is not None:
             ctx.cache_tier = ctx.response.cache_tier
             ctx.coalesced = False
@@ -205,9 +205,10 @@ class LLMCallStage:
     @staticmethod
     async def _send(ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
         call = ctx.services.call
-        responses = []
+        responses: list[LLMResponse] = []
         for request in requests:
-            responses.append(await call(request))
+            response: LLMResponse = await call(request)
+            responses.append(response)
             ctx.llm_calls += 1
         if len(responses) == 1:
             return responses[0]

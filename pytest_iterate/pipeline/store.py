@@ -71,8 +71,21 @@ ON CONFLICT (request_id, content_key) DO UPDATE SET
     updated_s = excluded.updated_s
 """
 _COLUMNS = (
-    "request_id", "content_key", "run_id", "request_json", "language", "code", "valid", "syntax_error_line",
-    "syntax_error", "warnings_json", "timings_json", "cache_key", "cache_tier", "created_s", "updated_s",
+    "request_id",
+    "content_key",
+    "run_id",
+    "request_json",
+    "language",
+    "code",
+    "valid",
+    "syntax_error_line",
+    "syntax_error",
+    "warnings_json",
+    "timings_json",
+    "cache_key",
+    "cache_tier",
+    "created_s",
+    "updated_s",
 )
 
 
