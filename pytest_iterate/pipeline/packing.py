@@ -60,6 +60,7 @@ _HEADER_RE = re.compile(
     [ \t]*(?P<rest>.*?)[ \t]*$""",
     re.IGNORECASE | re.MULTILINE | re.VERBOSE,
 )
+_END_LINE_RE = re.compile(r"^[ \t]*<<<[ \t]*END ITEM[ \t]*\d+[ \t]*>>>[ \t]*$", re.IGNORECASE)
 _NOISE_LINE_RE = re.compile(
     r"^[ \t]*(?:-{3,}|\*{3,}|_{3,}|<<<[ \t]*END ITEM[ \t]*\d+[ \t]*>>>)[ \t]*$", re.IGNORECASE
 )
@@ -124,14 +125,31 @@ def split_packed_answer(answer: str, n: int) -> list[str | None]:
     for k, (num, _start, end, rest) in enumerate(headers):
         if not 1 <= num <= n or results[num - 1] is not None:
             continue
-        stop = headers[k + 1][1] if k + 1 < len(headers) else len(answer)
-        body = answer[end:stop]
+        last = k + 1 == len(headers)
+        stop = len(answer) if last else headers[k + 1][1]
+        body = _cut_at_end_marker(answer[end:stop], last=last)
         text = _clean((rest + "\n" + body) if rest else body)
         if text:
             results[num - 1] = text
     return results
 
 
+def _cut_at_end_marker(body: str, *, last: bool) -> str:
+    """Drop what follows an ``<<<END ITEM>>>`` line, or in the last section a ``---`` rule.
+
+    Text after the final item and a separator is a closing remark, not the answer.
+    """
+    lines = body.split("\n")
+    for i, line in enumerate(lines):
+        if i == 0:
+            continue  # the header line's own remainder
+        if _END_LINE_RE.match(line):
+            return "\n".join(lines[:i])
+        if last and _NOISE_LINE_RE.match(line) and any(x.strip() for x in lines[i + 1 :]):
+            return "\n".join(lines[:i])
+    return body
+
+
 def _clean(text: str) -> str:
     lines = [line for line in text.split("\n") if not _NOISE_LINE_RE.match(line)]
-    return "\n".join(lines).strip()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

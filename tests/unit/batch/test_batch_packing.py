@@ -76,3 +76,8 @@ def test_a_body_line_mentioning_an_item_is_not_a_header() -> None:
 
 def test_no_headers_at_all_gives_all_none() -> None:
     assert split_packed_answer("I cannot help with that.", 2) == [None, None]
+
+
+def test_closing_remark_after_a_rule_and_end_markers_are_dropped() -> None:
+    reply = "### ITEM 1\nA\n<<<END ITEM 1>>>\nstray\n### ITEM 2\nB\n\n---\nAnything else?"
+    assert split_packed_answer(reply, 2) == ["A", "B"]
