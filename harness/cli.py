@@ -1,0 +1,277 @@
+"""``iterate-bench``: run load against an endpoint, compare runs, serve the mock.
+
+    iterate-bench run --concurrency 1,5,10 --requests 100 --report-dir reports
+    iterate-bench run --rate 5 --duration 30 --target http://127.0.0.1:8080/v1
+    iterate-bench run --saturate --slo p95=2.0
+    iterate-bench compare reports/baseline.json reports/iterate-report.json --fail-on p95:10%
+    iterate-bench serve-mock --profile v1
+
+``compare`` exits 1 on a regression, 0 otherwise (also when the baseline does not
+exist yet: that is the first run, and it says so). Definitions of every statistic:
+``harness/DEFINITIONS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of concurrency levels like 1,5,10")
+    return [_positive_int(p) for p in parts]
+
+
+def _float_list(text: str) -> list[float]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of rates like 5 or 5,10")
+    return [_positive_float(p) for p in parts]
+
+
+def _slo(text: str) -> dict[str, float]:
+    from harness.runner import parse_slo
+
+    try:
+        return parse_slo(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rule(text: str) -> str:
+    from harness.compare import parse_rule
+
+    try:
+        parse_rule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _formats(text: str) -> list[str]:
+    from harness.reports import ALL_FORMATS
+
+    fmts = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in ALL_FORMATS]
+    if bad or not fmts:
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown format(s) {bad}; valid: {','.join(ALL_FORMATS)}")
+    return fmts
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run load against an endpoint and write reports")
+    p.add_argument("--target", default="mock",
+                   help="mock (project mock server, default), loopback (harness fixed-latency server) "
+                        "or an http(s):// base URL")
+    p.add_argument("--workload", default=None, help="workload JSONL (default: the standard workload)")
+    p.add_argument("--concurrency", type=_int_list, default=None, help="closed-loop sweep, e.g. 1,5,10")
+    p.add_argument("--rate", type=_float_list, default=None, help="constant-rate open loop, requests/s")
+    p.add_argument("--poisson", type=_float_list, default=None, help="poisson open loop, mean requests/s")
+    p.add_argument("--seed", type=int, default=0, help="seed of the poisson arrivals")
+    p.add_argument("--requests", type=_positive_int, default=None, help="requests per scenario")
+    p.add_argument("--duration", type=_positive_float, default=None, help="seconds per scenario")
+    p.add_argument("--warmup", type=_non_negative_int, default=0, help="requests sent first, not measured")
+    p.add_argument("--saturate", action="store_true", help="find the highest rate meeting --slo")
+    p.add_argument("--slo", type=_slo, default=None, help="latency objective, e.g. p95=2.0 (seconds)")
+    p.add_argument("--max-rate", type=_positive_float, default=10_000.0, help="upper bound of --saturate")
+    p.add_argument("--profile", default=None, help="latency profile of the project mock, e.g. v1")
+    p.add_argument("--mock-latency", type=_non_negative_float, default=0.05,
+                   help="fixed latency (s) of the harness loopback server")
+    p.add_argument("--raw", action="store_true", help="bare HTTP POSTs instead of the pipeline")
+    p.add_argument("--no-cache", action="store_true", help="disable the pipeline's response cache")
+    p.add_argument("--report-dir", default="reports", help="output folder (default: reports)")
+    p.add_argument("--formats", type=_formats, default=None, help="json,md,html,benchmark,prom (default all)")
+    p.add_argument("--pushgateway", default=None, help="push metrics.prom's gauges to this Pushgateway")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser("compare", help="compare a run against a baseline; exit 1 on a regression")
+    p.add_argument("baseline", help="baseline iterate-report.json (or its folder)")
+    p.add_argument("current", help="current iterate-report.json (or its folder)")
+    p.add_argument("--fail-on", dest="fail_on", action="append", type=_rule, default=None,
+                   help='gate rule, repeatable: "p95:10%%", "mean:5%%", "error_rate:+0.5"')
+    p.add_argument("--alpha", type=_positive_float, default=0.01, help="significance level (default 0.01)")
+
+
+def _add_serve_mock(sub: Any) -> None:
+    try:
+        mock_cli = importlib.import_module("pytest_iterate.mock.cli")
+    except ImportError:
+        p = sub.add_parser("serve-mock", help="serve the project's mock endpoint (not installed)")
+        p.set_defaults(_mock_missing=True)
+        return
+    before = set(sub.choices)
+    mock_cli.add_parser(sub)
+    added = set(sub.choices) - before
+    for name in added:
+        sub.choices[name].set_defaults(_mock_run=mock_cli.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iterate-bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_compare(sub)
+    _add_serve_mock(sub)
+    return parser
+
+
+def _shapes(args: argparse.Namespace) -> list[Any]:
+    from harness.loads import ClosedLoop, ConstantRate, Poisson
+
+    shapes: list[Any] = [ClosedLoop(c) for c in args.concurrency or []]
+    shapes += [ConstantRate(r) for r in args.rate or []]
+    shapes += [Poisson(r, seed=args.seed) for r in args.poisson or []]
+    return shapes or [ClosedLoop(1)]
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from harness.progress import Progress
+    from harness.reports import build_report, write_reports
+    from harness.runner import run_load, saturate
+    from harness.targets import open_target
+
+    overrides: dict[str, Any] = {}
+    if args.no_cache:
+        overrides["cache_enabled"] = False
+    scenarios: list[dict[str, Any]] = []
+    criteria: list[dict[str, Any]] = []
+    samples: dict[str, list[Any]] = {}
+    async with open_target(args.target, workload=args.workload, profile=args.profile,
+                           mock_latency_s=args.mock_latency, config_overrides=overrides, raw=args.raw) as target:
+        if args.saturate:
+            sweep = await saturate(target.send, target.items, args.slo, max_rps=args.max_rate,
+                                   requests_per_step=args.requests,
+                                   duration_s=args.duration if args.duration or args.requests else 5.0)
+            scenarios = sweep.scenarios
+            bound = ", ".join(f"{k}<={v:g}" for k, v in args.slo.items())
+            criteria.append({"id": "saturation.max_rps", "threshold": bound, "unit": "req/s",
+                             "observed": sweep.best_rps, "passed": sweep.best_rps is not None})
+            print(f"highest rate meeting {bound}: {sweep.best_rps if sweep.best_rps is not None else 'none'} req/s")
+        else:
+            for shape in _shapes(args):
+                progress = None if args.quiet else Progress(shape.label, args.requests)
+                result = await run_load(target.send, target.items, shape, requests=args.requests,
+                                        duration_s=args.duration, warmup=args.warmup, progress=progress)
+                summary = result.summary(objectives={"latency_s": args.slo["p95"]} if args.slo and "p95" in
+                                         args.slo else None)
+                scenarios.append(summary)
+                samples[summary["name"]] = result.samples
+                lat = summary["latency_s"]
+                print(f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors, "
+                      f"{(summary['throughput_rps'] or 0):.1f} req/s, mean {_ms(lat['mean'])}, "
+                      f"p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
+                      f"{_ms(summary['scheduling_lag_s']['p99'])}")
+        run_info = {"tool": "iterate-bench", **target.info}
+    report = build_report(run_info, criteria, scenarios)
+    paths = write_reports(report, Path(args.report_dir), formats=args.formats or ("json", "md", "html",
+                                                                                   "benchmark", "prom"),
+                          samples=samples)
+    if args.pushgateway:
+        from harness.reports.prom_report import push
+
+        push(report, args.pushgateway)
+    print("reports: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{float(v) * 1000:.1f} ms"
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from harness.compare import BaselineMissing, compare, load_baseline
+    from harness.reports.json_report import load
+
+    try:
+        baseline = load_baseline(args.baseline)
+    except BaselineMissing as exc:
+        print(str(exc))
+        return 0
+    try:
+        current = load(args.current)
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the current report {args.current}: {exc}", file=sys.stderr)
+        return 2
+    result = compare(baseline, current, args.fail_on or ["p95:10%", "error_rate:+0.5"], alpha=args.alpha)
+    print(result.table())
+    return 0 if result.passed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        if args.saturate and not args.slo:
+            parser.error("--saturate needs an objective, e.g. --slo p95=2.0")
+        try:
+            return asyncio.run(_run(args))
+        except KeyboardInterrupt:
+            return 130
+        except (ValueError, OSError) as exc:
+            print(f"iterate-bench run: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "compare":
+        return _compare(args)
+    if getattr(args, "_mock_missing", False):
+        print("serve-mock needs the project's mock (pytest_iterate.mock.cli), which is not installed",
+              file=sys.stderr)
+        return 2
+    if hasattr(args, "_mock_run"):
+        return int(args._mock_run(args) or 0)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
