@@ -26,6 +26,7 @@ body is masked).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -61,6 +62,7 @@ __all__ = ["LLMClient", "ResponseStream", "outcome_label"]
 
 OnDelta = Callable[[str], None]
 _MOCK_HOST = "mock.iterate.invalid"
+_NO_TIMEOUT = contextlib.nullcontext()
 
 _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (RateLimited, "rate_limited"),
@@ -126,6 +128,8 @@ class LLMClient:
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._owns_transport = transport is None
         self._transport = transport if transport is not None else self._make_transport(config)
+        # aiohttp's own total timeout already bounds the whole attempt (body included)
+        self._wrap_timeout = not getattr(self._transport, "enforces_total_timeout", False)
         self._throttle = (
             throttle
             if throttle is not None
@@ -268,7 +272,7 @@ class LLMClient:
         clock = self._clock
         t0 = clock()
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self._timeout_s) if self._wrap_timeout else _NO_TIMEOUT:
                 resp = await self._transport.send(
                     "POST",
                     url,

@@ -12,11 +12,16 @@ Adaptive slowdown: :meth:`Throttle.observe_headers` reads
 ``x-ratelimit-reset-requests`` / ``-tokens`` (``"6m0s"``, ``"12ms"``, ``"1s"``,
 ``"0.5s"``; see :func:`parse_reset_duration`) has passed. The waiting counts as
 queueing (``iterate_queue_depth``) and against ``max_queue``.
+
+``iterate_inflight_requests`` and ``iterate_queue_depth`` are read from the throttle
+when the registry is collected (``Gauge.set_function``), so the hot path does no
+metric work; one throttle reports per :class:`IterateMetrics` (the last one made).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import deque
@@ -32,6 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["Throttle", "parse_reset_duration"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
+_RATE_HEADERS = (
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+)
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
@@ -67,18 +76,18 @@ class Throttle:
     """At most ``max_concurrent`` holders, at most ``max_queue`` waiters, then ``Busy``."""
 
     __slots__ = (
+        "_avg_hold_s",
+        "_blocked_until",
+        "_clock",
+        "_inflight",
+        "_pausing",
+        "_sleep",
+        "_starts",
+        "_waiters",
         "max_concurrent",
         "max_queue",
-        "remaining_floor",
         "metrics",
-        "_clock",
-        "_sleep",
-        "_inflight",
-        "_waiters",
-        "_pausing",
-        "_blocked_until",
-        "_avg_hold_s",
-        "_starts",
+        "remaining_floor",
     )
 
     def __init__(
@@ -107,6 +116,10 @@ class Throttle:
         self._blocked_until = 0.0
         self._avg_hold_s = 0.0  # moving average of slot hold times, for Busy estimates
         self._starts: deque[float] = deque()
+        if metrics is not None:
+            # read at scrape time: no gauge update (and its lock) on the hot path
+            metrics.inflight.set_function(lambda: float(self._inflight))
+            metrics.queue_depth.set_function(lambda: float(self.waiting))
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -136,7 +149,6 @@ class Throttle:
         if self._inflight < self.max_concurrent and not self._waiters:
             self._inflight += 1
             self._starts.append(self._clock())
-            self._publish()
             return
         if self.waiting >= self.max_queue:
             raise Busy(
@@ -146,18 +158,14 @@ class Throttle:
             )
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        self._publish()
         try:
             await fut  # release() hands its slot over: _inflight already counts us
         except BaseException:
             if fut.done() and not fut.cancelled():
                 self._release_slot()  # we were handed a slot but are leaving
             else:
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(fut)
-                except ValueError:
-                    pass
-            self._publish()
             raise
         self._starts.append(self._clock())
 
@@ -166,7 +174,6 @@ class Throttle:
             held = self._clock() - self._starts.popleft()
             self._avg_hold_s = held if not self._avg_hold_s else 0.9 * self._avg_hold_s + 0.1 * held
         self._release_slot()
-        self._publish()
 
     def _release_slot(self) -> None:
         while self._waiters:
@@ -187,25 +194,17 @@ class Throttle:
                 retry_after_s=self.retry_after_estimate(),
             )
         self._pausing += 1
-        self._publish()
         try:
             while (delay := self._blocked_until - self._clock()) > 0:
                 await self._sleep(delay)
         finally:
             self._pausing -= 1
-            self._publish()
-
-    def _publish(self) -> None:
-        m = self.metrics
-        if m is not None:
-            m.inflight.set(self._inflight)
-            m.queue_depth.set(len(self._waiters) + self._pausing)
 
     # -- rate-limit headers --------------------------------------------------------------
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Slow down when the endpoint says the request or token budget is (nearly) spent."""
-        for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        for remaining_key, reset_key in _RATE_HEADERS:
+            remaining = headers.get(remaining_key)
             if remaining is None:
                 continue
             try:
@@ -213,7 +212,7 @@ class Throttle:
             except ValueError:
                 continue
             if left <= self.remaining_floor:
-                reset = parse_reset_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+                reset = parse_reset_duration(headers.get(reset_key))
                 if reset:
                     self.block_for(reset)
 

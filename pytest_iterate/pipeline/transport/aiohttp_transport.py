@@ -69,7 +69,11 @@ class AiohttpTransport:
 
     Give a ``config`` (``max_connections`` and ``connect_timeout_s`` are read from it)
     or the two values directly. ``json_body`` may be pre-encoded ``bytes``.
+    ``enforces_total_timeout``: aiohttp's ``total`` timeout covers the whole attempt,
+    reading the body or stream included, so the client adds no timer of its own.
     """
+
+    enforces_total_timeout = True
 
     def __init__(
         self,
