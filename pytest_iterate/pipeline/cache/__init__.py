@@ -5,6 +5,7 @@ from __future__ import annotations
 from pytest_iterate.pipeline.cache.keys import (
     DENY_FIELDS,
     KEY_VERSION,
+    KeyBuilder,
     cache_key,
     cache_key_from_body,
     normalize_base_url,
@@ -19,6 +20,7 @@ __all__ = [
     "KEY_VERSION",
     "CacheStats",
     "CachingCaller",
+    "KeyBuilder",
     "MemoryLRU",
     "ResponseCache",
     "SingleFlight",

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from pytest_iterate.pipeline.cache.keys import cache_key
+from pytest_iterate.pipeline.cache.keys import KeyBuilder
 from pytest_iterate.pipeline.cache.singleflight import SingleFlight
 from pytest_iterate.pipeline.cache.tiered import ResponseCache
 from pytest_iterate.pipeline.types import Caller, LLMRequest, LLMResponse
@@ -47,18 +47,19 @@ class CachingCaller:
         self.cache = cache
         self.base_url = base_url
         self.default_model = default_model
+        self._key = KeyBuilder(base_url, default_model)
         self.single_flight: SingleFlight[tuple[LLMResponse, bool]] = SingleFlight()
         self._clock = clock
 
     def key_for(self, request: LLMRequest) -> str:
-        return cache_key(request, base_url=self.base_url, default_model=self.default_model)
+        return self._key(request)
 
     async def __call__(self, request: LLMRequest, /, *, on_delta: Delta | None = None) -> LLMResponse:
         cache = self.cache
         if not cache.enabled:
             return await self.inner(request, on_delta=on_delta)
         start = self._clock()
-        key = self.key_for(request)
+        key = self._key(request)
         hit = await cache.get(key)
         if hit is not None:
             return self._replay(hit, request, on_delta, start)

@@ -121,6 +121,11 @@ class ResponseCache:
         self.folder = Path(config.cache_dir).resolve() if self.enabled else Path(config.cache_dir)
         self._disk = DiskStore(self.folder, wall_clock=wall_clock) if self.enabled else None
         self._counts = {"memory_hit": 0, "memory_miss": 0, "disk_hit": 0, "disk_miss": 0}
+        self._children: dict[str, Any] = {}  # labelled counters, looked up once
+        if metrics is not None:
+            for name in self._counts:
+                tier, result = name.split("_")
+                self._children[name] = metrics.cache_requests.labels(tier=tier, result=result)
         self._stores = 0
         self._refused = 0
 
@@ -201,9 +206,11 @@ class ResponseCache:
             self._disk.close()
 
     def _count(self, tier: str, result: str) -> None:
-        self._counts[f"{tier}_{result}"] += 1
-        if self._metrics is not None:
-            self._metrics.cache_requests.labels(tier=tier, result=result).inc()
+        name = f"{tier}_{result}"
+        self._counts[name] += 1
+        child = self._children.get(name)
+        if child is not None:
+            child.inc()
 
 
 def _payload_of(response: LLMResponse) -> dict[str, Any]:
