@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -212,6 +213,15 @@ class Pipeline:
 
         await asyncio.gather(*(worker() for _ in range(min(limit, len(items)))))
         return [r for r in results if r is not None]
+
+    async def run_workload(
+        self, path: str | Path, *, concurrency: int | None = None, run_id: str | None = None
+    ) -> list[PipelineResult]:
+        """Load a workload file (all or nothing: a bad line raises ``WorkloadError`` before any
+        request is sent or stored) and run it with :meth:`run_many`."""
+        from pytest_iterate.pipeline.workload import load_workload
+
+        return await self.run_many(load_workload(path), concurrency=concurrency, run_id=run_id)
 
     # -- lifecycle ----------------------------------------------------------------
     async def aclose(self) -> None:
