@@ -11,9 +11,9 @@ turn (N requests at concurrency C each); medians of req/s and the ratios (b)/(a)
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import json
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable

@@ -133,9 +133,7 @@ class LLMClient:
         self._throttle = (
             throttle
             if throttle is not None
-            else Throttle(
-                config.max_concurrent_requests, config.max_queue, self._metrics, clock, sleep
-            )
+            else Throttle(config.max_concurrent_requests, config.max_queue, self._metrics, clock, sleep)
         )
         self._retrying = RetryingCaller(
             self._throttled_call,
@@ -264,9 +262,7 @@ class LLMClient:
         finally:
             throttle.release()
 
-    async def _raw_call(
-        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None
-    ) -> LLMResponse:
+    async def _raw_call(self, request: LLMRequest, /, *, on_delta: OnDelta | None = None) -> LLMResponse:
         url = self._urls[request.endpoint]
         body = json.dumps(request.body(self._model)).encode()
         clock = self._clock
@@ -297,9 +293,7 @@ class LLMClient:
                 finally:
                     await resp.aclose()
         except TimeoutError as exc:
-            raise RequestTimeout(
-                f"{url}: no complete answer within {self._timeout_s:g}s", url=url
-            ) from exc
+            raise RequestTimeout(f"{url}: no complete answer within {self._timeout_s:g}s", url=url) from exc
         return response
 
     # -- parsing -------------------------------------------------------------------------
@@ -308,9 +302,7 @@ class LLMClient:
             return data.replace(self._secret.encode(), b"***")
         return data
 
-    def _status_error(
-        self, url: str, status: int, headers: Mapping[str, str], raw: bytes
-    ) -> HTTPStatusError:
+    def _status_error(self, url: str, status: int, headers: Mapping[str, str], raw: bytes) -> HTTPStatusError:
         raw = self._mask(raw)
         code: str | None = None
         detail: str | None = None
@@ -426,10 +418,7 @@ class LLMClient:
                 if model is None:
                     model = payload.get("model")
                 for choice in payload.get("choices") or ():
-                    if chat:
-                        delta = (choice.get("delta") or {}).get("content")
-                    else:
-                        delta = choice.get("text")
+                    delta = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
                     if not delta:
@@ -438,7 +427,9 @@ class LLMClient:
                     if n_prompts:
                         if not isinstance(index, int) or not 0 <= index < n_prompts:
                             raise self._bad(
-                                url, resp.status, json.dumps(payload).encode(),
+                                url,
+                                resp.status,
+                                json.dumps(payload).encode(),
                                 f"a stream choice index {index!r} outside 0..{n_prompts - 1}",
                                 retryable=False,
                             )
@@ -513,10 +504,8 @@ class ResponseStream:
         finally:
             if not task.done():
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                except BaseException:
-                    pass
 
     async def collect(self) -> LLMResponse:
         """Drain the stream and return the final response."""

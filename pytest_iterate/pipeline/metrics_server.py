@@ -81,9 +81,7 @@ class MetricsServer:
         await self.stop()
 
 
-async def serve_metrics(
-    metrics: IterateMetrics, host: str = "127.0.0.1", port: int = 0
-) -> MetricsServer:
+async def serve_metrics(metrics: IterateMetrics, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
     """Start serving ``GET /metrics`` in the running loop; returns the started server."""
     return await MetricsServer(metrics, host, port).start()
 

@@ -66,7 +66,7 @@ __all__ = [
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-def retry_reason(exc: BaseException) -> str | None:
+def retry_reason(exc: BaseException | None) -> str | None:
     """The low-cardinality reason label when ``exc`` should be retried, else None."""
     if isinstance(exc, HTTPStatusError):
         if isinstance(exc, RateLimited):
@@ -87,9 +87,7 @@ def retry_reason(exc: BaseException) -> str | None:
     return None
 
 
-def parse_retry_after(
-    headers: Mapping[str, str], *, now: Callable[[], float] = time.time
-) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
 
     ``headers`` should do case-insensitive lookups (aiohttp's and httpx's do); for a
@@ -192,7 +190,7 @@ class RetryingCaller:
     is raised.
     """
 
-    __slots__ = ("inner", "policy", "metrics", "sleep", "rng", "_retry", "_wait", "_retry_counters")
+    __slots__ = ("_retry", "_retry_counters", "_wait", "inner", "metrics", "policy", "rng", "sleep")
 
     def __init__(
         self,
@@ -218,9 +216,11 @@ class RetryingCaller:
         seen = [False]
         tracked = on_delta
         if on_delta is not None:
+
             def tracked(delta: str) -> None:
                 seen[0] = True
                 on_delta(delta)
+
         try:
             response = await self.inner(request, on_delta=tracked)
         except Exception as first:

@@ -112,7 +112,7 @@ class StreamDecoder:
     ``url`` and ``status`` only go into error messages.
     """
 
-    __slots__ = ("_parser", "done", "url", "status")
+    __slots__ = ("_parser", "done", "status", "url")
 
     def __init__(self, *, url: str | None = None, status: int | None = None) -> None:
         self._parser = SSEParser()

@@ -61,7 +61,7 @@ class StageTiming:
 class StageTimer:
     """Times one stage; a context manager usable with ``with`` and ``async with``."""
 
-    __slots__ = ("_recorder", "name", "_start_wall", "_start_mono")
+    __slots__ = ("_recorder", "_start_mono", "_start_wall", "name")
 
     def __init__(self, recorder: StageRecorder, name: str) -> None:
         self._recorder = recorder
@@ -103,7 +103,7 @@ class StageRecorder:
     are injectable for tests.
     """
 
-    __slots__ = ("metrics", "logger", "request_id", "timings", "_clock", "_wall")
+    __slots__ = ("_clock", "_wall", "logger", "metrics", "request_id", "timings")
 
     def __init__(
         self,

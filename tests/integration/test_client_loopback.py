@@ -44,7 +44,13 @@ class Upstream:
             return web.json_response(
                 {
                     "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(WORDS)}, "finish_reason": "stop"}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "".join(WORDS)},
+                            "finish_reason": "stop",
+                        }
+                    ],
                     "usage": {"prompt_tokens": 7, "completion_tokens": 4},
                 },
                 headers={"x-ratelimit-remaining-requests": "99", "x-ratelimit-reset-requests": "1s"},
@@ -53,7 +59,10 @@ class Upstream:
         await resp.prepare(request)
         await resp.write(b": hello\n\n")
         for w in WORDS:
-            payload = {"model": body["model"], "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+            payload = {
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}],
+            }
             data = b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
             # split every event in two writes, mid-line, to exercise incremental parsing
             await resp.write(data[:7])
@@ -73,7 +82,9 @@ class Upstream:
         return web.json_response({"choices": list(reversed(choices))})
 
     async def html(self, request: web.Request) -> web.Response:
-        return web.Response(status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html")
+        return web.Response(
+            status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
+        )
 
     async def html200(self, request: web.Request) -> web.Response:
         return web.Response(status=200, text="<!DOCTYPE html><p>login</p>", content_type="text/html")
@@ -108,7 +119,9 @@ class NoSleep:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_non_streaming(upstream: tuple[str, Upstream], transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_non_streaming(
+    upstream: tuple[str, Upstream], transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, state = upstream
     monkeypatch.setenv("ITERATE_LOOPBACK_KEY", "sk-loop")
     metrics = IterateMetrics()
@@ -118,7 +131,12 @@ async def test_non_streaming(upstream: tuple[str, Upstream], transport: str, mon
     assert resp.text == "Hello world ✓" and resp.finish_reason == "stop" and resp.attempts == 1
     assert resp.usage is not None and resp.usage.total_tokens == 11
     assert resp.total_s > 0 and resp.ttft_s == resp.total_s
-    assert state.bodies[0] == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16, "temperature": 0}
+    assert state.bodies[0] == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
     assert state.auth == ["Bearer sk-loop"]
     get = metrics.registry.get_sample_value
     assert get("iterate_requests_total", {"model": "gpt-4o-mini", "outcome": "ok"}) == 1
@@ -158,19 +176,25 @@ async def test_429_then_ok_over_the_wire(upstream: tuple[str, Upstream], transpo
     base, state = upstream
     state.fail_next_429 = 1
     metrics = IterateMetrics()
-    async with LLMClient(IterateConfig(base_url=base + "/v1", transport=transport), metrics=metrics, sleep=NoSleep()) as client:  # type: ignore[arg-type]
+    async with LLMClient(
+        IterateConfig(base_url=base + "/v1", transport=transport), metrics=metrics, sleep=NoSleep()
+    ) as client:  # type: ignore[arg-type]
         resp = await client.call(REQ)
     assert resp.attempts == 2
     assert metrics.registry.get_sample_value("iterate_retries_total", {"reason": "429"}) == 1
     state.fail_next_429 = 5
-    async with LLMClient(IterateConfig(base_url=base + "/v1", transport=transport), sleep=NoSleep()) as client:  # type: ignore[arg-type]
+    async with LLMClient(
+        IterateConfig(base_url=base + "/v1", transport=transport), sleep=NoSleep()
+    ) as client:  # type: ignore[arg-type]
         with pytest.raises(RateLimited) as info:
             await client.call(REQ)
     assert info.value.code == "rate_limit_exceeded" and info.value.retry_after_s == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_html_body_is_bad_response_with_status_and_first_bytes(upstream: tuple[str, Upstream], transport: str) -> None:
+async def test_html_body_is_bad_response_with_status_and_first_bytes(
+    upstream: tuple[str, Upstream], transport: str
+) -> None:
     base, _ = upstream
     cfg = IterateConfig(base_url=base + "/html200/v1", transport=transport, max_attempts=1)  # type: ignore[arg-type]
     async with LLMClient(cfg) as client:
@@ -196,9 +220,9 @@ async def test_user_given_httpx_client_not_closed(upstream: tuple[str, Upstream]
 
 
 async def test_connection_refused_is_connect_error() -> None:
-    from pytest_iterate.pipeline.errors import ConnectError
-
     import socket
+
+    from pytest_iterate.pipeline.errors import ConnectError
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -237,7 +261,7 @@ def test_threaded_metrics_server_from_sync_code() -> None:
     metrics.retries.labels("429").inc(3)
     with ThreadedMetricsServer(metrics) as server:
         assert threading.active_count() >= 2
-        with urllib.request.urlopen(server.url, timeout=5) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(server.url, timeout=5) as resp:
             text = resp.read().decode()
     assert 'iterate_retries_total{reason="429"} 3.0' in text
     for name in METRIC_NAMES:

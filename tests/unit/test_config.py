@@ -95,7 +95,7 @@ def test_base_url_without_scheme(url: str) -> None:
 
 
 def test_bad_choice_lists_valid_values() -> None:
-    with pytest.raises(ConfigError, match="transport='curl'.*aiohttp, httpx"):
+    with pytest.raises(ConfigError, match=r"transport='curl'.*aiohttp, httpx"):
         IterateConfig.load({"transport": "curl"}, environ={}, pyproject=None)
 
 

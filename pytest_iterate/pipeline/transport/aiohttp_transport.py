@@ -35,7 +35,7 @@ def _map_error(exc: BaseException, url: str, during: str) -> TransportError:
 class AiohttpResponse:
     """A :class:`~pytest_iterate.pipeline.transport.base.TransportResponse` over aiohttp."""
 
-    __slots__ = ("_resp", "status", "headers", "_url")
+    __slots__ = ("_resp", "_url", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
         self._resp = resp
@@ -46,7 +46,7 @@ class AiohttpResponse:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc, self._url, "reading the body") from exc
         finally:
             self._resp.release()
@@ -55,7 +55,7 @@ class AiohttpResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_error(exc, self._url, "reading the stream") from exc
         finally:
             self._resp.release()
@@ -131,7 +131,7 @@ class AiohttpTransport:
             resp = await session.request(
                 method, url, data=data, headers=headers, timeout=self._timeout(timeout_s)
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _map_error(exc, url, "sending") from exc
         return AiohttpResponse(resp, url)
 

@@ -29,7 +29,7 @@ def _map_error(exc: httpx.HTTPError, url: str, during: str) -> TransportError:
 class HttpxResponse:
     """A :class:`~pytest_iterate.pipeline.transport.base.TransportResponse` over httpx."""
 
-    __slots__ = ("_resp", "status", "headers", "_url")
+    __slots__ = ("_resp", "_url", "headers", "status")
 
     def __init__(self, resp: httpx.Response, url: str) -> None:
         self._resp = resp

@@ -36,7 +36,9 @@ def ok_json(text: str = "hello") -> httpx.Response:
         200,
         json={
             "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
             "usage": {"prompt_tokens": 5, "completion_tokens": 2},
         },
     )
@@ -80,7 +82,9 @@ def retries(metrics: IterateMetrics, reason: str) -> float:
 
 
 @respx.mock
-async def test_429_with_retry_after_seconds(client: LLMClient, sleeps: Sleeps, metrics: IterateMetrics) -> None:
+async def test_429_with_retry_after_seconds(
+    client: LLMClient, sleeps: Sleeps, metrics: IterateMetrics
+) -> None:
     route = respx.post(CHAT).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), ok_json()])
     resp = await client.call(REQ)
     assert resp.text == "hello" and resp.attempts == 2 and route.call_count == 2
@@ -118,7 +122,9 @@ async def test_retry_after_is_capped(sleeps: Sleeps) -> None:
 @respx.mock
 async def test_429_exhausts_attempts_and_raises_rate_limited(client: LLMClient, sleeps: Sleeps) -> None:
     route = respx.post(CHAT).mock(
-        return_value=httpx.Response(429, json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}})
+        return_value=httpx.Response(
+            429, json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}}
+        )
     )
     with pytest.raises(RateLimited) as info:
         await client.call(REQ)
@@ -131,8 +137,12 @@ async def test_429_exhausts_attempts_and_raises_rate_limited(client: LLMClient, 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 529])
 @respx.mock
-async def test_5xx_retried_then_ok(client: LLMClient, sleeps: Sleeps, metrics: IterateMetrics, status: int) -> None:
-    route = respx.post(CHAT).mock(side_effect=[httpx.Response(status), httpx.Response(status), ok_json("fine")])
+async def test_5xx_retried_then_ok(
+    client: LLMClient, sleeps: Sleeps, metrics: IterateMetrics, status: int
+) -> None:
+    route = respx.post(CHAT).mock(
+        side_effect=[httpx.Response(status), httpx.Response(status), ok_json("fine")]
+    )
     resp = await client.call(REQ)
     assert resp.text == "fine" and resp.attempts == 3 and route.call_count == 3
     assert len(sleeps.calls) == 2
@@ -166,7 +176,11 @@ async def test_read_timeout_every_time_raises_request_timeout(client: LLMClient)
 @respx.mock
 async def test_connection_reset_retried(client: LLMClient, metrics: IterateMetrics) -> None:
     route = respx.post(CHAT).mock(
-        side_effect=[httpx.ConnectError("[Errno 104] Connection reset by peer"), httpx.ReadError("reset"), ok_json()]
+        side_effect=[
+            httpx.ConnectError("[Errno 104] Connection reset by peer"),
+            httpx.ReadError("reset"),
+            ok_json(),
+        ]
     )
     resp = await client.call(REQ)
     assert resp.attempts == 3 and route.call_count == 3
@@ -184,7 +198,9 @@ async def test_connection_reset_every_time_raises_connect_error(client: LLMClien
 @respx.mock
 async def test_other_4xx_never_retried(client: LLMClient, sleeps: Sleeps, status: int) -> None:
     route = respx.post(CHAT).mock(
-        return_value=httpx.Response(status, json={"error": {"message": "nope", "code": "context_length_exceeded"}})
+        return_value=httpx.Response(
+            status, json={"error": {"message": "nope", "code": "context_length_exceeded"}}
+        )
     )
     with pytest.raises(ClientError) as info:
         await client.call(REQ)
@@ -200,7 +216,9 @@ async def test_408_409_retried(client: LLMClient, status: int) -> None:
 
 
 @respx.mock
-async def test_malformed_json_retried_then_raises_bad_response(client: LLMClient, metrics: IterateMetrics) -> None:
+async def test_malformed_json_retried_then_raises_bad_response(
+    client: LLMClient, metrics: IterateMetrics
+) -> None:
     route = respx.post(CHAT).mock(return_value=httpx.Response(200, content=b'{"choices": [{"mess'))
     with pytest.raises(BadResponse) as info:
         await client.call(REQ)
@@ -248,7 +266,9 @@ async def test_stream_cut_every_time_raises_stream_error(client: LLMClient) -> N
 @respx.mock
 async def test_error_payload_inside_stream(client: LLMClient) -> None:
     route = respx.post(CHAT).mock(
-        return_value=sse(delta("a"), b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n')
+        return_value=sse(
+            delta("a"), b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'
+        )
     )
     with pytest.raises(StreamError, match="model overloaded"):
         await client.call(REQ.replace(stream=True))
@@ -258,7 +278,7 @@ async def test_error_payload_inside_stream(client: LLMClient) -> None:
 @respx.mock
 async def test_error_payload_then_good_stream(client: LLMClient) -> None:
     route = respx.post(CHAT).mock(
-        side_effect=[sse(b"event: error\ndata: {\"message\": \"x\"}\n\n"), sse(delta("ok"), b"data: [DONE]\n\n")]
+        side_effect=[sse(b'event: error\ndata: {"message": "x"}\n\n'), sse(delta("ok"), b"data: [DONE]\n\n")]
     )
     resp = await client.call(REQ.replace(stream=True))
     assert resp.text == "ok" and resp.attempts == 2 and route.call_count == 2
@@ -286,7 +306,9 @@ async def test_max_attempts_one_means_no_retry(sleeps: Sleeps) -> None:
 async def test_api_key_sent_but_never_in_errors(monkeypatch: pytest.MonkeyPatch, sleeps: Sleeps) -> None:
     monkeypatch.setenv("ITERATE_TEST_KEY", "sk-very-secret")
     route = respx.post(CHAT).mock(
-        return_value=httpx.Response(401, json={"error": {"message": "bad key sk-very-secret", "code": "invalid_api_key"}})
+        return_value=httpx.Response(
+            401, json={"error": {"message": "bad key sk-very-secret", "code": "invalid_api_key"}}
+        )
     )
     cfg = IterateConfig(base_url=BASE, transport="httpx", api_key_env="ITERATE_TEST_KEY")
     async with LLMClient(cfg, sleep=sleeps) as c:
@@ -309,7 +331,12 @@ async def test_completions_list_prompt_fills_texts_in_index_order(client: LLMCli
     respx.post(BASE + "/completions").mock(
         return_value=httpx.Response(
             200,
-            json={"choices": [{"index": 1, "text": "B", "finish_reason": "stop"}, {"index": 0, "text": "A", "finish_reason": "stop"}]},
+            json={
+                "choices": [
+                    {"index": 1, "text": "B", "finish_reason": "stop"},
+                    {"index": 0, "text": "A", "finish_reason": "stop"},
+                ]
+            },
         )
     )
     resp = await client.call(LLMRequest(prompt=("a", "b"), endpoint="completions"))

@@ -24,7 +24,7 @@ def test_data_comments_multiline_event_names() -> None:
         b": keep-alive\n\n"
         b"data: one\n\n"
         b"data: first\ndata: second\n\n"
-        b"event: error\ndata: {\"x\": 1}\n\n"
+        b'event: error\ndata: {"x": 1}\n\n'
         b"id: 7\nretry: 10\ndata:nospace\n\n"
     )
     assert parse_all([body]) == [
@@ -70,9 +70,7 @@ def _stream_body(texts: list[str]) -> bytes:
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=25),
     crlf=st.booleans(),
 )
-def test_random_chunk_boundaries_give_the_same_events(
-    texts: list[str], cuts: list[int], crlf: bool
-) -> None:
+def test_random_chunk_boundaries_give_the_same_events(texts: list[str], cuts: list[int], crlf: bool) -> None:
     body = _stream_body(texts)
     if crlf:
         body = body.replace(b"\n", b"\r\n")

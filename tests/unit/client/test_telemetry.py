@@ -35,9 +35,7 @@ def test_stage_records_start_and_duration_and_metric() -> None:
         clock.mono += 0.25
         clock.wall += 0.25
     assert rec.timings == [StageTiming("prompt_build", 1_700_000_000.0, 0.25, True)]
-    value = metrics.registry.get_sample_value(
-        "iterate_stage_duration_seconds_sum", {"stage": "prompt_build"}
-    )
+    value = metrics.registry.get_sample_value("iterate_stage_duration_seconds_sum", {"stage": "prompt_build"})
     assert value == pytest.approx(0.25)
 
 
