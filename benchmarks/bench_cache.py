@@ -84,8 +84,11 @@ async def bench_hits(folder: Path, calls: int, repeats: int) -> dict[str, float]
     assert cold.stats().memory.hits == 0, "disk benchmark must miss memory every time"
     warm.close()
     cold.close()
-    return {"bare_us": statistics.median(bare), "memory_us": statistics.median(mem),
-            "disk_us": statistics.median(disk)}  # fmt: skip
+    return {
+        "bare_us": statistics.median(bare),
+        "memory_us": statistics.median(mem),
+        "disk_us": statistics.median(disk),
+    }
 
 
 async def start_server(latency_s: float) -> tuple[object, str]:
@@ -95,12 +98,17 @@ async def start_server(latency_s: float) -> tuple[object, str]:
         body = await request.json()
         await asyncio.sleep(latency_s)
         text = f"```python\ndef solve():\n    return {len(str(body['messages']))}\n```"
-        return web.json_response({
-            "id": "x", "object": "chat.completion", "model": body.get("model", "m"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-        })  # fmt: skip
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": body.get("model", "m"),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
@@ -129,8 +137,9 @@ async def bench_repeat(folder: Path, latency_ms: float, repeats: int) -> dict[st
     first, second, third, hit_rates = [], [], [], []
     try:
         for rep in range(repeats):
-            config = IterateConfig(base_url=base_url, cache_dir=str(folder / f"run{rep}"),
-                                   max_concurrent_requests=10)  # fmt: skip
+            config = IterateConfig(
+                base_url=base_url, cache_dir=str(folder / f"run{rep}"), max_concurrent_requests=10
+            )
             async with LLMClient(config) as client:
 
                 async def run_all(caller: CachingCaller) -> float:
@@ -145,8 +154,11 @@ async def bench_repeat(folder: Path, latency_ms: float, repeats: int) -> dict[st
                     return time.perf_counter() - start
 
                 c1 = ResponseCache(config)
-                first.append(await run_all(CachingCaller(client.call, c1, base_url=base_url,
-                                                         default_model=config.model)))  # fmt: skip
+                first.append(
+                    await run_all(
+                        CachingCaller(client.call, c1, base_url=base_url, default_model=config.model)
+                    )
+                )
                 c1.close()
                 c2 = ResponseCache(config)  # a new process: memory empty, disk warm
                 caller2 = CachingCaller(client.call, c2, base_url=base_url, default_model=config.model)
@@ -156,9 +168,13 @@ async def bench_repeat(folder: Path, latency_ms: float, repeats: int) -> dict[st
                 c2.close()
     finally:
         await runner.cleanup()  # type: ignore[attr-defined]
-    return {"first_s": statistics.median(first), "repeat_disk_s": statistics.median(second),
-            "repeat_memory_s": statistics.median(third), "repeat_hit_rate": min(hit_rates),
-            "n": len(requests)}  # fmt: skip
+    return {
+        "first_s": statistics.median(first),
+        "repeat_disk_s": statistics.median(second),
+        "repeat_memory_s": statistics.median(third),
+        "repeat_hit_rate": min(hit_rates),
+        "n": len(requests),
+    }
 
 
 async def main(argv: list[str]) -> int:
@@ -173,18 +189,26 @@ async def main(argv: list[str]) -> int:
     mem_ok = hits["memory_us"] < 50
     disk_ok = hits["disk_us"] < 1000
     print(f"cache hit cost through CachingCaller (median of {args.repeats} repeats)")
-    rows = [("bare Caller (no cache)", "bare_us", ""),
-            ("memory hit", "memory_us", f"   target < 50 us: {'PASS' if mem_ok else 'FAIL'}"),
-            ("disk hit (+ promote)", "disk_us", f"   target < 1000 us: {'PASS' if disk_ok else 'FAIL'}")]
+    rows = [
+        ("bare Caller (no cache)", "bare_us", ""),
+        ("memory hit", "memory_us", f"   target < 50 us: {'PASS' if mem_ok else 'FAIL'}"),
+        ("disk hit (+ promote)", "disk_us", f"   target < 1000 us: {'PASS' if disk_ok else 'FAIL'}"),
+    ]
     for label, key, verdict in rows:
         print(f"  {label:<22}  {hits[key]:8.2f} us/call  {1e6 / hits[key]:10.0f} calls/s{verdict}")
-    print(f"repeated run: {rep['n']} workload requests, concurrency 10, LLMClient -> loopback server "
-          f"answering in {args.latency_ms:g} ms")  # fmt: skip
+    print(
+        f"repeated run: {rep['n']} workload requests, concurrency 10, LLMClient -> loopback server "
+        f"answering in {args.latency_ms:g} ms"
+    )
     print(f"  first run (cold)               {rep['first_s'] * 1000:8.1f} ms")
-    print(f"  repeat, new process (disk)     {rep['repeat_disk_s'] * 1000:8.1f} ms"
-          f"   speed-up x{rep['first_s'] / rep['repeat_disk_s']:.1f}   hit rate {rep['repeat_hit_rate']:.0%}")
-    print(f"  repeat, same process (memory)  {rep['repeat_memory_s'] * 1000:8.1f} ms"
-          f"   speed-up x{rep['first_s'] / rep['repeat_memory_s']:.1f}")  # fmt: skip
+    print(
+        f"  repeat, new process (disk)     {rep['repeat_disk_s'] * 1000:8.1f} ms"
+        f"   speed-up x{rep['first_s'] / rep['repeat_disk_s']:.1f}   hit rate {rep['repeat_hit_rate']:.0%}"
+    )
+    print(
+        f"  repeat, same process (memory)  {rep['repeat_memory_s'] * 1000:8.1f} ms"
+        f"   speed-up x{rep['first_s'] / rep['repeat_memory_s']:.1f}"
+    )
     return 0 if mem_ok and disk_ok else 1
 
 

@@ -114,10 +114,19 @@ async def batch_llm_call(
 ) -> list[str]:
     """Answer every prompt; order preserved. See :func:`batch_llm_call_results`."""
     result = await batch_llm_call_results(
-        prompts, caller, client=client, strategy=strategy, concurrency=concurrency,
-        pack_size=pack_size, pack_max_chars=pack_max_chars, max_tokens=max_tokens,
-        params=params, model=model, capabilities=capabilities, endpoint=endpoint,
-    )  # fmt: skip
+        prompts,
+        caller,
+        client=client,
+        strategy=strategy,
+        concurrency=concurrency,
+        pack_size=pack_size,
+        pack_max_chars=pack_max_chars,
+        max_tokens=max_tokens,
+        params=params,
+        model=model,
+        capabilities=capabilities,
+        endpoint=endpoint,
+    )
     return result.texts()
 
 
@@ -232,9 +241,12 @@ class _BatchRun:
         if len(group) == 1 and not probe:
             return False
         request = LLMRequest(
-            prompt=tuple(group), endpoint="completions", model=self.model,
-            max_tokens=self.max_tokens, params=self.params,
-        )  # fmt: skip
+            prompt=tuple(group),
+            endpoint="completions",
+            model=self.model,
+            max_tokens=self.max_tokens,
+            params=self.params,
+        )
         try:
             response = await self._call(request)
         except (HTTPStatusError, BadResponse):
@@ -281,9 +293,11 @@ class _BatchRun:
 
     async def _single(self, prompt: str) -> None:
         request = LLMRequest(
-            messages=({"role": "user", "content": prompt},), model=self.model,
-            max_tokens=self.max_tokens, params=self.params,
-        )  # fmt: skip
+            messages=({"role": "user", "content": prompt},),
+            model=self.model,
+            max_tokens=self.max_tokens,
+            params=self.params,
+        )
         try:
             response = await self._call(request)
         except Exception as exc:  # kept in place: one failing item must not lose the others

@@ -101,9 +101,7 @@ class KeyBuilder:
 
 
 def _key(normalized_base_url: str, body: Mapping[str, Any]) -> str:
-    kept = {
-        k: (v if k in _TEXT_FIELDS else _canonical(v)) for k, v in body.items() if k not in DENY_FIELDS
-    }
+    kept = {k: (v if k in _TEXT_FIELDS else _canonical(v)) for k, v in body.items() if k not in DENY_FIELDS}
     try:
         text = _ENCODER.encode({"base_url": normalized_base_url, "body": kept})
     except (TypeError, ValueError) as exc:

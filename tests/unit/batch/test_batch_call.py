@@ -145,19 +145,22 @@ async def test_items_that_fail_to_split_are_retried_one_by_one() -> None:
 async def test_native_probe_is_remembered_per_endpoint() -> None:
     caps = EndpointCapabilities()
     llama = FakeEndpoint(native=False)  # answers 500 to a list prompt
-    out = await batch_llm_call(PROMPTS[:6], llama, strategy="auto", pack_size=3,
-                               capabilities=caps, endpoint="http://llama/v1")
+    out = await batch_llm_call(
+        PROMPTS[:6], llama, strategy="auto", pack_size=3, capabilities=caps, endpoint="http://llama/v1"
+    )
     assert out == [answer_of(p) for p in PROMPTS[:6]]
     assert caps.supports_native("http://llama/v1") is False
     assert llama.kinds() == ["native", "packed", "packed"]  # one probe, then packed
     again = FakeEndpoint(native=False)
-    await batch_llm_call(PROMPTS[:6], again, strategy="auto", pack_size=3,
-                         capabilities=caps, endpoint="http://llama/v1")
+    await batch_llm_call(
+        PROMPTS[:6], again, strategy="auto", pack_size=3, capabilities=caps, endpoint="http://llama/v1"
+    )
     assert "native" not in again.kinds()  # never probed twice
 
     vllm = FakeEndpoint(native=True)
-    result = await batch_llm_call_results(PROMPTS[:7], vllm, strategy="auto", pack_size=3,
-                                          capabilities=caps, endpoint="http://vllm/v1")
+    result = await batch_llm_call_results(
+        PROMPTS[:7], vllm, strategy="auto", pack_size=3, capabilities=caps, endpoint="http://vllm/v1"
+    )
     assert result.texts() == [answer_of(p) for p in PROMPTS[:7]]
     assert caps.supports_native("http://vllm/v1") is True
     assert vllm.kinds() == ["native", "native", "single"]  # the probe, one more group, a leftover

@@ -13,11 +13,15 @@ from pytest_iterate.pipeline.packing import (
 )
 
 # Answers as a model writes them: no header-looking lines, no bare separators, not blank.
-_answer_line = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="#*_<>-"),
-    min_size=1,
-    max_size=40,
-).map(str.strip).filter(lambda s: s and not s.lower().startswith("item"))
+_answer_line = (
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="#*_<>-"),
+        min_size=1,
+        max_size=40,
+    )
+    .map(str.strip)
+    .filter(lambda s: s and not s.lower().startswith("item"))
+)
 _answer = st.lists(_answer_line, min_size=1, max_size=3).map("\n".join)
 
 

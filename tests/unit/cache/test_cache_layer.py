@@ -49,10 +49,13 @@ def chat(content: str, **params: object) -> LLMRequest:
 
 
 def completion(text: str) -> httpx.Response:
-    return httpx.Response(200, json={
-        "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
-    })
+    return httpx.Response(
+        200,
+        json={
+            "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+        },
+    )
 
 
 @pytest.fixture
@@ -109,8 +112,12 @@ class SlowFake:
         for c in self.chunks:
             if on_delta is not None:
                 on_delta(c)
-        return LLMResponse(text="".join(self.chunks), finish_reason="stop", chunks=list(self.chunks),
-                           chunk_times_s=[0.01, 0.02, 0.03])
+        return LLMResponse(
+            text="".join(self.chunks),
+            finish_reason="stop",
+            chunks=list(self.chunks),
+            chunk_times_s=[0.01, 0.02, 0.03],
+        )
 
 
 async def test_cancelling_one_waiter_does_not_cancel_the_shared_call(cache: ResponseCache) -> None:

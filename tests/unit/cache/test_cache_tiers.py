@@ -30,8 +30,13 @@ def make(tmp_path: Path, clock: Clock | None = None, **cfg: object) -> ResponseC
 
 def answer(text: str = "four") -> LLMResponse:
     return LLMResponse(
-        text=text, finish_reason="stop", usage=Usage(3, 1), model="m", chunks=["fo", "ur"],
-        chunk_times_s=[0.1, 0.2], raw={"id": "x"},
+        text=text,
+        finish_reason="stop",
+        usage=Usage(3, 1),
+        model="m",
+        chunks=["fo", "ur"],
+        chunk_times_s=[0.1, 0.2],
+        raw={"id": "x"},
     )
 
 
