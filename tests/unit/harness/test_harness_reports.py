@@ -1,0 +1,114 @@
+"""Report writers: every format is written, read back by its own ecosystem's tools."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.reports import REPORT_SCHEMA, build_report, write_reports
+from harness.reports.benchmark_json import benchmark_stats
+from harness.samples import RequestSample
+from harness.stats import summarize
+
+
+def _samples(seed: int, base: float, n: int = 200) -> list[RequestSample]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = i * 0.01
+        lat = base + rng.random() * base * 0.2
+        out.append(RequestSample(scheduled_s=t, start_s=t, end_s=t + lat, first_token_s=t + lat / 3,
+                                 completion_tokens=8, stages={"llm_call": lat * 0.8, "post_process": lat * 0.1}))
+    return out
+
+
+@pytest.fixture
+def report_and_samples() -> tuple[dict, dict]:
+    samples = {"closed:1": _samples(1, 0.05), "closed:5": _samples(2, 0.08), "rate:50": _samples(3, 0.06)}
+    scenarios = [summarize(name, ss, 2.0) for name, ss in samples.items()]
+    criteria = [{"id": "latency.e2e_mean", "threshold": 3.0, "unit": "s", "observed": 0.05, "passed": True},
+                {"id": "cache.hit_rate_repeat", "threshold": 0.3, "unit": "ratio", "observed": 0.1,
+                 "passed": False}]
+    return build_report({"target": "mock"}, criteria, scenarios), samples
+
+
+def test_build_report_shape() -> None:
+    r = build_report({"target": "x"}, [{"id": "a", "observed": 1}], [])
+    assert r["schema"] == REPORT_SCHEMA and "datetime" in r["run"]
+    assert r["criteria"] == [{"id": "a", "threshold": None, "unit": "", "observed": 1, "passed": None}]
+    with pytest.raises(ValueError, match="id"):
+        build_report({}, [{"observed": 1}], [])
+
+
+def test_write_reports_writes_every_format(tmp_path: Path, report_and_samples: tuple[dict, dict]) -> None:
+    report, samples = report_and_samples
+    paths = write_reports(report, tmp_path / "out", samples=samples)
+    assert sorted(p.name for p in paths) == sorted(
+        ["iterate-report.json", "iterate-report.md", "iterate-report.html", "benchmark.json", "metrics.prom"])
+    data = json.loads((tmp_path / "out" / "iterate-report.json").read_text())
+    assert data["schema"] == REPORT_SCHEMA and [s["name"] for s in data["scenarios"]] == list(samples)
+    assert len(data["scenarios"][0]["samples_s"]) == 200
+    md = (tmp_path / "out" / "iterate-report.md").read_text()
+    assert "`latency.e2e_mean`" in md and "| closed:5 |" in md and "## Stages" in md
+    with pytest.raises(ValueError, match="pdf"):
+        write_reports(report, tmp_path, formats=("pdf",))
+
+
+def test_html_is_self_contained_with_inline_plots(tmp_path: Path, report_and_samples: tuple[dict, dict]) -> None:
+    report, samples = report_and_samples
+    html = write_reports(report, tmp_path, formats=("html",), samples=samples)[0].read_text()
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", html)
+    for title in ("Latency distribution", "Latency over time", "Per-stage breakdown", "Throughput vs p95"):
+        assert f'aria-label="{title}' in html, title
+    assert html.count("<svg") == 4 and html.count("<circle") >= 600  # every request plotted
+    # Without raw samples the capped timeline in the report still draws the plots.
+    html2 = write_reports(report, tmp_path / "b", formats=("html",))[0].read_text()
+    assert html2.count("<svg") == 4
+
+
+def test_metrics_prom_parses_back(tmp_path: Path, report_and_samples: tuple[dict, dict]) -> None:
+    report, _ = report_and_samples
+    text = write_reports(report, tmp_path, formats=("prom",))[0].read_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    lat = {(s.labels["scenario"], s.labels["stat"]): s.value for s in families["iterate_bench_latency_seconds"].samples}
+    assert lat[("closed:5", "p95")] == pytest.approx(report["scenarios"][1]["latency_s"]["p95"])
+    passed = {s.labels["id"]: s.value for s in families["iterate_criterion_passed"].samples}
+    assert passed == {"latency.e2e_mean": 1.0, "cache.hit_rate_repeat": 0.0}
+    assert {s.labels["stage"] for s in families["iterate_bench_stage_seconds"].samples} == {"llm_call", "post_process"}
+
+
+def test_benchmark_stats_match_pytest_benchmark() -> None:
+    from pytest_benchmark.stats import Stats
+
+    rng = random.Random(5)
+    xs = [rng.lognormvariate(-3, 0.4) for _ in range(301)]
+    ours = benchmark_stats(xs)
+    theirs = Stats()
+    for x in xs:
+        theirs.update(x)
+    for key in ("min", "max", "mean", "stddev", "median", "rounds", "ops", "total"):
+        assert ours[key] == pytest.approx(getattr(theirs, key)), key
+
+
+def test_benchmark_json_is_read_by_pytest_benchmark_compare(tmp_path: Path,
+                                                           report_and_samples: tuple[dict, dict]) -> None:
+    report, _ = report_and_samples
+    path = write_reports(report, tmp_path, formats=("benchmark",))[0]
+    doc = json.loads(path.read_text())
+    assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(doc)
+    exe = shutil.which("pytest-benchmark", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "pytest_benchmark.cli"]
+    proc = subprocess.run([*cmd, "compare", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("closed:1", "closed:5", "rate:50"):
+        assert name in proc.stdout
+    assert "Traceback" not in proc.stderr
