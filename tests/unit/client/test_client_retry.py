@@ -352,3 +352,45 @@ async def test_mock_host_uses_httpx_transport_automatically() -> None:
     async with LLMClient(IterateConfig(base_url=MOCK_BASE_URL)) as c:
         assert isinstance(c.transport, HttpxTransport)
         assert (await c.call(REQ)).text == "mocked"
+
+
+@respx.mock
+async def test_saturated_client_answers_busy_fast_and_does_not_retry(sleeps: Sleeps) -> None:
+    import asyncio
+
+    from pytest_iterate.pipeline.errors import Busy
+
+    gate = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return ok_json()
+
+    route = respx.post(CHAT).mock(side_effect=slow)
+    metrics = IterateMetrics()
+    cfg = IterateConfig(base_url=BASE, transport="httpx", max_concurrent_requests=1, max_queue=0)
+    async with LLMClient(cfg, metrics=metrics, sleep=sleeps) as c:
+        first = asyncio.create_task(c.call(REQ))
+        await asyncio.sleep(0.01)
+        assert c.throttle.inflight == 1
+        started = time.perf_counter()
+        with pytest.raises(Busy) as info:
+            await c.call(REQ)
+        assert time.perf_counter() - started < 0.05
+        assert info.value.retry_after_s > 0 and sleeps.calls == []
+        gate.set()
+        assert (await first).text == "hello"
+    assert route.call_count == 1
+    get = metrics.registry.get_sample_value
+    assert get("iterate_requests_total", {"model": "gpt-4o-mini", "outcome": "busy"}) == 1
+    assert get("iterate_requests_total", {"model": "gpt-4o-mini", "outcome": "ok"}) == 1
+    assert get("iterate_inflight_requests") == 0
+
+
+@respx.mock
+async def test_raw_call_is_one_attempt_without_retry(client: LLMClient) -> None:
+    route = respx.post(CHAT).mock(side_effect=[httpx.Response(503), ok_json()])
+    with pytest.raises(ServerError):
+        await client.raw_call(REQ)
+    assert route.call_count == 1
+    assert (await client.raw_call(REQ)).text == "hello"
