@@ -175,9 +175,10 @@ class ResponseCache:
         payload = _payload_of(response)
         self._memory.put(key, payload, self.ttl_s)
         assert self._disk is not None
-        stored = await asyncio.to_thread(self._disk.put, key, payload, self.ttl_s)
+        # A failed disk write is logged by the store; the memory tier holds the entry anyway.
+        await asyncio.to_thread(self._disk.put, key, payload, self.ttl_s)
         self._stores += 1
-        return stored or True  # the memory tier holds it even if the disk write failed
+        return True
 
     # -- housekeeping ---------------------------------------------------------
     def stats(self) -> CacheStats:
