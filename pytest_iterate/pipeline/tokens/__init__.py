@@ -11,5 +11,22 @@ Importing this package is cheap: tiktoken's encoding is loaded on first count.
 from __future__ import annotations
 
 from pytest_iterate.pipeline.tokens.counter import PromptPiece, TokenCounter
+from pytest_iterate.pipeline.tokens.guard import GuardDecision, GuardedRequest, TokenGuard
+from pytest_iterate.pipeline.tokens.windows import (
+    ContextWindows,
+    RatioLearner,
+    context_window_for,
+    parse_context_error,
+)
 
-__all__ = ["PromptPiece", "TokenCounter"]
+__all__ = [
+    "ContextWindows",
+    "GuardDecision",
+    "GuardedRequest",
+    "PromptPiece",
+    "RatioLearner",
+    "TokenCounter",
+    "TokenGuard",
+    "context_window_for",
+    "parse_context_error",
+]

@@ -158,7 +158,9 @@ class TokenCounter:
         total = per_message
         for key, value in message.items():
             if key == "content":
-                total += content_tokens if content_tokens is not None else self.count_content(value, cached=cached)
+                if content_tokens is None:
+                    content_tokens = self.count_content(value, cached=cached)
+                total += content_tokens
             elif isinstance(value, str):
                 total += self.count_cached(value)
             else:
