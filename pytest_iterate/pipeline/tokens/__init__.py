@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pytest_iterate.pipeline.tokens.counter import PromptPiece, TokenCounter
 from pytest_iterate.pipeline.tokens.guard import GuardDecision, GuardedRequest, TokenGuard
+from pytest_iterate.pipeline.tokens.layer import GuardingCaller
 from pytest_iterate.pipeline.tokens.windows import (
     ContextWindows,
     RatioLearner,
@@ -23,6 +24,7 @@ __all__ = [
     "ContextWindows",
     "GuardDecision",
     "GuardedRequest",
+    "GuardingCaller",
     "PromptPiece",
     "RatioLearner",
     "TokenCounter",

@@ -172,7 +172,7 @@ class TokenGuard:
         if decision.fits:
             return GuardedRequest(request, [], "none", (request,), (decision,))
         if chosen == "refuse":
-            self._count("refuse")
+            self.count_action("refuse")
             raise self._overflow(decision, "policy is refuse")
         if chosen == "shrink_output":
             guarded = self._shrink_output(request, decision)
@@ -182,10 +182,10 @@ class TokenGuard:
             guarded = self._truncate(request, decision)
         checked = tuple(self.check(r, endpoint_key=endpoint_key) for r in guarded[0])
         if not all(d.fits for d in checked):  # never hand out a request that does not fit
-            self._count("refuse")
+            self.count_action("refuse")
             raise self._overflow(decision, f"{chosen} could not make the request fit")
         requests, warnings, action = guarded
-        self._count(action)
+        self.count_action(action)
         return GuardedRequest(requests[0], warnings, action, requests, checked)
 
     def flag_length(self, response: LLMResponse) -> LLMResponse:
@@ -199,11 +199,12 @@ class TokenGuard:
                     tokens_after=completion,
                 )
             )
-            self._count("length")
+            self.count_action("length")
         return response
 
     # -- internals ---------------------------------------------------------------------
-    def _count(self, action: str) -> None:
+    def count_action(self, action: str) -> None:
+        """Count one guard action in ``iterate_token_guard_actions_total{action}``."""
         if self.metrics is not None:
             self.metrics.token_guard_actions.labels(action=action).inc()
 
