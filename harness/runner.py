@@ -108,8 +108,10 @@ def _to_sample(result: Any, scheduled: float, start: float, end: float) -> Reque
         cache_tier=s.cache_tier, attempts=s.attempts, stages=s.stages, last_token_s=last)
 
 
-async def _one(send: Callable[[Any], Awaitable[Any]], item: Any, scheduled: float, clock: Clock) -> RequestSample:
-    start = clock()
+async def _one(send: Callable[[Any], Awaitable[Any]], item: Any, scheduled: float, clock: Clock,
+               start: float | None = None) -> RequestSample:
+    if start is None:
+        start = clock()
     try:
         result = await send(item)
     except asyncio.CancelledError:
@@ -185,7 +187,7 @@ async def _closed(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], 
                 measure_start.append(now)
             if duration_s is not None and measure_start and now - measure_start[0] >= duration_s:
                 return
-            sample = await _one(send, next(source), now, clock)
+            sample = await _one(send, next(source), now, clock, start=now)
             slots[i] = sample
             if progress is not None and i >= warmup:
                 progress.update(sample)

@@ -1,0 +1,162 @@
+"""Runner behaviour with fake sends (no timing assertions here: see the integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+
+from harness.loads import ClosedLoop, ConstantRate, Poisson
+from harness.progress import Progress, progress_enabled
+from harness.runner import Outcome, meets_slo, parse_slo, run_load, saturate
+from harness.samples import RequestSample
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, d: float) -> None:
+        await asyncio.sleep(0)  # let tasks due now run first, as a real loop would
+        self.now += max(0.0, d)
+
+
+async def test_open_loop_schedules_at_the_offsets_and_counts_from_them() -> None:
+    t = FakeTime()
+    sent: list[tuple[str, float]] = []
+
+    async def send(item: str) -> None:
+        sent.append((item, t.now))
+
+    result = await run_load(send, ["a", "b", "c"], ConstantRate(10), requests=6, clock=t.clock, sleep=t.sleep)
+    assert [s.scheduled_s - 100.0 for s in result.samples] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [i for i, _ in sent] == ["a", "b", "c", "a", "b", "c"]  # items cycle
+    assert all(s.lag_s == pytest.approx(0) for s in result.samples)
+    assert result.shape == "rate:10"
+
+
+async def test_duration_stops_the_schedule() -> None:
+    t = FakeTime()
+
+    async def send(item: object) -> None:
+        return None
+
+    result = await run_load(send, [1], Poisson(100, seed=1), duration_s=2.0, clock=t.clock, sleep=t.sleep)
+    assert 150 < len(result.samples) < 250
+    assert max(s.scheduled_s for s in result.samples) - 100.0 < 2.0
+
+
+async def test_warmup_is_sent_but_not_measured() -> None:
+    calls = 0
+
+    async def send(item: object) -> None:
+        nonlocal calls
+        calls += 1
+
+    for shape in (ClosedLoop(2), ConstantRate(1000)):
+        calls = 0
+        result = await run_load(send, [1], shape, requests=5, warmup=3)
+        assert calls == 8 and len(result.samples) == 5 and result.warmup == 3
+
+
+async def test_failures_become_error_samples_and_outcomes_map() -> None:
+    async def send(item: int) -> object:
+        await asyncio.sleep(0)
+        if item == 0:
+            raise TimeoutError("slow")
+        if item == 1:
+            return Outcome(ok=False, error_kind="RateLimited", attempts=3)
+        return Outcome(ttft_s=0.0, completion_tokens=4, cache_tier="memory", stages={"llm_call": 0.001})
+
+    result = await run_load(send, [0, 1, 2], ClosedLoop(3))
+    by_kind = sorted((s.ok, s.error_kind) for s in result.samples)
+    assert by_kind == [(False, "RateLimited"), (False, "TimeoutError"), (True, None)]
+    summary = result.summary()
+    assert summary["errors_by_kind"] == {"TimeoutError": 1, "RateLimited": 1}
+    assert summary["retries"] == 2 and summary["cache"]["hits"] == 1 and summary["load"] == "closed:3"
+
+
+async def test_closed_loop_never_exceeds_its_concurrency() -> None:
+    inflight = peak = 0
+
+    async def send(item: object) -> None:
+        nonlocal inflight, peak
+        inflight += 1
+        peak = max(peak, inflight)
+        await asyncio.sleep(0.001)
+        inflight -= 1
+
+    result = await run_load(send, [1], ClosedLoop(4), requests=40)
+    assert peak == 4 and len(result.samples) == 40
+    assert all(s.scheduled_s == s.start_s for s in result.samples)  # closed loop: no schedule to lag
+
+
+async def test_run_load_validates_arguments() -> None:
+    async def send(item: object) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="item"):
+        await run_load(send, [], ClosedLoop(1))
+    with pytest.raises(ValueError, match="-1"):
+        await run_load(send, [1], ClosedLoop(1), warmup=-1)
+    with pytest.raises(ValueError, match="0"):
+        await run_load(send, [1], ClosedLoop(1), requests=0)
+
+
+def test_slo_parsing_and_check() -> None:
+    assert parse_slo("p95=2.0,p99=3") == {"p95": 2.0, "p99": 3.0}
+    for bad in ("p97=1", "p95", "p95=x", ""):
+        with pytest.raises(ValueError, match="objective"):
+            parse_slo(bad)
+    summary = {"latency_s": {"p95": 1.5}, "error_rate": 0.0}
+    assert meets_slo(summary, {"p95": 2.0}) and not meets_slo(summary, {"p95": 1.0})
+
+
+async def test_saturate_bisects_between_pass_and_fail() -> None:
+    t = FakeTime()
+    # Latency grows with the offered rate: 1 ms per req/s; objective p95 <= 0.1 s -> knee at 100 req/s.
+    current_rate = [0.0]
+
+    def shape_factory(rps: float) -> ConstantRate:
+        current_rate[0] = rps
+        return ConstantRate(rps)
+
+    async def send(item: object) -> RequestSample:
+        now = t.now
+        return RequestSample(scheduled_s=now, start_s=now, end_s=now + current_rate[0] / 1000.0)
+
+    sweep = await saturate(send, [1], {"p95": 0.1}, start_rps=10, max_rps=1000, refine_steps=4,
+                           duration_s=1.0, shape_factory=shape_factory, clock=t.clock, sleep=t.sleep)
+    assert sweep.best_rps is not None and 80 <= sweep.best_rps <= 100
+    assert any(not s["meets_slo"] for _, s in sweep.steps)
+    assert [s["rate_rps"] for s in sweep.scenarios] == sorted(s["rate_rps"] for s in sweep.scenarios)
+
+
+def test_progress_quiet_off_tty_and_in_ci() -> None:
+    buf = io.StringIO()
+    assert not progress_enabled(buf, {})
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert progress_enabled(Tty(), {})
+    assert not progress_enabled(Tty(), {"CI": "true"})
+    p = Progress("rate:5", 3, stream=buf)
+    p.update(RequestSample(scheduled_s=0, start_s=0, end_s=0.1))
+    p.close()
+    assert buf.getvalue() == ""
+    tty = Tty()
+    now = [0.0]
+    shown = Progress("rate:5", 3, stream=tty, enabled=True, clock=lambda: now[0])
+    now[0] = 1.0
+    shown.update(RequestSample(scheduled_s=0, start_s=0, end_s=0.1, ok=False))
+    shown.close()
+    out = tty.getvalue()
+    assert "\r" in out and "rate:5  1/3" in out and "errors 1" in out and "p50 100.0 ms" in out
