@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 from pytest_iterate.pipeline.errors import ConnectError, RequestTimeout, TransportError
 
@@ -87,6 +88,8 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        # the client sends the same few header mappings over and over: convert each once
+        self._headers: dict[int, tuple[Mapping[str, str], CIMultiDict[str]]] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -111,6 +114,16 @@ class AiohttpTransport:
             )
         return t
 
+    def _prepared_headers(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        hit = self._headers.get(id(headers))
+        if hit is not None and hit[0] is headers:
+            return hit[1]
+        if len(self._headers) >= 16:
+            self._headers.clear()
+        prepared = CIMultiDict(headers)
+        self._headers[id(headers)] = (headers, prepared)
+        return prepared
+
     async def send(
         self,
         method: str,
@@ -129,7 +142,11 @@ class AiohttpTransport:
             data = json.dumps(json_body).encode()
         try:
             resp = await session.request(
-                method, url, data=data, headers=headers, timeout=self._timeout(timeout_s)
+                method,
+                url,
+                data=data,
+                headers=self._prepared_headers(headers),
+                timeout=self._timeout(timeout_s),
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _map_error(exc, url, "sending") from exc
