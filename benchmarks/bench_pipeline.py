@@ -35,8 +35,9 @@ async def endpoint(latency_s: float) -> AsyncIterator[tuple[str, str]]:
     """(base_url, description) of a loopback endpoint."""
     try:
         from pytest_iterate.mock.core import MockLLM
-        from pytest_iterate.mock.profiles import load_profile
         from pytest_iterate.mock.server import MockServer
+
+        from pytest_iterate.mock.profiles import load_profile
     except ImportError:
         MockServer = None
     if MockServer is not None:
@@ -90,7 +91,7 @@ async def one_run(base_url: str, concurrency: int) -> tuple[list[PipelineResult]
         )
         parts: dict[str, Any] = {}
         try:
-            from pytest_iterate.pipeline.tokens import TokenGuard  # noqa: F401
+            from pytest_iterate.pipeline.tokens.guard import TokenGuard  # noqa: F401
         except ImportError:  # the token guard not there yet: run without it
             parts["guard"] = None
         async with Pipeline.from_config(cfg, **parts) as pipeline:

@@ -105,6 +105,9 @@ class PromptBuilder:
     def count_prompt(self, request: LLMRequest) -> int:
         """Prompt tokens of a built request (cookbook formula); system parts use cached counts."""
         counter = self._get_counter()
+        count_messages = getattr(counter, "count_messages", None)
+        if count_messages is not None:  # the token guard's counter: system content memoised
+            return int(count_messages(request.messages, request.model))
         total = _REPLY_PRIMING
         for message in request.messages:
             content = str(message.get("content", ""))

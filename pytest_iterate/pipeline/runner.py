@@ -168,9 +168,14 @@ class Pipeline:
             parts["cache"] = ResponseCache(config, metrics)
             owned.append(parts["cache"])
         if "guard" not in parts:
-            from pytest_iterate.pipeline.tokens import TokenGuard
+            from pytest_iterate.pipeline.tokens.counter import TokenCounter
+            from pytest_iterate.pipeline.tokens.guard import TokenGuard
 
-            parts["guard"] = TokenGuard(config, metrics=metrics)
+            counter = TokenCounter()  # one memo for the builder's and the guard's counts
+            parts["guard"] = TokenGuard(config, metrics=metrics, counter=counter)
+            parts.setdefault(
+                "builder", PromptBuilder(default_max_tokens=config.default_max_tokens, counter=counter)
+            )
         pipeline = cls(config, metrics=metrics, **parts)
         pipeline._owned.extend(owned)
         return pipeline

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pytest_iterate.pipeline.design import DesignRequest
+from pytest_iterate.pipeline.errors import HTTPStatusError
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
 from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse, Usage
 
@@ -105,6 +106,7 @@ class StageContext:
     cache_key: str | None = None
     cache_tier: str | None = None
     coalesced: bool = False
+    guarded: Any | None = None  # the token guard's GuardedRequest (decisions, action)
     llm_calls: int = 0  # upstream calls this request made itself
     extra: dict[str, Any] = field(default_factory=dict)  # free room for custom stages
 
@@ -152,7 +154,8 @@ class TokenGuardStage:
         if guard is None:
             ctx.sent_requests = [ctx.llm_request]
             return
-        guarded = guard.apply(ctx.llm_request)
+        guarded = guard.apply(ctx.llm_request, endpoint_key=ctx.services.base_url)
+        ctx.guarded = guarded
         for warning in getattr(guarded, "warnings", ()) or ():
             ctx.warn(warning)
         chunks = getattr(guarded, "requests", None) or getattr(guarded, "chunks", None)
@@ -202,17 +205,60 @@ class LLMCallStage:
             ctx.cache_tier = ctx.response.cache_tier
             ctx.coalesced = False
 
+    async def _send(self, ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
+        try:
+            return await self._send_all(ctx, requests)
+        except HTTPStatusError as exc:
+            retry = _relearn_after_context_error(ctx, exc)
+            if retry is None:
+                raise
+        return await self._send_all(ctx, retry)  # once, with the tightened bound
+
     @staticmethod
-    async def _send(ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
+    async def _send_all(ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
         call = ctx.services.call
+        guard = ctx.services.guard
+        decisions = getattr(ctx.guarded, "decisions", ()) or ()
         responses: list[LLMResponse] = []
-        for request in requests:
+        for i, request in enumerate(requests):
             response: LLMResponse = await call(request)
-            responses.append(response)
             ctx.llm_calls += 1
+            if guard is not None:
+                usage = response.usage
+                if usage is not None and i < len(decisions) and hasattr(guard, "learner"):
+                    guard.learner.observe(
+                        ctx.services.base_url, decisions[i].prompt_tokens, usage.prompt_tokens
+                    )
+                if hasattr(guard, "flag_length"):
+                    response = guard.flag_length(response)
+            responses.append(response)
         if len(responses) == 1:
             return responses[0]
         return _join(responses)
+
+
+def _relearn_after_context_error(ctx: StageContext, exc: HTTPStatusError) -> list[LLMRequest] | None:
+    """After a 400 context-length error: tighten the guard's bound and re-guard, or None."""
+    guard = ctx.services.guard
+    if guard is None or exc.status != 400 or ctx.llm_request is None or ctx.extra.get("context_retry"):
+        return None
+    from pytest_iterate.pipeline.tokens.windows import is_context_error_text, parse_context_error
+
+    text = exc.body.decode("utf-8", "replace") + " " + str(exc)
+    if exc.code != "context_length_exceeded" and not is_context_error_text(text):
+        return None
+    ctx.extra["context_retry"] = True
+    decisions = getattr(ctx.guarded, "decisions", ()) or ()
+    ours = max((d.prompt_tokens for d in decisions), default=0)
+    key = ctx.services.base_url
+    guard.learner.learn_from_error(
+        key, ours, parse_context_error(text), max_tokens=ctx.llm_request.max_tokens
+    )
+    guarded = guard.apply(ctx.llm_request, endpoint_key=key)  # may raise ContextOverflow
+    ctx.guarded = guarded
+    for warning in guarded.warnings:
+        ctx.warn(warning)
+    return list(guarded.requests) or [guarded.request]
 
 
 def _join(responses: Sequence[LLMResponse]) -> LLMResponse:

@@ -9,7 +9,9 @@ instead of duplicating them.
 
 The connection lives in one dedicated writer thread (a one-worker executor), so
 every statement runs off the event loop and in order; ``":memory:"`` works because
-the one thread owns the one connection.
+the one thread owns the one connection. Concurrent :meth:`ArtifactStore.put` calls
+are group-committed: rows queued while the writer is busy go in its next
+transaction, and each ``put`` returns once its row is committed.
 
 >>> import asyncio
 >>> async def demo():
@@ -28,6 +30,7 @@ import concurrent.futures as cf
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +138,15 @@ class ArtifactRecord:
         )
 
 
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
 class ArtifactStore:
     """SQLite artifacts, written by one thread; ``path`` may be ``":memory:"``."""
 
@@ -143,6 +155,10 @@ class ArtifactStore:
         self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="iterate-store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._lock = threading.Lock()
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._flush_scheduled = False
+        self.commits = 0  # transactions of put() batches (group commit: <= number of puts)
 
     @classmethod
     def from_config(cls, config: Any) -> ArtifactStore:
@@ -169,9 +185,36 @@ class ArtifactStore:
 
     # -- public API ---------------------------------------------------------------------
     async def put(self, record: ArtifactRecord) -> None:
-        """Insert or update the row of ``(request_id, content_key)``."""
-        row = record.row()
-        await self._submit(lambda conn: conn.execute(_UPSERT, row))
+        """Insert or update the row of ``(request_id, content_key)``; returns once committed."""
+        if self._closed:
+            raise RuntimeError(f"the artifact store {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._pending.append((record.row(), future))
+            schedule = not self._flush_scheduled
+            self._flush_scheduled = True
+        if schedule:
+            self._executor.submit(self._flush, loop)
+        await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: commit every queued row in one transaction."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._flush_scheduled = False
+        if not batch:
+            return
+        error: BaseException | None = None
+        try:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN")
+                conn.executemany(_UPSERT, [row for row, _ in batch])
+            self.commits += 1
+        except BaseException as exc:  # handed to every waiter
+            error = exc
+        loop.call_soon_threadsafe(_settle, [f for _, f in batch], error)
 
     async def put_many(self, records: Sequence[ArtifactRecord]) -> None:
         rows = [r.row() for r in records]

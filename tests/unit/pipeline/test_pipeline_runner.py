@@ -304,7 +304,7 @@ async def test_duplicates_served_from_cache_and_store_idempotent(
 
 async def test_guard_split_runs_chunks_in_order_and_warns(router: respx.MockRouter, tmp_path: Path) -> None:
     class SplittingGuard:
-        def apply(self, request: LLMRequest) -> Any:
+        def apply(self, request: LLMRequest, **_: Any) -> Any:
             class Guarded:
                 pass
 

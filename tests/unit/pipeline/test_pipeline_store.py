@@ -75,3 +75,28 @@ async def test_writes_run_on_the_writer_thread() -> None:
     await store._submit(lambda conn: seen.append(threading.current_thread().name))
     await store.aclose()
     assert seen and seen[0].startswith("iterate-store") and seen[0] != threading.current_thread().name
+
+
+async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
+    import asyncio
+
+    store = ArtifactStore(tmp_path / "g.sqlite")
+    await asyncio.gather(*(store.put(record(f"d{i}")) for i in range(50)))
+    assert await store.count() == 50
+    assert 1 <= store.commits < 50
+    await store.aclose()
+
+
+async def test_failed_commit_reaches_every_waiter(tmp_path: Path) -> None:
+    import asyncio
+
+    import pytest
+
+    store = ArtifactStore(tmp_path / "f.sqlite")
+    await store.put(record("d0"))
+    await store._submit(lambda conn: conn.execute("DROP TABLE artifacts"))
+    outcomes = await asyncio.gather(*(store.put(record(f"d{i}")) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
+    await store.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.put(record("late"))
