@@ -11,7 +11,7 @@ from harness.loads import ClosedLoop, ConstantRate, Poisson
 from harness.loopback import LoopbackServer
 from harness.runner import run_load
 
-LATENCY_S = 0.1
+LATENCY_S = 0.2
 
 
 def _sender(session: aiohttp.ClientSession, base_url: str) -> Callable[[object], Awaitable[None]]:
@@ -31,7 +31,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-@pytest.mark.parametrize("shape", [ClosedLoop(4), ConstantRate(40), Poisson(40, seed=7)], ids=lambda s: s.label)
+@pytest.mark.parametrize("shape", [ClosedLoop(8), ConstantRate(40), Poisson(40, seed=7)], ids=lambda s: s.label)
 async def test_mean_latency_within_5_percent_of_fixed_server_latency(session: aiohttp.ClientSession,
                                                                      shape: object) -> None:
     async with LoopbackServer(latency_s=LATENCY_S) as srv:
