@@ -81,6 +81,24 @@ class Upstream:
         choices = [{"index": i, "text": p.upper(), "finish_reason": "stop"} for i, p in enumerate(prompts)]
         return web.json_response({"choices": list(reversed(choices))})
 
+    async def cut(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": [{"index": 0, "delta": {"content": "par"}}]}\n\n')
+        await asyncio.sleep(0.01)
+        assert request.transport is not None
+        request.transport.close()  # the connection drops before [DONE]
+        return resp
+
+    async def stall(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n')
+        await asyncio.sleep(0.8)  # longer than the client's per-attempt timeout
+        return resp
+
     async def html(self, request: web.Request) -> web.Response:
         return web.Response(
             status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
@@ -97,6 +115,8 @@ async def upstream() -> AsyncIterator[tuple[str, Upstream]]:
     app.router.add_post("/v1/chat/completions", state.chat)
     app.router.add_post("/v1/completions", state.completions)
     app.router.add_post("/html/v1/chat/completions", state.html)
+    app.router.add_post("/cut/v1/chat/completions", state.cut)
+    app.router.add_post("/stall/v1/chat/completions", state.stall)
     app.router.add_post("/html200/v1/chat/completions", state.html200)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -266,3 +286,33 @@ def test_threaded_metrics_server_from_sync_code() -> None:
     assert 'iterate_retries_total{reason="429"} 3.0' in text
     for name in METRIC_NAMES:
         assert name in text
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_connection_dropped_mid_stream_is_stream_error(
+    upstream: tuple[str, Upstream], transport: str
+) -> None:
+    from pytest_iterate.pipeline.errors import StreamError
+
+    base, _ = upstream
+    cfg = IterateConfig(base_url=base + "/cut/v1", transport=transport, max_attempts=2)  # type: ignore[arg-type]
+    async with LLMClient(cfg, sleep=NoSleep()) as client:
+        with pytest.raises(StreamError):
+            await client.call(REQ.replace(stream=True))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_stalled_stream_hits_the_per_attempt_timeout(
+    upstream: tuple[str, Upstream], transport: str
+) -> None:
+    from pytest_iterate.pipeline.errors import RequestTimeout
+
+    base, _ = upstream
+    cfg = IterateConfig(
+        base_url=base + "/stall/v1", transport=transport, max_attempts=1, request_timeout_s=0.3
+    )  # type: ignore[arg-type]
+    async with LLMClient(cfg) as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimeout):
+            await client.call(REQ.replace(stream=True))
+        assert asyncio.get_running_loop().time() - started < 0.75
