@@ -221,8 +221,8 @@ class LLMCallStage:
         decisions = getattr(ctx.guarded, "decisions", ()) or ()
         responses: list[LLMResponse] = []
         for i, request in enumerate(requests):
+            ctx.llm_calls += 1  # counted when sent, so a failed call counts too
             response: LLMResponse = await call(request)
-            ctx.llm_calls += 1
             if guard is not None:
                 usage = response.usage
                 if usage is not None and i < len(decisions) and hasattr(guard, "learner"):
