@@ -88,3 +88,14 @@ def test_worker_pool_rejects_bad_options() -> None:
         WorkerPool(0)
     with pytest.raises(ValueError, match="kind"):
         WorkerPool(1, kind="fiber")  # type: ignore[arg-type]
+
+
+async def test_process_pool_option_runs_the_extractor() -> None:
+    from pytest_iterate.pipeline.extract import extract_artifact
+
+    pool = WorkerPool(1, kind="process")
+    try:
+        artifact = await pool.run(extract_artifact, "```python\ndef f(:\n```", "python")
+    finally:
+        await pool.aclose()
+    assert artifact.valid is False and artifact.syntax_error_line == 1
