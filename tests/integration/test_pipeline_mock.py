@@ -135,3 +135,37 @@ async def test_malformed_workload_line_names_file_and_line_and_writes_nothing(
     assert str(info.value).startswith(f"{workload}:{bad_at}: ")
     assert info.value.line == bad_at
     assert endpoint.bodies == []
+
+
+async def test_100_designs_on_the_project_mock_fast_profile(tmp_path: Path) -> None:
+    """The same run against helper B's MockServer (fast profile) once it is in the package."""
+    server_mod = pytest.importorskip("pytest_iterate.mock.server")
+    core_mod = pytest.importorskip("pytest_iterate.mock.core")
+    profiles = pytest.importorskip("pytest_iterate.mock.profiles")
+    core = core_mod.MockLLM(profiles.load_profile("fast"), seed=1)
+    server = server_mod.MockServer(core, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        cfg = IterateConfig.load(
+            {
+                "base_url": server.base_url,
+                "cache_dir": str(tmp_path / "cache"),
+                "store_path": str(tmp_path / "a.sqlite"),
+            },
+            environ={},
+            pyproject=None,
+        )
+        workload = load_workload(standard_workload_path())
+        async with Pipeline.from_config(cfg) as pipeline:
+            results = await pipeline.run_many(workload, concurrency=10)
+            stored = await pipeline.store.count()
+    finally:
+        await server.stop()
+    assert [r.request_id for r in results] == [d.id for d in workload]
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    assert all([t.name for t in r.stages] == list(STAGE_NAMES) for r in results)
+    assert sum(r.llm_calls for r in results) == 70
+    assert sum(r.cache_tier is not None or r.coalesced for r in results) == 30
+    assert stored == 70
+    python = [r for r in results if r.artifact is not None and r.artifact.language == "python"]
+    assert python and all(r.artifact is not None and r.artifact.valid for r in python)
