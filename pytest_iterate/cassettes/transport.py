@@ -16,6 +16,8 @@ Record modes, as in vcrpy:
           interactions only.
 
 A key recorded several times is replayed in recorded order, the last one repeating.
+``stream`` is not in the key, so a request matches only recordings of its own shape
+(streamed or whole): a cassette may hold both for one key.
 With ``replay_timing=True`` a replayed answer keeps its recorded shape: a streamed
 answer waits ``ttft_s`` before the first chunk, each gap between chunks, and the rest
 of ``total_s`` before it ends; a whole body arrives after ``total_s``. ``sleep`` is
@@ -261,7 +263,7 @@ class CassetteTransport:
         self._by_key: dict[str, list[Interaction]] = {}
         for it in self._recorded:
             self._by_key.setdefault(it.key, []).append(it)
-        self._played: dict[str, int] = {}
+        self._played: dict[tuple[str, bool], int] = {}
         self._new = 0
         self.hits = 0
         self.misses = 0
@@ -302,7 +304,7 @@ class CassetteTransport:
     ) -> TransportResponse:
         key = self.key_for(method, url, json_body)
         if self.can_replay:
-            found = self._next(key)
+            found = self._next(key, _wants_stream(json_body))
             if found is not None:
                 self.hits += 1
                 return ReplayResponse(found, timed=self.replay_timing, sleep=self._sleep)
@@ -344,12 +346,15 @@ class CassetteTransport:
             await self._inner.aclose()
 
     # -- internals -----------------------------------------------------------------------
-    def _next(self, key: str) -> Interaction | None:
-        found = self._by_key.get(key)
+    def _next(self, key: str, streamed: bool) -> Interaction | None:
+        # ``stream`` is not part of the cache key (same answer either way), but a
+        # streamed recording cannot answer a plain request: match the shape too.
+        found = [it for it in self._by_key.get(key, ()) if it.streamed == streamed]
         if not found:
             return None
-        n = self._played.get(key, 0)
-        self._played[key] = n + 1
+        slot = (key, streamed)
+        n = self._played.get(slot, 0)
+        self._played[slot] = n + 1
         return found[min(n, len(found) - 1)]
 
     def _inner_transport(self) -> Transport:
@@ -363,6 +368,11 @@ class CassetteTransport:
         self._recorded.append(interaction)
         self._new += 1
         write_cassette(self.path, self._recorded)
+
+
+def _wants_stream(json_body: Any | None) -> bool:
+    body = _decode_body(json_body)
+    return isinstance(body, dict) and bool(body.get("stream"))
 
 
 def _decode_body(json_body: Any | None) -> Any:
