@@ -169,3 +169,30 @@ async def test_100_designs_on_the_project_mock_fast_profile(tmp_path: Path) -> N
     assert stored == 70
     python = [r for r in results if r.artifact is not None and r.artifact.language == "python"]
     assert python and all(r.artifact is not None and r.artifact.valid for r in python)
+
+
+async def test_100_designs_on_the_project_mock_in_process(tmp_path: Path) -> None:
+    """MockLLM (fast profile) behind its respx router: answers sized by the profile, usage counted."""
+    from pytest_iterate.mock.core import MockLLM
+    from pytest_iterate.mock.profiles import load_profile
+    from pytest_iterate.mock.respx_router import mock_router
+
+    core = MockLLM(load_profile("fast"), seed=3)
+    cfg = IterateConfig.load(
+        {"cache_dir": str(tmp_path / "cache"), "store_path": str(tmp_path / "a.sqlite")},
+        environ={},
+        pyproject=None,
+    )
+    workload = load_workload(standard_workload_path())
+    with mock_router(core):
+        async with Pipeline.from_config(cfg) as pipeline:
+            results = await pipeline.run_many(workload, concurrency=10)
+            stored = await pipeline.store.count()
+    assert [r.request_id for r in results] == [d.id for d in workload]
+    assert all(r.ok and r.complete for r in results), [r.error for r in results if not r.ok][:3]
+    assert all([t.name for t in r.stages] == list(STAGE_NAMES) for r in results)
+    assert sum(r.llm_calls for r in results) == 70
+    assert sum(r.cache_tier is not None or r.coalesced for r in results) == 30
+    assert all(r.usage is not None and r.usage.prompt_tokens > 0 for r in results)
+    assert all(r.artifact is not None and r.artifact.valid for r in results)
+    assert stored == 70
