@@ -207,6 +207,7 @@ class MockLLM:
         self._answers: OrderedDict[tuple[str, int, int | None], Answer] = OrderedDict()
         self._registry: CollectorRegistry | None = None
         self._metrics: dict[str, Any] = {}
+        self.registry()
         self._models_body = json.dumps(
             {"object": "list", "data": [{"id": m, "object": "model", "created": _CREATED, "owned_by": "pytest-iterate-mock"} for m in self.profile.models]}
         ).encode()
@@ -236,7 +237,7 @@ class MockLLM:
         return list(self._calls)
 
     def registry(self) -> CollectorRegistry:
-        """The core's own Prometheus registry (created on first use)."""
+        """The core's own Prometheus registry (``mock_*`` metrics, not the global one)."""
         if self._registry is None:
             from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -251,14 +252,7 @@ class MockLLM:
             q = Gauge("mock_queued_requests", "Requests waiting for a decode slot", registry=reg)
             q.set_function(lambda: len(self._slots.waiters))
             self._registry = reg
-            self._replay_metrics()
         return self._registry
-
-    def _replay_metrics(self) -> None:
-        for kind, n in self._state.faults.items():
-            self._metrics["faults"].labels(kind).inc(n)
-        self._metrics["tokens"].labels("prompt").inc(self._state.prompt_tokens)
-        self._metrics["tokens"].labels("completion").inc(self._state.completion_tokens)
 
     def exposition(self) -> bytes:
         """Prometheus text format of :meth:`registry`."""
