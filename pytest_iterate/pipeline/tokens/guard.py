@@ -325,7 +325,8 @@ class TokenGuard:
 
         Returns the text and how many of its tokens were removed (0: unchanged). The
         kept head and tail are exact prefix and suffix of ``text``. When even the bare
-        marker does not fit, the marker alone is returned (the caller re-checks).
+        marker does not fit, the marker alone is returned if it is shorter than the
+        text, else the text unchanged (the caller re-checks).
         """
         tokens = self.counter.encode(text)
         n = len(tokens)
@@ -350,6 +351,8 @@ class TokenGuard:
                 best, lo = text_mid, mid + 1
             else:
                 hi = mid - 1
+        if hi < 0 and self.counter.count_text(best) >= n:
+            return text, 0  # not even the bare marker fits, and it would not be shorter
         return best, n - max(hi, 0)
 
     # split --------------------------------------------------------------------------
