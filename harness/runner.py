@@ -134,12 +134,17 @@ async def run_load(
     clock: Clock = time.perf_counter,
     sleep: Sleep = asyncio.sleep,
     progress: ProgressSink | None = None,
+    spin_s: float = 0.0,
 ) -> RunResult:
     """Send ``items`` (cycled) with ``shape`` and measure.
 
     Stops after ``requests`` measured requests or when ``duration_s`` seconds of
     schedule have passed (the earlier of both); with neither, sends each item once.
     The first ``warmup`` requests are sent but left out of the samples and wall time.
+    Open loops sleep until ``spin_s`` before each send and then yield to the loop
+    (``sleep(0)``) until it is due: the OS wakes a sleeping process a millisecond or
+    more late, which would otherwise show as scheduling lag. ``spin_s=0`` turns this
+    off (needed with a fake clock whose ``sleep(0)`` never advances).
     """
     if not items:
         raise ValueError("run_load needs at least one item to send")
@@ -159,7 +164,7 @@ async def run_load(
                                            clock, progress)
     elif hasattr(shape, "offsets"):
         samples, t_measure = await _open(send, source, shape.offsets(), total, duration_s, warmup,
-                                         clock, sleep, progress)
+                                         clock, sleep, progress, spin_s)
     else:
         raise TypeError(f"unknown load shape {shape!r}")
     measured = samples[warmup:]
@@ -201,7 +206,7 @@ async def _closed(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], 
 
 async def _open(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], offsets: Iterator[float],
                 total: int | None, duration_s: float | None, warmup: int, clock: Clock, sleep: Sleep,
-                progress: ProgressSink | None) -> tuple[list[RequestSample], float]:
+                progress: ProgressSink | None, spin_s: float) -> tuple[list[RequestSample], float]:
     tasks: list[asyncio.Task[RequestSample]] = []
     t0 = clock()
     measure_offset = 0.0
@@ -219,8 +224,11 @@ async def _open(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], of
             break
         due = t0 + offset
         delay = due - clock()
-        if delay > 0:
-            await sleep(delay)
+        if delay > spin_s:
+            await sleep(delay - spin_s)
+        if spin_s > 0:
+            while clock() < due:
+                await sleep(0)
         task = asyncio.ensure_future(_one(send, next(source), due, clock))
         if progress is not None:
             task.add_done_callback(lambda t, i=i: _done(t, i))
@@ -289,6 +297,7 @@ async def saturate(
     shape_factory: Callable[[float], LoadShape] = ConstantRate,
     clock: Clock = time.perf_counter,
     sleep: Sleep = asyncio.sleep,
+    spin_s: float = 0.0,
 ) -> SweepResult:
     """The highest open-loop rate whose run meets ``slo`` (e.g. ``{"p95": 2.0}``).
 
@@ -303,7 +312,7 @@ async def saturate(
 
     async def trial(rps: float) -> bool:
         result = await run_load(send, items, shape_factory(rps), requests=requests_per_step,
-                                duration_s=duration_s, clock=clock, sleep=sleep)
+                                duration_s=duration_s, clock=clock, sleep=sleep, spin_s=spin_s)
         summary = result.summary(f"rate:{rps:g}", extra={"rate_rps": rps})
         achieved = summary.get("throughput_rps") or 0.0
         ok = meets_slo(summary, slo) and achieved >= 0.9 * rps * (1 - summary.get("error_rate", 0.0))
