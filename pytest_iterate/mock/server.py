@@ -48,9 +48,25 @@ class _Done:
 
 
 class MockServer:
-    """Serve ``core`` over HTTP on ``host:port`` (port 0: the OS picks one)."""
+    """Serve ``core`` over HTTP on ``host:port`` (port 0: the OS picks one).
 
-    def __init__(self, core: MockLLM, host: str = "127.0.0.1", port: int = 0) -> None:
+    Without a core, one is built from ``profile`` (a name, a path or a
+    :class:`~.profiles.LatencyProfile`; default ``"v1"``) and ``seed``.
+    """
+
+    def __init__(
+        self,
+        core: MockLLM | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        profile: Any = None,
+        seed: int = 0,
+    ) -> None:
+        if core is None:
+            from pytest_iterate.mock.core import MockLLM
+
+            core = MockLLM(profile if profile is not None else "v1", seed=seed)
         self.core = core
         self.host = host
         self.port = port
