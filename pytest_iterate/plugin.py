@@ -1,3 +1,113 @@
-"""The pytest plugin (entry point ``pytest11: iterate``). Inert unless ``--iterate`` is given."""
+"""The pytest plugin (entry point ``pytest11: iterate``). Inert unless ``--iterate`` is given.
+
+Hooks only; the logic lives in :mod:`pytest_iterate.options` (the option table and
+its resolution), :mod:`pytest_iterate.session` (per-session state, reports, gates),
+:mod:`pytest_iterate.fixtures` and :mod:`pytest_iterate.budget` (the marker).
+
+Under ``--iterate`` the shipped acceptance suite
+(``pytest_iterate/acceptance/test_acceptance.py``) is added to the paths pytest
+collects. With pytest-xdist, ``--dist load`` becomes ``loadgroup`` and the acceptance
+tests share one group (one worker runs the shared scenarios); every worker's
+criteria and ``iterate_bench`` runs travel to the controller, which writes the report.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_iterate.budget import MARKER, MARKER_HELP, budget_from_marker, violations
+from pytest_iterate.options import add_options
+from pytest_iterate.session import SESSION_KEY, IterateSession, get_options, get_session
+
+pytest_plugins = ["pytest_iterate.fixtures"]
+
+ACCEPTANCE_FILE = Path(__file__).resolve().parent / "acceptance" / "test_acceptance.py"
+_XDIST_GROUP = "pytest-iterate-acceptance"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MARKER}: {MARKER_HELP}")
+    options = get_options(config)
+    if not options.enabled:
+        return
+    config.stash[SESSION_KEY] = IterateSession(config, options)
+    path = str(ACCEPTANCE_FILE)
+    if path not in config.args:  # xdist workers may get the controller's args already
+        config.args.append(path)
+    if config.pluginmanager.hasplugin("xdist"):
+        if getattr(config.option, "dist", "no") == "load":
+            config.option.dist = "loadgroup"
+        config.pluginmanager.register(_XdistBridge(config), "iterate-xdist")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    xdist = get_session(config) is not None and config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        mark = item.get_closest_marker(MARKER)
+        if mark is not None:
+            budget_from_marker(mark, item.nodeid)
+        if xdist and Path(str(item.path)) == ACCEPTANCE_FILE:
+            item.add_marker(pytest.mark.xdist_group(_XDIST_GROUP))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    result = yield
+    mark = item.get_closest_marker(MARKER)
+    if mark is not None:
+        from pytest_iterate.fixtures import BENCH_KEY
+
+        runs = item.stash.get(BENCH_KEY, [])
+        if not runs:
+            pytest.fail(f"@pytest.mark.{MARKER} needs at least one iterate_bench run in the test",
+                        pytrace=False)
+        missed = violations(budget_from_marker(mark, item.nodeid), runs)
+        if missed:
+            pytest.fail("iterate_budget exceeded:\n  " + "\n  ".join(missed), pytrace=False)
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = get_session(session.config)
+    if state is None:
+        return
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller writes the report
+        workeroutput["iterate"] = state.to_wire()
+        return
+    force = state.finish()
+    if force is not None and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = force
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = get_session(config)
+    if state is not None and getattr(config, "workeroutput", None) is None:
+        state.terminal_summary(terminalreporter)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = get_session(config)
+    if state is not None:
+        state.close()
+
+
+class _XdistBridge:
+    """Controller side of xdist: merge what each worker measured."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        state = get_session(self.config)
+        data = getattr(node, "workeroutput", {}).get("iterate")
+        if state is not None and data:
+            state.merge_wire(data)

@@ -1,0 +1,372 @@
+"""The acceptance scenarios: each runs ONCE per session and is shared by its criteria.
+
+:class:`ScenarioRunner` ``.get(name)`` runs a scenario on first use (in its own event
+loop, its own endpoint and pipeline, a fresh cache folder) and caches the
+:class:`ScenarioResult`; ``.observe(criterion_id)`` returns the observed value of a
+criterion from the scenario it reads. What is measured is the design-iteration
+:class:`~pytest_iterate.pipeline.runner.Pipeline`, stage by stage, driven by the
+harness's closed-loop runner; the endpoint is the embedded loopback mock (or a real
+URL, where fault-injection scenarios raise :class:`NeedsMock`).
+
+Scenarios:
+
+``standard``        the workload (100 designs, duplicates) at the top concurrency level;
+                    e2e/overhead latency, throughput, 100-designs wall time, CPU, stage logs
+``repeat``          the same workload again through a NEW pipeline on the standard run's
+                    cache folder (as the next CI run would): its hit rate
+``concurrency_N``   2N unique designs at concurrency N, fresh cache (the sweep)
+``faults``          the workload with 1 % 429 + 1 % 503 injected: error rate, bounded retries
+``long_context``    the long-context workload against the profile's window: overflows
+``saturation``      2 slots, queue 2, 12 requests at once: how fast ``Busy`` answers
+``metrics``         ``/metrics`` of the standard run's registry served and scraped over HTTP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_iterate.options import IterateOptions
+    from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
+
+__all__ = ["METRIC_NAMES", "NeedsMock", "ScenarioResult", "ScenarioRunner", "available_cores"]
+
+METRIC_NAMES = (
+    "iterate_requests_total",
+    "iterate_request_duration_seconds",
+    "iterate_stage_duration_seconds",
+    "iterate_time_to_first_token_seconds",
+    "iterate_retries_total",
+    "iterate_cache_requests_total",
+    "iterate_inflight_requests",
+    "iterate_queue_depth",
+    "iterate_tokens_total",
+    "iterate_token_guard_actions_total",
+)
+FAULT_RATES = {"429": 0.01, "503": 0.01}
+LONG_CONTEXT_WINDOW = 2048  # the mock's window for the long-context workload (the real server's n_ctx)
+
+
+class NeedsMock(Exception):
+    """A scenario needs fault injection, which only the embedded mock can do."""
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    name: str
+    summary: dict[str, Any]
+    results: list[PipelineResult] = field(default_factory=list)
+    observed: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    metrics: Any = None  # the run's IterateMetrics
+    cache_dir: str | None = None
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _unique(items: Sequence[Any]) -> list[Any]:
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        if item.id not in seen:
+            seen.add(item.id)
+            out.append(item)
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+class ScenarioRunner:
+    """Runs scenarios lazily, once each; results kept in :attr:`results` (insertion order)."""
+
+    def __init__(self, options: IterateOptions, *, pyproject: Path | None = None,
+                 workdir: Path | None = None) -> None:
+        self.options = options
+        self.pyproject = pyproject
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="iterate-"))
+        self.results: dict[str, ScenarioResult] = {}
+        self._failed: dict[str, BaseException] = {}
+        self._scenarios: dict[str, Callable[[], Any]] = {
+            "standard": self._standard,
+            "repeat": self._repeat,
+            "faults": self._faults,
+            "long_context": self._long_context,
+            "saturation": self._saturation,
+        }
+
+    # -- public -----------------------------------------------------------------------
+    def get(self, name: str) -> ScenarioResult:
+        """The result of scenario ``name``, running it on first use (a failure is re-raised each time)."""
+        if name in self.results:
+            return self.results[name]
+        if name in self._failed:
+            raise self._failed[name]
+        try:
+            if name in ("repeat", "metrics"):
+                self.get("standard")
+            if name == "metrics":
+                result = self._metrics()
+            elif name.startswith("concurrency_"):
+                result = asyncio.run(self._sweep(int(name.removeprefix("concurrency_"))))
+            elif name in self._scenarios:
+                result = asyncio.run(self._scenarios[name]())
+            else:
+                raise KeyError(f"unknown scenario {name!r}")
+        except BaseException as exc:
+            self._failed[name] = exc
+            raise
+        self.results[name] = result
+        return result
+
+    def observe(self, criterion_id: str) -> tuple[float, ScenarioResult]:
+        from pytest_iterate.acceptance.criteria import CRITERIA_BY_ID
+
+        scenario = self.get(CRITERIA_BY_ID[criterion_id].scenario)
+        return scenario.observed.get(criterion_id, math.nan), scenario
+
+    def summaries(self) -> list[dict[str, Any]]:
+        return [r.summary for r in self.results.values() if r.summary]
+
+    def close(self) -> None:
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- parts ------------------------------------------------------------------------
+    def _workload(self, long: bool = False) -> list[Any]:
+        from pytest_iterate.pipeline.workload import (
+            load_workload,
+            long_context_workload_path,
+            standard_workload_path,
+        )
+
+        if long:
+            return load_workload(long_context_workload_path())
+        return load_workload(self.options.workload or standard_workload_path())
+
+    def _cache_dir(self, name: str) -> str:
+        path = self.workdir / f"cache-{name}"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    @contextlib.asynccontextmanager
+    async def _pipeline(self, base_url: str, **overrides: Any) -> AsyncIterator[Pipeline]:
+        """A pipeline built from the options and ``[tool.iterate]``; cassette wired when asked."""
+        from pytest_iterate.pipeline.config import IterateConfig
+        from pytest_iterate.pipeline.metrics import IterateMetrics
+        from pytest_iterate.pipeline.runner import Pipeline
+
+        opts = self.options
+        values = {"base_url": base_url, "model": opts.model, "api_key_env": opts.api_key_env,
+                  "store_path": ":memory:", **overrides}
+        config = IterateConfig.load(values, pyproject=self.pyproject)
+        metrics = IterateMetrics()
+        client = None
+        if opts.cassette is not None:
+            from pytest_iterate.cassettes import cassette_transport
+            from pytest_iterate.pipeline.client import LLMClient
+
+            transport = cassette_transport(opts.record_mode, opts.cassette, replay_timing=opts.replay_timing)
+            client = LLMClient(config, transport=transport, metrics=metrics)
+        pipeline = Pipeline.from_config(config, metrics=metrics, **({"client": client} if client else {}))
+        try:
+            yield pipeline
+        finally:
+            await pipeline.aclose()
+            if client is not None:
+                await client.aclose()
+
+    def _endpoint(self, faults: Mapping[str, float] | None = None, context_window: int | None = None) -> Any:
+        from pytest_iterate.acceptance.endpoint import open_endpoint
+
+        if faults and not self.options.is_mock:
+            raise NeedsMock("needs fault injection, which only the embedded mock can do: "
+                            f"skipped against {self.options.endpoint}")
+        return open_endpoint(self.options.endpoint, profile=self.options.profile, faults=faults,
+                             context_window=context_window if self.options.is_mock else None)
+
+    async def _drive(self, name: str, pipeline: Pipeline, items: Sequence[Any], concurrency: int,
+                     **extra: Any) -> tuple[dict[str, Any], list[PipelineResult], float]:
+        """Closed-loop run of ``items`` through ``pipeline``; (summary, results in send order, cpu %)."""
+        from harness.loads import ClosedLoop
+        from harness.runner import run_load
+
+        results: list[PipelineResult] = []
+
+        async def send(item: Any) -> Any:
+            result = await pipeline.run(item)
+            results.append(result)
+            return result
+
+        cpu0 = time.process_time()
+        run = await run_load(send, list(items), ClosedLoop(concurrency), requests=len(items))
+        cpu = time.process_time() - cpu0
+        cpu_pct = 100.0 * cpu / run.wall_s / available_cores() if run.wall_s > 0 else math.nan
+        summary = run.summary(name, extra={"concurrency": concurrency, "cpu_percent": cpu_pct, **extra})
+        summary["retries"] = sum(max(0, r.attempts - 1) for r in results)
+        return summary, results, cpu_pct
+
+    # -- scenarios --------------------------------------------------------------------
+    async def _standard(self) -> ScenarioResult:
+        from pytest_iterate.pipeline.stages import STAGE_NAMES
+
+        items = self._workload()
+        level = max(self.options.concurrency)
+        cache_dir = self._cache_dir("standard")
+        async with self._endpoint() as ep, self._pipeline(ep.base_url, cache_dir=cache_dir) as pipeline:
+            summary, results, cpu_pct = await self._drive("standard", pipeline, items, level,
+                                                          endpoint=ep.label)
+        ok = [r for r in results if r.ok]
+        wall = float(summary["wall_s"])
+        stage_ok = sum(
+            1 for r in results for s in STAGE_NAMES
+            if (t := r.stage(s)) is not None and t.start_s > 0 and t.duration_s >= 0
+        )
+        observed = {
+            "latency.e2e_mean": float(summary["latency_s"]["mean"]),
+            "latency.overhead_mean": _mean([r.overhead_s for r in results]),
+            "throughput.requests_per_min": 60.0 * len(ok) / wall if wall > 0 else math.nan,
+            "throughput.designs_100": wall * 100.0 / len(items) if items else math.nan,
+            "cpu.utilization": cpu_pct,
+            "observability.stage_logs": 100.0 * stage_ok / (len(results) * len(STAGE_NAMES)) if results
+            else math.nan,
+        }
+        notes = {"throughput.designs_100": f"{len(items)} designs in {wall:.2f} s at concurrency {level}",
+                 "cpu.utilization": f"process CPU / wall / {available_cores()} cores"}
+        return ScenarioResult("standard", summary, results, observed, notes, pipeline.metrics, cache_dir)
+
+    async def _repeat(self) -> ScenarioResult:
+        standard = self.results["standard"]
+        items = self._workload()
+        level = max(self.options.concurrency)
+        async with self._endpoint() as ep, self._pipeline(ep.base_url, cache_dir=standard.cache_dir) as pipeline:
+            summary, results, _ = await self._drive("repeat", pipeline, items, level, endpoint=ep.label)
+        hits = sum(1 for r in results if r.cache_tier)
+        observed = {"cache.hit_rate_repeat": 100.0 * hits / len(results) if results else math.nan}
+        notes = {"cache.hit_rate_repeat": f"{hits}/{len(results)} answered from the cache on the second run "
+                                          "(new pipeline, same cache folder)"}
+        return ScenarioResult("repeat", summary, results, observed, notes)
+
+    async def _sweep(self, level: int) -> ScenarioResult:
+        from pytest_iterate.pipeline.errors import RequestTimeout
+
+        name = f"concurrency_{level}"
+        items = _unique(self._workload())[: 2 * level]
+        async with self._endpoint() as ep, self._pipeline(ep.base_url, cache_dir=self._cache_dir(name),
+                                                          max_concurrent_requests=max(level, 1)) as pipeline:
+            summary, results, _ = await self._drive(name, pipeline, items, level, endpoint=ep.label)
+        timeouts = sum(1 for r in results if isinstance(r.error, RequestTimeout))
+        wall = float(summary["wall_s"])
+        observed = {
+            f"latency.iteration_mean_c{level}": wall / len(results) if results else math.nan,
+            f"concurrency.no_timeouts_c{level}": float(timeouts),
+        }
+        notes = {f"latency.iteration_mean_c{level}": f"{wall:.2f} s / {len(results)} iterations"}
+        return ScenarioResult(name, summary, results, observed, notes)
+
+    async def _faults(self) -> ScenarioResult:
+        from pytest_iterate.pipeline.errors import IterateError
+
+        items = self._workload()
+        level = max(self.options.concurrency)
+        async with self._endpoint(FAULT_RATES) as ep, self._pipeline(
+            ep.base_url, cache_dir=self._cache_dir("faults")
+        ) as pipeline:
+            summary, results, _ = await self._drive("faults", pipeline, items, level, endpoint=ep.label,
+                                                    faults=dict(FAULT_RATES))
+            max_attempts = pipeline.config.max_attempts
+        failed = [r for r in results if not r.ok]
+        beyond = sum(1 for r in results if r.attempts > max_attempts)
+        unhandled = sum(1 for r in failed if not isinstance(r.error, IterateError))
+        unhandled += len(items) - len(results)  # a send that raised never reached `results`
+        injected = dict(getattr(getattr(ep.core, "stats", None), "faults", {}) or {})
+        observed = {
+            "errors.rate_with_retries": 100.0 * len(failed) / len(items) if items else math.nan,
+            "retries.bounded": float(beyond + unhandled),
+        }
+        notes = {
+            "errors.rate_with_retries": f"{len(failed)} of {len(items)} failed after retries; "
+                                        f"retries {summary['retries']}; injected {injected or FAULT_RATES}",
+            "retries.bounded": f"{beyond} over max_attempts={max_attempts}, {unhandled} unhandled",
+        }
+        summary["faults_injected"] = injected
+        return ScenarioResult("faults", summary, results, observed, notes)
+
+    async def _long_context(self) -> ScenarioResult:
+        from pytest_iterate.pipeline.errors import ClientError
+
+        items = self._workload(long=True)
+        async with self._endpoint(context_window=LONG_CONTEXT_WINDOW) as ep:
+            overrides: dict[str, Any] = {"cache_dir": self._cache_dir("long_context")}
+            if ep.context_window:
+                overrides["context_window"] = ep.context_window
+            async with self._pipeline(ep.base_url, **overrides) as pipeline:
+                summary, results, _ = await self._drive("long_context", pipeline, items,
+                                                        max(self.options.concurrency), endpoint=ep.label)
+        over = sum(1 for r in results if isinstance(r.error, ClientError) and r.error.status == 400)
+        unflagged = sum(1 for r in results if r.ok and not r.complete and not r.partial)
+        flagged = sum(1 for r in results if r.partial or r.warnings)
+        observed = {"tokens.no_overflow": float(over + unflagged)}
+        notes = {"tokens.no_overflow": f"{over} over the window, {unflagged} neither complete nor flagged; "
+                                       f"{flagged} flagged partial of {len(results)}"}
+        return ScenarioResult("long_context", summary, results, observed, notes)
+
+    async def _saturation(self) -> ScenarioResult:
+        from pytest_iterate.pipeline.errors import Busy
+
+        items = _unique(self._workload())[:12]
+        async with self._endpoint() as ep, self._pipeline(
+            ep.base_url, cache_enabled=False, max_concurrent_requests=2, max_queue=2
+        ) as pipeline:
+            tasks = [asyncio.create_task(pipeline.run(item, index=i)) for i, item in enumerate(items)]
+            deadline = time.monotonic() + 10.0
+            while sum(t.done() for t in tasks) < len(tasks) - 4 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            done = [t.result() for t in tasks if t.done() and not t.cancelled()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        busy = [r for r in done if isinstance(r.error, Busy)]
+        with_retry = [r for r in busy if getattr(r.error, "retry_after_s", 0) > 0]
+        worst_ms = max((r.total_s * 1000.0 for r in busy), default=math.nan)
+        observed = {"degradation.busy_fast": worst_ms if len(with_retry) == len(busy) else math.nan}
+        notes = {"degradation.busy_fast": f"{len(busy)} busy answers of {len(items)} (2 slots, queue 2), "
+                                          f"{len(with_retry)} with retry-after; slowest {worst_ms:.1f} ms"}
+        summary = {"name": "saturation", "requests": len(items), "busy": len(busy),
+                   "busy_latency_ms_max": worst_ms, "errors": len(busy), "endpoint": ep.label}
+        return ScenarioResult("saturation", summary, done, observed, notes)
+
+    def _metrics(self) -> ScenarioResult:
+        standard = self.get("standard")
+
+        async def scrape() -> tuple[str, str]:
+            import aiohttp
+
+            from pytest_iterate.pipeline.metrics_server import MetricsServer
+
+            async with MetricsServer(standard.metrics) as server, aiohttp.ClientSession() as session:
+                async with session.get(server.url) as resp:
+                    return server.url, await resp.text()
+
+        url, text = asyncio.run(scrape())
+        missing = [n for n in METRIC_NAMES if n not in text]
+        observed = {"observability.metrics_endpoint": float(len(missing))}
+        notes = {"observability.metrics_endpoint": f"scraped {url}: missing {missing or 'none'}"}
+        return ScenarioResult("metrics", {}, [], observed, notes)
