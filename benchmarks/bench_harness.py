@@ -3,8 +3,8 @@ p99 scheduling lag (actual send - scheduled send) under 5 ms.
 
 The target is a zero-latency loopback server in a separate process (so the server
 does not compete for the harness's event loop); sends are bare aiohttp POSTs. The
-rate doubles until the lag objective fails (best of ``--tries`` runs per rate), then bisects. Prints one line per step
-and the result. Target: >= 1,000 req/s.
+rate doubles until the lag objective fails (best of ``--tries`` runs per rate), then
+bisects. Prints one line per step and the result. Target: >= 1,000 req/s.
 
     .venv/bin/python benchmarks/bench_harness.py [--step-seconds 2] [--max-rate 20000]
 """
@@ -45,12 +45,19 @@ async def trial(session: aiohttp.ClientSession, url: str, rps: float, seconds: f
 
     result = await run_load(send, [None], ConstantRate(rps), duration_s=seconds, warmup=int(rps * 0.2))
     s = result.summary()
-    return {"rps": rps, "achieved": s["throughput_rps"] or 0.0, "lag_p99": s["scheduling_lag_s"]["p99"],
-            "lat_p50": s["latency_s"]["p50"], "lat_p99": s["latency_s"]["p99"], "errors": s["errors"]}
+    return {
+        "rps": rps,
+        "achieved": s["throughput_rps"] or 0.0,
+        "lag_p99": s["scheduling_lag_s"]["p99"],
+        "lat_p50": s["latency_s"]["p50"],
+        "lat_p99": s["latency_s"]["p99"],
+        "errors": s["errors"],
+    }
 
 
-async def best_of(session: aiohttp.ClientSession, url: str, rps: float, seconds: float,
-                  tries: int) -> dict[str, float]:
+async def best_of(
+    session: aiohttp.ClientSession, url: str, rps: float, seconds: float, tries: int
+) -> dict[str, float]:
     """The best of ``tries`` runs: other processes on a shared machine add lag spikes that are
     not the harness's ceiling, so one unlucky run does not end the search."""
     best: dict[str, float] | None = None
@@ -80,9 +87,13 @@ async def main(step_seconds: float, start: float, max_rate: float, refine: int, 
             rps = start
             while rps <= max_rate:
                 r = await best_of(session, url, rps, step_seconds, tries)
-                print(f"rate {rps:8.0f} req/s  achieved {r['achieved']:8.1f}  lag p99 {r['lag_p99'] * 1000:6.2f} ms"
-                      f"  latency p50 {r['lat_p50'] * 1000:6.2f} ms p99 {r['lat_p99'] * 1000:7.2f} ms  "
-                      f"errors {r['errors']:.0f}  {'ok' if ok(r) else 'FAIL'}", flush=True)
+                print(
+                    f"rate {rps:8.0f} req/s  achieved {r['achieved']:8.1f}  "
+                    f"lag p99 {r['lag_p99'] * 1000:6.2f} ms"
+                    f"  latency p50 {r['lat_p50'] * 1000:6.2f} ms p99 {r['lat_p99'] * 1000:7.2f} ms  "
+                    f"errors {r['errors']:.0f}  {'ok' if ok(r) else 'FAIL'}",
+                    flush=True,
+                )
                 if ok(r):
                     good = rps
                     rps *= 2
@@ -93,8 +104,12 @@ async def main(step_seconds: float, start: float, max_rate: float, refine: int, 
             for _ in range(refine if bad is not None and good else 0):
                 mid = (good + bad) / 2  # type: ignore[operator]
                 r = await best_of(session, url, mid, step_seconds, tries)
-                print(f"rate {mid:8.0f} req/s  achieved {r['achieved']:8.1f}  lag p99 {r['lag_p99'] * 1000:6.2f} ms"
-                      f"  {'ok' if ok(r) else 'FAIL'}", flush=True)
+                print(
+                    f"rate {mid:8.0f} req/s  achieved {r['achieved']:8.1f}  "
+                    f"lag p99 {r['lag_p99'] * 1000:6.2f} ms"
+                    f"  {'ok' if ok(r) else 'FAIL'}",
+                    flush=True,
+                )
                 good, bad = (mid, bad) if ok(r) else (good, mid)
                 await asyncio.sleep(0.2)
         return good
@@ -113,5 +128,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     t0 = time.perf_counter()
     best = asyncio.run(main(args.step_seconds, args.start, args.max_rate, args.refine, args.tries))
-    print(f"harness ceiling: {best:.0f} req/s open-loop with p99 scheduling lag < "
-          f"{LAG_P99_LIMIT_S * 1000:.0f} ms (target >= 1000)  [{time.perf_counter() - t0:.0f} s]")
+    print(
+        f"harness ceiling: {best:.0f} req/s open-loop with p99 scheduling lag < "
+        f"{LAG_P99_LIMIT_S * 1000:.0f} ms (target >= 1000)  [{time.perf_counter() - t0:.0f} s]"
+    )

@@ -109,9 +109,12 @@ def _formats(text: str) -> list[str]:
 
 def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run load against an endpoint and write reports")
-    p.add_argument("--target", default="mock",
-                   help="mock (project mock server, default), loopback (harness fixed-latency server) "
-                        "or an http(s):// base URL")
+    p.add_argument(
+        "--target",
+        default="mock",
+        help="mock (project mock server, default), loopback (harness fixed-latency server) "
+        "or an http(s):// base URL",
+    )
     p.add_argument("--workload", default=None, help="workload JSONL (default: the standard workload)")
     p.add_argument("--concurrency", type=_int_list, default=None, help="closed-loop sweep, e.g. 1,5,10")
     p.add_argument("--rate", type=_float_list, default=None, help="constant-rate open loop, requests/s")
@@ -124,8 +127,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--slo", type=_slo, default=None, help="latency objective, e.g. p95=2.0 (seconds)")
     p.add_argument("--max-rate", type=_positive_float, default=10_000.0, help="upper bound of --saturate")
     p.add_argument("--profile", default=None, help="latency profile of the project mock, e.g. v1")
-    p.add_argument("--mock-latency", type=_non_negative_float, default=0.05,
-                   help="fixed latency (s) of the harness loopback server")
+    p.add_argument(
+        "--mock-latency",
+        type=_non_negative_float,
+        default=0.05,
+        help="fixed latency (s) of the harness loopback server",
+    )
     p.add_argument("--raw", action="store_true", help="bare HTTP POSTs instead of the pipeline")
     p.add_argument("--no-cache", action="store_true", help="disable the pipeline's response cache")
     p.add_argument("--report-dir", default="reports", help="output folder (default: reports)")
@@ -138,8 +145,14 @@ def _add_compare(sub: Any) -> None:
     p = sub.add_parser("compare", help="compare a run against a baseline; exit 1 on a regression")
     p.add_argument("baseline", help="baseline iterate-report.json (or its folder)")
     p.add_argument("current", help="current iterate-report.json (or its folder)")
-    p.add_argument("--fail-on", dest="fail_on", action="append", type=_rule, default=None,
-                   help='gate rule, repeatable: "p95:10%%", "mean:5%%", "error_rate:+0.5"')
+    p.add_argument(
+        "--fail-on",
+        dest="fail_on",
+        action="append",
+        type=_rule,
+        default=None,
+        help='gate rule, repeatable: "p95:10%%", "mean:5%%", "error_rate:+0.5"',
+    )
     p.add_argument("--alpha", type=_positive_float, default=0.01, help="significance level (default 0.01)")
 
 
@@ -158,7 +171,9 @@ def _add_serve_mock(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iterate-bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="iterate-bench", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_compare(sub)
@@ -187,36 +202,70 @@ async def _run(args: argparse.Namespace) -> int:
     scenarios: list[dict[str, Any]] = []
     criteria: list[dict[str, Any]] = []
     samples: dict[str, list[Any]] = {}
-    async with open_target(args.target, workload=args.workload, profile=args.profile,
-                           mock_latency_s=args.mock_latency, config_overrides=overrides, raw=args.raw) as target:
+    async with open_target(
+        args.target,
+        workload=args.workload,
+        profile=args.profile,
+        mock_latency_s=args.mock_latency,
+        config_overrides=overrides,
+        raw=args.raw,
+    ) as target:
         if args.saturate:
-            sweep = await saturate(target.send, target.items, args.slo, max_rps=args.max_rate,
-                                   requests_per_step=args.requests,
-                                   duration_s=args.duration if args.duration or args.requests else 5.0)
+            sweep = await saturate(
+                target.send,
+                target.items,
+                args.slo,
+                max_rps=args.max_rate,
+                requests_per_step=args.requests,
+                duration_s=args.duration if args.duration or args.requests else 5.0,
+            )
             scenarios = sweep.scenarios
             bound = ", ".join(f"{k}<={v:g}" for k, v in args.slo.items())
-            criteria.append({"id": "saturation.max_rps", "threshold": bound, "unit": "req/s",
-                             "observed": sweep.best_rps, "passed": sweep.best_rps is not None})
-            print(f"highest rate meeting {bound}: {sweep.best_rps if sweep.best_rps is not None else 'none'} req/s")
+            criteria.append(
+                {
+                    "id": "saturation.max_rps",
+                    "threshold": bound,
+                    "unit": "req/s",
+                    "observed": sweep.best_rps,
+                    "passed": sweep.best_rps is not None,
+                }
+            )
+            print(
+                f"highest rate meeting {bound}: "
+                f"{sweep.best_rps if sweep.best_rps is not None else 'none'} req/s"
+            )
         else:
             for shape in _shapes(args):
                 progress = None if args.quiet else Progress(shape.label, args.requests)
-                result = await run_load(target.send, target.items, shape, requests=args.requests,
-                                        duration_s=args.duration, warmup=args.warmup, progress=progress)
-                summary = result.summary(objectives={"latency_s": args.slo["p95"]} if args.slo and "p95" in
-                                         args.slo else None)
+                result = await run_load(
+                    target.send,
+                    target.items,
+                    shape,
+                    requests=args.requests,
+                    duration_s=args.duration,
+                    warmup=args.warmup,
+                    progress=progress,
+                )
+                summary = result.summary(
+                    objectives={"latency_s": args.slo["p95"]} if args.slo and "p95" in args.slo else None
+                )
                 scenarios.append(summary)
                 samples[summary["name"]] = result.samples
                 lat = summary["latency_s"]
-                print(f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors, "
-                      f"{(summary['throughput_rps'] or 0):.1f} req/s, mean {_ms(lat['mean'])}, "
-                      f"p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
-                      f"{_ms(summary['scheduling_lag_s']['p99'])}")
+                print(
+                    f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors, "
+                    f"{(summary['throughput_rps'] or 0):.1f} req/s, mean {_ms(lat['mean'])}, "
+                    f"p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
+                    f"{_ms(summary['scheduling_lag_s']['p99'])}"
+                )
         run_info = {"tool": "iterate-bench", **target.info}
     report = build_report(run_info, criteria, scenarios)
-    paths = write_reports(report, Path(args.report_dir), formats=args.formats or ("json", "md", "html",
-                                                                                   "benchmark", "prom"),
-                          samples=samples)
+    paths = write_reports(
+        report,
+        Path(args.report_dir),
+        formats=args.formats or ("json", "md", "html", "benchmark", "prom"),
+        samples=samples,
+    )
     if args.pushgateway:
         from harness.reports.prom_report import push
 
@@ -264,8 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "compare":
         return _compare(args)
     if getattr(args, "_mock_missing", False):
-        print("serve-mock needs the project's mock (pytest_iterate.mock.cli), which is not installed",
-              file=sys.stderr)
+        print(
+            "serve-mock needs the project's mock (pytest_iterate.mock.cli), which is not installed",
+            file=sys.stderr,
+        )
         return 2
     if hasattr(args, "_mock_run"):
         return int(args._mock_run(args) or 0)

@@ -12,7 +12,8 @@ A rule is a **regression** only when the threshold is exceeded *and*, where both
 reports hold raw samples (``samples_s``), the difference is statistically
 significant at ``alpha`` (default 0.01, so a noisy runner rarely fails a build):
 a one-sided bootstrap of the percentile (seeded, 1,000 resamples of at most 1,000
-samples) for percentiles, Mann-Whitney U (normal approximation) for the mean, and a two-proportion z-test for the error rate.
+samples) for percentiles, Mann-Whitney U (normal approximation) for the mean, and
+a two-proportion z-test for the error rate.
 Without samples the threshold alone decides, and the table says "no samples".
 """
 
@@ -55,7 +56,8 @@ def load_baseline(path: Path | str) -> dict[str, Any]:
     if not target.exists():
         raise BaselineMissing(
             f"no baseline report at {target}: nothing to compare against yet. Save one first "
-            f"(iterate-bench run --report-dir DIR, or pytest --iterate-save-baseline {target}).")
+            f"(iterate-bench run --report-dir DIR, or pytest --iterate-save-baseline {target})."
+        )
     return load(target)
 
 
@@ -78,8 +80,10 @@ def parse_rule(text: str) -> Rule:
     """``"p95:10%"`` -> Rule; ``ValueError`` names a bad rule and the accepted forms."""
     metric, sep, thr = text.strip().partition(":")
     metric = metric.strip().replace("p99.9", "p99_9")
-    accepted = ("expected METRIC:N% (relative) or METRIC:+N (absolute), METRIC one of "
-                f"{', '.join(_LAT_STATS)}, error_rate, throughput, or DIST.STAT like ttft_s.p95")
+    accepted = (
+        "expected METRIC:N% (relative) or METRIC:+N (absolute), METRIC one of "
+        f"{', '.join(_LAT_STATS)}, error_rate, throughput, or DIST.STAT like ttft_s.p95"
+    )
     if not sep or not thr.strip():
         raise ValueError(f"bad rule {text!r}; {accepted}")
     thr = thr.strip()
@@ -138,8 +142,12 @@ class Comparison:
         return not self.regressions
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "alpha": self.alpha, "missing": self.missing,
-                "rows": [asdict(r) for r in self.rows]}
+        return {
+            "passed": self.passed,
+            "alpha": self.alpha,
+            "missing": self.missing,
+            "rows": [asdict(r) for r in self.rows],
+        }
 
     def table(self) -> str:
         """A plain-text table of deltas with a verdict per row."""
@@ -149,8 +157,9 @@ class Comparison:
             rel = "" if r.delta_rel is None else f" ({r.delta_rel * 100:+.1f}%)"
             delta = "-" if r.delta is None else f"{r.delta:+.4g}{rel}"
             if r.regression:
-                verdict = "REGRESSION" + (f" (significant, p={r.p_value:.3g})" if r.p_value is not None
-                                          else " (no samples to test)")
+                verdict = "REGRESSION" + (
+                    f" (significant, p={r.p_value:.3g})" if r.p_value is not None else " (no samples to test)"
+                )
             elif r.exceeded and r.significant is False:
                 verdict = f"over threshold but within noise (p={r.p_value:.3g})"
             elif r.exceeded:
@@ -160,9 +169,13 @@ class Comparison:
             if r.note:
                 verdict += f" [{r.note}]"
             lines.append((r.scenario, r.rule, _f(r.baseline), _f(r.current), delta, verdict))
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)] if lines else [len(h) for h in head]
-        out = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths))]
-        out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in lines]
+        widths = (
+            [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+            if lines
+            else [len(h) for h in head]
+        )
+        out = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths, strict=True))]
+        out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in lines]
         for name in self.missing:
             out.append(f"(scenario {name!r} is in only one report: not compared)")
         out.append("RESULT: " + ("pass" if self.passed else f"{len(self.regressions)} regression(s)"))
@@ -215,8 +228,9 @@ def _two_proportion_p(e1: int, n1: int, e2: int, n2: int) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def _significance(rule: Rule, base: Mapping[str, Any], cur: Mapping[str, Any], resamples: int,
-                  seed: int) -> tuple[float | None, str]:
+def _significance(
+    rule: Rule, base: Mapping[str, Any], cur: Mapping[str, Any], resamples: int, seed: int
+) -> tuple[float | None, str]:
     if rule.path == ("error_rate",):
         n1, n2 = int(base.get("requests") or 0), int(cur.get("requests") or 0)
         if n1 and n2:
@@ -239,8 +253,15 @@ def _significance(rule: Rule, base: Mapping[str, Any], cur: Mapping[str, Any], r
     return None, f"no test for {stat}"
 
 
-def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Sequence[str | Rule], *,
-            alpha: float = 0.01, resamples: int = 1000, seed: int = 0) -> Comparison:
+def compare(
+    baseline: Mapping[str, Any],
+    current: Mapping[str, Any],
+    rules: Sequence[str | Rule],
+    *,
+    alpha: float = 0.01,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
     """Apply ``rules`` to every scenario present in both reports (matched by name)."""
     parsed = [r if isinstance(r, Rule) else parse_rule(r) for r in rules]
     base_by = {str(s.get("name")): s for s in baseline.get("scenarios", [])}
@@ -252,8 +273,11 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Sequ
         for rule in parsed:
             bv, cv = _get(b, rule.path), _get(c, rule.path)
             if bv is None or cv is None:
-                result.rows.append(ComparisonRow(name, rule.text, bv, cv, None, None, False, None, None, False,
-                                                 "metric missing"))
+                result.rows.append(
+                    ComparisonRow(
+                        name, rule.text, bv, cv, None, None, False, None, None, False, "metric missing"
+                    )
+                )
                 continue
             delta = cv - bv
             worse = delta if rule.higher_is_worse else -delta
@@ -267,6 +291,7 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Sequ
                 p, note = _significance(rule, b, c, resamples, seed)
             significant = None if p is None else p < alpha
             regression = exceeded and significant is not False
-            result.rows.append(ComparisonRow(name, rule.text, bv, cv, delta, rel, exceeded, significant, p,
-                                             regression, note))
+            result.rows.append(
+                ComparisonRow(name, rule.text, bv, cv, delta, rel, exceeded, significant, p, regression, note)
+            )
     return result

@@ -26,7 +26,8 @@ __all__ = ["ClosedLoop", "ConstantRate", "LoadShape", "OpenLoopShape", "Poisson"
 
 @runtime_checkable
 class LoadShape(Protocol):
-    kind: Literal["closed", "open"]
+    @property
+    def kind(self) -> Literal["closed", "open"]: ...
 
     @property
     def label(self) -> str: ...

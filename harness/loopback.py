@@ -18,16 +18,25 @@ from typing import Any
 
 __all__ = ["LoopbackServer"]
 
-_BODY = (b'{"id":"x","object":"chat.completion","model":"loopback","choices":[{"index":0,'
-         b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
-         b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
+_BODY = (
+    b'{"id":"x","object":"chat.completion","model":"loopback","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
+)
 
 
 class LoopbackServer:
     """aiohttp.web on 127.0.0.1, port 0 (OS-assigned)."""
 
-    def __init__(self, latency_s: float = 0.0, *, stall_at_s: float | None = None, stall_s: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        latency_s: float = 0.0,
+        *,
+        stall_at_s: float | None = None,
+        stall_s: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.latency_s, self.stall_at_s, self.stall_s = latency_s, stall_at_s, stall_s
         self.host, self.port = host, port
         self.requests = 0

@@ -29,9 +29,16 @@ def progress_enabled(stream: TextIO, environ: Mapping[str, str] | None = None) -
 class Progress:
     """Counts samples and redraws ``label  N/total  R req/s  p50 .. ms  errors E``."""
 
-    def __init__(self, label: str, total: int | None = None, *, stream: TextIO | None = None,
-                 enabled: bool | None = None, interval_s: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        *,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        interval_s: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = progress_enabled(self.stream) if enabled is None else enabled
         self.label, self.total, self.interval_s, self.clock = label, total, interval_s, clock
@@ -58,8 +65,10 @@ class Progress:
         recent = sorted(self._recent)
         p50 = recent[len(recent) // 2] * 1000 if recent else 0.0
         of = f"/{self.total}" if self.total else ""
-        return (f"{self.label}  {self.done}{of}  {self.done / elapsed:.1f} req/s  "
-                f"p50 {p50:.1f} ms  errors {self.errors}")
+        return (
+            f"{self.label}  {self.done}{of}  {self.done / elapsed:.1f} req/s  "
+            f"p50 {p50:.1f} ms  errors {self.errors}"
+        )
 
     def _draw(self, now: float) -> None:
         self.stream.write("\r" + self.line(now).ljust(70))

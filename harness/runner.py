@@ -16,11 +16,12 @@ omission). How late the harness itself started a request is ``lag_s``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from harness.loads import ClosedLoop, ConstantRate, LoadShape
 from harness.samples import RequestSample, error_kind_of, sample_from_pipeline_result
@@ -41,14 +42,12 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
 
-class ProgressSink:
-    """What the runner reports progress to (see :mod:`harness.progress`)."""
+class ProgressSink(Protocol):
+    """What the runner reports progress to (see :class:`harness.progress.Progress`)."""
 
-    def update(self, sample: RequestSample) -> None:  # pragma: no cover - interface
-        ...
+    def update(self, sample: RequestSample) -> None: ...
 
-    def close(self) -> None:  # pragma: no cover - interface
-        ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +75,13 @@ class RunResult:
     wall_s: float
     warmup: int = 0
 
-    def summary(self, name: str | None = None, *, objectives: Mapping[str, float] | None = None,
-                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def summary(
+        self,
+        name: str | None = None,
+        *,
+        objectives: Mapping[str, float] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         info = {"load": self.shape, "warmup": self.warmup}
         if extra:
             info.update(extra)
@@ -89,12 +93,19 @@ def _to_sample(result: Any, scheduled: float, start: float, end: float) -> Reque
         return RequestSample(scheduled_s=scheduled, start_s=start, end_s=end)
     if isinstance(result, Outcome):
         return RequestSample(
-            scheduled_s=scheduled, start_s=start, end_s=end, ok=result.ok,
+            scheduled_s=scheduled,
+            start_s=start,
+            end_s=end,
+            ok=result.ok,
             error_kind=None if result.ok else (result.error_kind or "error"),
             first_token_s=None if result.ttft_s is None else start + result.ttft_s,
             last_token_s=None if result.last_token_s is None else start + result.last_token_s,
-            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            cache_tier=result.cache_tier, attempts=result.attempts, stages=dict(result.stages))
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cache_tier=result.cache_tier,
+            attempts=result.attempts,
+            stages=dict(result.stages),
+        )
     if isinstance(result, RequestSample):
         return result
     s = sample_from_pipeline_result(result, scheduled, start)
@@ -103,23 +114,39 @@ def _to_sample(result: Any, scheduled: float, start: float, end: float) -> Reque
     last = start + chunk_times[-1] if chunk_times else None
     completion = s.completion_tokens or len(chunk_times)
     return RequestSample(
-        scheduled_s=s.scheduled_s, start_s=s.start_s, end_s=end, ok=s.ok, first_token_s=s.first_token_s,
-        error_kind=s.error_kind, prompt_tokens=s.prompt_tokens, completion_tokens=completion,
-        cache_tier=s.cache_tier, attempts=s.attempts, stages=s.stages, last_token_s=last)
+        scheduled_s=s.scheduled_s,
+        start_s=s.start_s,
+        end_s=end,
+        ok=s.ok,
+        first_token_s=s.first_token_s,
+        error_kind=s.error_kind,
+        prompt_tokens=s.prompt_tokens,
+        completion_tokens=completion,
+        cache_tier=s.cache_tier,
+        attempts=s.attempts,
+        stages=s.stages,
+        last_token_s=last,
+    )
 
 
-async def _one(send: Callable[[Any], Awaitable[Any]], item: Any, scheduled: float, clock: Clock,
-               start: float | None = None) -> RequestSample:
+async def _one(
+    send: Callable[[Any], Awaitable[Any]],
+    item: Any,
+    scheduled: float,
+    clock: Clock,
+    start: float | None = None,
+) -> RequestSample:
     if start is None:
         start = clock()
     try:
         result = await send(item)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash
+    except Exception as exc:
         end = clock()
-        return RequestSample(scheduled_s=scheduled, start_s=start, end_s=end, ok=False,
-                             error_kind=error_kind_of(exc))
+        return RequestSample(
+            scheduled_s=scheduled, start_s=start, end_s=end, ok=False, error_kind=error_kind_of(exc)
+        )
     return _to_sample(result, scheduled, start, clock())
 
 
@@ -160,11 +187,13 @@ async def run_load(
     source: Iterator[Any] = itertools.cycle(items)
 
     if isinstance(shape, ClosedLoop):
-        samples, t_measure = await _closed(send, source, shape.concurrency, total, duration_s, warmup,
-                                           clock, progress)
+        samples, t_measure = await _closed(
+            send, source, shape.concurrency, total, duration_s, warmup, clock, progress
+        )
     elif hasattr(shape, "offsets"):
-        samples, t_measure = await _open(send, source, shape.offsets(), total, duration_s, warmup,
-                                         clock, sleep, progress, spin_s)
+        samples, t_measure = await _open(
+            send, source, shape.offsets(), total, duration_s, warmup, clock, sleep, progress, spin_s
+        )
     else:
         raise TypeError(f"unknown load shape {shape!r}")
     measured = samples[warmup:]
@@ -174,9 +203,16 @@ async def run_load(
     return RunResult(shape=shape.label, samples=measured, wall_s=max(0.0, end - t_measure), warmup=warmup)
 
 
-async def _closed(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], concurrency: int,
-                  total: int | None, duration_s: float | None, warmup: int, clock: Clock,
-                  progress: ProgressSink | None) -> tuple[list[RequestSample], float]:
+async def _closed(
+    send: Callable[[Any], Awaitable[Any]],
+    source: Iterator[Any],
+    concurrency: int,
+    total: int | None,
+    duration_s: float | None,
+    warmup: int,
+    clock: Clock,
+    progress: ProgressSink | None,
+) -> tuple[list[RequestSample], float]:
     counter = itertools.count()
     slots: dict[int, RequestSample] = {}
     t0 = clock()
@@ -204,14 +240,23 @@ async def _closed(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], 
     return ordered, start
 
 
-async def _open(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], offsets: Iterator[float],
-                total: int | None, duration_s: float | None, warmup: int, clock: Clock, sleep: Sleep,
-                progress: ProgressSink | None, spin_s: float) -> tuple[list[RequestSample], float]:
+async def _open(
+    send: Callable[[Any], Awaitable[Any]],
+    source: Iterator[Any],
+    offsets: Iterator[float],
+    total: int | None,
+    duration_s: float | None,
+    warmup: int,
+    clock: Clock,
+    sleep: Sleep,
+    progress: ProgressSink | None,
+    spin_s: float,
+) -> tuple[list[RequestSample], float]:
     tasks: list[asyncio.Task[RequestSample]] = []
     t0 = clock()
     measure_offset = 0.0
 
-    def _done(task: asyncio.Task[RequestSample], index: int) -> None:
+    def _done(task: asyncio.Task[RequestSample], *, index: int) -> None:
         if progress is not None and index >= warmup and not task.cancelled() and task.exception() is None:
             progress.update(task.result())
 
@@ -231,7 +276,7 @@ async def _open(send: Callable[[Any], Awaitable[Any]], source: Iterator[Any], of
                 await sleep(0)
         task = asyncio.ensure_future(_one(send, next(source), due, clock))
         if progress is not None:
-            task.add_done_callback(lambda t, i=i: _done(t, i))
+            task.add_done_callback(functools.partial(_done, index=i))
         tasks.append(task)
     samples = list(await asyncio.gather(*tasks))
     return samples, t0 + measure_offset
@@ -250,8 +295,10 @@ def parse_slo(text: str) -> dict[str, float]:
         key, sep, value = part.partition("=")
         key = key.strip().replace(".", "_")
         if not sep or key not in (*_SLO_STATS, "error_rate"):
-            raise ValueError(f"bad objective {part!r}; expected STAT=SECONDS with STAT one of "
-                             f"{', '.join(_SLO_STATS)} (or error_rate=FRACTION)")
+            raise ValueError(
+                f"bad objective {part!r}; expected STAT=SECONDS with STAT one of "
+                f"{', '.join(_SLO_STATS)} (or error_rate=FRACTION)"
+            )
         try:
             out[key] = float(value)
         except ValueError:
@@ -311,8 +358,16 @@ async def saturate(
     steps: list[tuple[float, dict[str, Any]]] = []
 
     async def trial(rps: float) -> bool:
-        result = await run_load(send, items, shape_factory(rps), requests=requests_per_step,
-                                duration_s=duration_s, clock=clock, sleep=sleep, spin_s=spin_s)
+        result = await run_load(
+            send,
+            items,
+            shape_factory(rps),
+            requests=requests_per_step,
+            duration_s=duration_s,
+            clock=clock,
+            sleep=sleep,
+            spin_s=spin_s,
+        )
         summary = result.summary(f"rate:{rps:g}", extra={"rate_rps": rps})
         achieved = summary.get("throughput_rps") or 0.0
         ok = meets_slo(summary, slo) and achieved >= 0.9 * rps * (1 - summary.get("error_rate", 0.0))

@@ -68,7 +68,9 @@ def _cap(values: Sequence[float], cap: int) -> list[float]:
     return [round(values[int(i * step)], 6) for i in range(cap)]
 
 
-def _goodput(samples: Sequence[RequestSample], objectives: Mapping[str, float], wall_s: float) -> dict[str, Any]:
+def _goodput(
+    samples: Sequence[RequestSample], objectives: Mapping[str, float], wall_s: float
+) -> dict[str, Any]:
     """Requests that succeeded and met every per-request objective (``latency_s``,
     ``ttft_s``, ``tpot_s``, ``itl_s`` upper bounds)."""
     good = 0
@@ -155,9 +157,12 @@ def summarize(
         "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
         "retries": sum(s.retries for s in ordered),
         "samples_s": _cap(latencies, sample_cap),
-        "timeline": [[round(s.scheduled_s - t0, 6), round(s.latency_s, 6), int(s.ok)]
-                     for s in (ordered if n <= sample_cap else [ordered[int(i * n / sample_cap)]
-                                                              for i in range(sample_cap)])],
+        "timeline": [
+            [round(s.scheduled_s - t0, 6), round(s.latency_s, 6), int(s.ok)]
+            for s in (
+                ordered if n <= sample_cap else [ordered[int(i * n / sample_cap)] for i in range(sample_cap)]
+            )
+        ],
     }
     if objectives:
         out["goodput"] = _goodput(ordered, objectives, wall_s)
@@ -189,7 +194,7 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
         t = j - i + 1
         tie_term += t**3 - t
         i = j + 1
-    r1 = math.fsum(r for r, (_, g) in zip(ranks, pooled) if g == 0)
+    r1 = math.fsum(r for r, (_, g) in zip(ranks, pooled, strict=True) if g == 0)
     u1 = r1 - n1 * (n1 + 1) / 2.0
     mu = n1 * n2 / 2.0
     n = n1 + n2

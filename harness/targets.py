@@ -35,14 +35,17 @@ class Target:
 async def _project_mock_server(profile: str | None) -> AsyncIterator[tuple[str, str]]:
     """The project's mock server (helper B) if importable: yields (base_url, label)."""
     mod = importlib.import_module("pytest_iterate.mock")
-    server_cls = getattr(mod, "MockServer")
+    server_cls = mod.MockServer
     kwargs: dict[str, Any] = {}
     if profile:
-        kwargs["profile"] = getattr(mod, "load_profile")(profile)
+        kwargs["profile"] = mod.load_profile(profile)
     server = server_cls(**kwargs)
     if hasattr(server, "__aenter__"):
         async with server as running:
-            yield str(getattr(running, "base_url", getattr(server, "base_url"))), "pytest_iterate.mock.MockServer"
+            yield (
+                str(getattr(running, "base_url", server.base_url)),
+                "pytest_iterate.mock.MockServer",
+            )
     else:  # pragma: no cover - depends on the other helper's API
         await server.start()
         try:
@@ -52,7 +55,9 @@ async def _project_mock_server(profile: str | None) -> AsyncIterator[tuple[str, 
 
 
 @contextlib.asynccontextmanager
-async def _endpoint(target: str, profile: str | None, mock_latency_s: float) -> AsyncIterator[tuple[str, str]]:
+async def _endpoint(
+    target: str, profile: str | None, mock_latency_s: float
+) -> AsyncIterator[tuple[str, str]]:
     if target.startswith(("http://", "https://")):
         yield target.rstrip("/"), "endpoint"
         return
@@ -101,6 +106,7 @@ async def open_target(
         pipeline_mod = importlib.import_module("pytest_iterate.pipeline.runner")
         pipeline = pipeline_mod.Pipeline.from_config(config)
         try:
+
             async def send(item: Any) -> Any:
                 return await pipeline.run(item)
 
@@ -118,6 +124,7 @@ async def _raw_target(base_url: str, info: dict[str, Any]) -> AsyncIterator[Targ
     body = {"model": "loopback", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def send(item: Any) -> None:
             async with session.post(url, json=body) as resp:
                 data = await resp.read()

@@ -28,8 +28,13 @@ ALL_FORMATS = ("json", "md", "html", "benchmark", "prom")
 def _criterion(c: Mapping[str, Any]) -> dict[str, Any]:
     if "id" not in c:
         raise ValueError(f"criterion without an 'id': {dict(c)!r}")
-    out = {"id": str(c["id"]), "threshold": c.get("threshold"), "unit": c.get("unit", ""),
-           "observed": c.get("observed"), "passed": c.get("passed")}
+    out = {
+        "id": str(c["id"]),
+        "threshold": c.get("threshold"),
+        "unit": c.get("unit", ""),
+        "observed": c.get("observed"),
+        "passed": c.get("passed"),
+    }
     out.update({k: v for k, v in c.items() if k not in out})
     return out
 
@@ -45,7 +50,7 @@ def build_report(
     ``id`` and is normalised to ``id, threshold, unit, observed, passed`` (extra keys kept).
     """
     run = dict(run_info)
-    run.setdefault("datetime", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run.setdefault("datetime", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     return {
         "schema": REPORT_SCHEMA,
         "run": run,

@@ -49,16 +49,37 @@ def _cpu_count() -> int:
 
 
 def _commit_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"id": None, "time": None, "author_time": None, "dirty": False,
-                            "project": "pytest-iterate", "branch": None}
+    info: dict[str, Any] = {
+        "id": None,
+        "time": None,
+        "author_time": None,
+        "dirty": False,
+        "project": "pytest-iterate",
+        "branch": None,
+    }
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%H%n%cI%n%aI"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.split("\n")
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%H%n%cI%n%aI"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.split("\n")
         info["id"], info["time"], info["author_time"] = out[0], out[1], out[2]
-        info["branch"] = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True,
-                                        text=True, timeout=5).stdout.strip() or None
-        info["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                            capture_output=True, text=True, timeout=5).stdout.strip())
+        info["branch"] = (
+            subprocess.run(
+                ["git", "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+        info["dirty"] = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError, IndexError):
         pass
     return info
@@ -81,12 +102,31 @@ def benchmark_stats(values: Sequence[float]) -> dict[str, Any]:
     stddev_outliers = sum(1 for x in xs if x < mean - stddev or x > mean + stddev)
     total = math.fsum(xs)
     return {
-        "min": xs[0], "max": xs[-1], "mean": mean, "stddev": stddev, "rounds": n,
-        "median": percentile(xs, 50, presorted=True), "iqr": iqr, "q1": q1, "q3": q3,
-        "iqr_outliers": iqr_outliers, "stddev_outliers": stddev_outliers,
-        "outliers": f"{stddev_outliers};{iqr_outliers}", "ld15iqr": ld15iqr, "hd15iqr": hd15iqr,
-        "ops": 1.0 / mean if mean > 0 else 0.0, "total": total, "iterations": 1,
+        "min": xs[0],
+        "max": xs[-1],
+        "mean": mean,
+        "stddev": stddev,
+        "rounds": n,
+        "median": percentile(xs, 50, presorted=True),
+        "iqr": iqr,
+        "q1": q1,
+        "q3": q3,
+        "iqr_outliers": iqr_outliers,
+        "stddev_outliers": stddev_outliers,
+        "outliers": f"{stddev_outliers};{iqr_outliers}",
+        "ld15iqr": ld15iqr,
+        "hd15iqr": hd15iqr,
+        "ops": 1.0 / mean if mean > 0 else 0.0,
+        "total": total,
+        "iterations": 1,
     }
+
+
+def _first(d: Mapping[str, Any], keys: tuple[str, ...], default: float) -> float:
+    for key in keys:
+        if d.get(key) is not None:
+            return float(d[key])
+    return default
 
 
 def _stats_from_summary(s: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -95,15 +135,28 @@ def _stats_from_summary(s: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     n = int(lat.get("count") or s.get("requests") or 1)
     mean = float(lat["mean"])
-    q1 = float(lat.get("q1") if lat.get("q1") is not None else lat.get("p50") or mean)
-    q3 = float(lat.get("q3") if lat.get("q3") is not None else lat.get("p50") or mean)
-    mn = float(lat.get("min") if lat.get("min") is not None else q1)
-    mx = float(lat.get("max") if lat.get("max") is not None else q3)
+    median = _first(lat, ("p50",), mean)
+    q1 = _first(lat, ("q1", "p50"), mean)
+    q3 = _first(lat, ("q3", "p50"), mean)
+    mn = _first(lat, ("min",), q1)
+    mx = _first(lat, ("max",), q3)
     return {
-        "min": mn, "max": mx, "mean": mean, "stddev": float(lat.get("stddev") or 0.0), "rounds": n,
-        "median": float(lat.get("p50") if lat.get("p50") is not None else mean), "iqr": q3 - q1,
-        "q1": q1, "q3": q3, "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
-        "ld15iqr": mn, "hd15iqr": mx, "ops": 1.0 / mean if mean > 0 else 0.0, "total": mean * n,
+        "min": mn,
+        "max": mx,
+        "mean": mean,
+        "stddev": float(lat.get("stddev") or 0.0),
+        "rounds": n,
+        "median": median,
+        "iqr": q3 - q1,
+        "q1": q1,
+        "q3": q3,
+        "iqr_outliers": 0,
+        "stddev_outliers": 0,
+        "outliers": "0;0",
+        "ld15iqr": mn,
+        "hd15iqr": mx,
+        "ops": 1.0 / mean if mean > 0 else 0.0,
+        "total": mean * n,
         "iterations": 1,
     }
 
@@ -120,22 +173,30 @@ def render(report: Mapping[str, Any], *, include_data: bool = False) -> dict[str
         if include_data and raw:
             stats["data"] = list(raw)
         params = {k: s[k] for k in ("load", "concurrency", "rate_rps") if k in s}
-        benchmarks.append({
-            "group": "pytest-iterate",
-            "name": name,
-            "fullname": f"pytest-iterate::{name}",
-            "params": params or None,
-            "param": None,
-            "extra_info": {k: s.get(k) for k in ("requests", "errors", "throughput_rps") if k in s},
-            "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": 1, "max_time": 0,
-                        "min_time": 0, "warmup": False},
-            "stats": stats,
-        })
+        benchmarks.append(
+            {
+                "group": "pytest-iterate",
+                "name": name,
+                "fullname": f"pytest-iterate::{name}",
+                "params": params or None,
+                "param": None,
+                "extra_info": {k: s.get(k) for k in ("requests", "errors", "throughput_rps") if k in s},
+                "options": {
+                    "disable_gc": False,
+                    "timer": "perf_counter",
+                    "min_rounds": 1,
+                    "max_time": 0,
+                    "min_time": 0,
+                    "warmup": False,
+                },
+                "stats": stats,
+            }
+        )
     return {
         "machine_info": _machine_info(),
         "commit_info": _commit_info(),
         "benchmarks": benchmarks,
-        "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "datetime": _dt.datetime.now(_dt.UTC).isoformat(),
         "version": PYTEST_BENCHMARK_VERSION,
     }
 

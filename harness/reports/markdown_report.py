@@ -27,18 +27,28 @@ def render(report: Mapping[str, Any]) -> str:
     criteria = report.get("criteria", [])
     if criteria:
         passed = sum(1 for c in criteria if c.get("passed"))
-        lines += [f"## Criteria ({passed}/{len(criteria)} passed)", "",
-                  "| | id | observed | threshold | unit |", "|---|---|---:|---:|---|"]
+        lines += [
+            f"## Criteria ({passed}/{len(criteria)} passed)",
+            "",
+            "| | id | observed | threshold | unit |",
+            "|---|---|---:|---:|---|",
+        ]
         for c in criteria:
-            mark = "✅" if c.get("passed") else ("❌" if c.get("passed") is False else "➖")
-            lines.append(f"| {mark} | `{c['id']}` | {fmt_num(c.get('observed'), 3)} | "
-                         f"{fmt_num(c.get('threshold'), 3)} | {c.get('unit', '')} |")
+            mark = "✅" if c.get("passed") else ("❌" if c.get("passed") is False else "-")
+            lines.append(
+                f"| {mark} | `{c['id']}` | {fmt_num(c.get('observed'), 3)} | "
+                f"{fmt_num(c.get('threshold'), 3)} | {c.get('unit', '')} |"
+            )
         lines.append("")
     scenarios = report.get("scenarios", [])
     if scenarios:
-        lines += ["## Scenarios", "",
-                  "| scenario | requests | errors | req/s | mean | p50 | p95 | p99 | max | TTFT p95 | lag p99 | cache hit |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## Scenarios",
+            "",
+            "| scenario | requests | errors | req/s | mean | p50 | p95 | p99 | max | TTFT p95 | lag p99 "
+            "| cache hit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for s in scenarios:
             cache = s.get("cache") or {}
             hit = cache.get("hit_rate")
@@ -51,13 +61,19 @@ def render(report: Mapping[str, Any]) -> str:
                 f"{'-' if hit is None else f'{hit * 100:.0f} %'} |"
             )
         lines.append("")
-        stage_rows = [(s.get("name"), st, d) for s in scenarios
-                      for st, d in (s.get("stages") or {}).items() if isinstance(d, Mapping)]
+        stage_rows = [
+            (s.get("name"), st, d)
+            for s in scenarios
+            for st, d in (s.get("stages") or {}).items()
+            if isinstance(d, Mapping)
+        ]
         if stage_rows:
             lines += ["## Stages", "", "| scenario | stage | mean | p95 | max |", "|---|---|---:|---:|---:|"]
             for name, st, d in stage_rows:
-                lines.append(f"| {name} | {st} | {fmt_s(d.get('mean'))} | {fmt_s(d.get('p95'))} | "
-                             f"{fmt_s(d.get('max'))} |")
+                lines.append(
+                    f"| {name} | {st} | {fmt_s(d.get('mean'))} | {fmt_s(d.get('p95'))} | "
+                    f"{fmt_s(d.get('max'))} |"
+                )
             lines.append("")
         kinds = [(s.get("name"), k, v) for s in scenarios for k, v in (s.get("errors_by_kind") or {}).items()]
         if kinds:

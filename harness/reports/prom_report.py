@@ -23,18 +23,29 @@ def build_registry(report: Mapping[str, Any]) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry, Gauge
 
     reg = CollectorRegistry(auto_describe=True)
-    lat = Gauge("iterate_bench_latency_seconds", "End-to-end latency from the scheduled send, by statistic",
-                ["scenario", "stat"], registry=reg)
-    ttft = Gauge("iterate_bench_ttft_seconds", "Time to first token, by statistic", ["scenario", "stat"],
-                 registry=reg)
-    lag = Gauge("iterate_bench_scheduling_lag_seconds", "Scheduling lag, by statistic", ["scenario", "stat"],
-                registry=reg)
+    lat = Gauge(
+        "iterate_bench_latency_seconds",
+        "End-to-end latency from the scheduled send, by statistic",
+        ["scenario", "stat"],
+        registry=reg,
+    )
+    ttft = Gauge(
+        "iterate_bench_ttft_seconds", "Time to first token, by statistic", ["scenario", "stat"], registry=reg
+    )
+    lag = Gauge(
+        "iterate_bench_scheduling_lag_seconds",
+        "Scheduling lag, by statistic",
+        ["scenario", "stat"],
+        registry=reg,
+    )
     stage = Gauge("iterate_bench_stage_seconds", "Mean stage duration", ["scenario", "stage"], registry=reg)
     reqs = Gauge("iterate_bench_requests", "Requests sent in the scenario", ["scenario"], registry=reg)
     errs = Gauge("iterate_bench_errors", "Failed requests in the scenario", ["scenario"], registry=reg)
     rps = Gauge("iterate_bench_throughput_rps", "Completed requests per second", ["scenario"], registry=reg)
     hit = Gauge("iterate_bench_cache_hit_ratio", "Cache hit ratio", ["scenario"], registry=reg)
-    obs = Gauge("iterate_criterion_observed", "Observed value of an acceptance criterion", ["id"], registry=reg)
+    obs = Gauge(
+        "iterate_criterion_observed", "Observed value of an acceptance criterion", ["id"], registry=reg
+    )
     thr = Gauge("iterate_criterion_threshold", "Threshold of an acceptance criterion", ["id"], registry=reg)
     ok = Gauge("iterate_criterion_passed", "1 if the criterion passed, 0 if not", ["id"], registry=reg)
 
@@ -51,8 +62,12 @@ def build_registry(report: Mapping[str, Any]) -> CollectorRegistry:
         for st, d in (s.get("stages") or {}).items():
             if isinstance(d, Mapping) and (v := _num(d.get("mean"))) is not None:
                 stage.labels(name, st).set(v)
-        for gauge, v in ((reqs, s.get("requests")), (errs, s.get("errors")), (rps, s.get("throughput_rps")),
-                         (hit, (s.get("cache") or {}).get("hit_rate"))):
+        for gauge, v in (
+            (reqs, s.get("requests")),
+            (errs, s.get("errors")),
+            (rps, s.get("throughput_rps")),
+            (hit, (s.get("cache") or {}).get("hit_rate")),
+        ):
             if (x := _num(v)) is not None:
                 gauge.labels(name).set(x)
     for c in report.get("criteria", []):

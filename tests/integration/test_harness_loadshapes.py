@@ -31,9 +31,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-@pytest.mark.parametrize("shape", [ClosedLoop(8), ConstantRate(40), Poisson(40, seed=7)], ids=lambda s: s.label)
-async def test_mean_latency_within_5_percent_of_fixed_server_latency(session: aiohttp.ClientSession,
-                                                                     shape: object) -> None:
+@pytest.mark.parametrize(
+    "shape", [ClosedLoop(8), ConstantRate(40), Poisson(40, seed=7)], ids=lambda s: s.label
+)
+async def test_mean_latency_within_5_percent_of_fixed_server_latency(
+    session: aiohttp.ClientSession, shape: object
+) -> None:
     async with LoopbackServer(latency_s=LATENCY_S) as srv:
         result = await run_load(_sender(session, srv.base_url), [1], shape, requests=30, warmup=4)
     summary = result.summary()
@@ -42,7 +45,9 @@ async def test_mean_latency_within_5_percent_of_fixed_server_latency(session: ai
     assert summary["latency_s"]["min"] >= LATENCY_S  # nothing measured faster than the server can answer
 
 
-async def test_stall_shows_in_open_loop_and_hides_in_naive_closed_loop(session: aiohttp.ClientSession) -> None:
+async def test_stall_shows_in_open_loop_and_hides_in_naive_closed_loop(
+    session: aiohttp.ClientSession,
+) -> None:
     """The server freezes for 1 s, 0.5 s into the run (every request in that window waits).
 
     Open loop at 40 req/s for 2 s, latency from the scheduled time: the ~40 requests scheduled

@@ -20,8 +20,15 @@ def _report(seed: int, scale: float = 1.0, n: int = 400, errors: int = 0) -> dic
     samples = []
     for i in range(n):
         lat = rng.lognormvariate(-3, 0.5) * scale
-        samples.append(RequestSample(scheduled_s=i * 0.01, start_s=i * 0.01, end_s=i * 0.01 + lat,
-                                     ok=i >= errors, error_kind=None if i >= errors else "ServerError"))
+        samples.append(
+            RequestSample(
+                scheduled_s=i * 0.01,
+                start_s=i * 0.01,
+                end_s=i * 0.01 + lat,
+                ok=i >= errors,
+                error_kind=None if i >= errors else "ServerError",
+            )
+        )
     return {"scenarios": [summarize("closed:5", samples, n * 0.01)]}
 
 
@@ -74,7 +81,9 @@ def test_error_rate_rule_is_in_percentage_points() -> None:
 def test_throughput_drop_is_the_bad_direction() -> None:
     base = {"scenarios": [{"name": "s", "throughput_rps": 100.0}]}
     assert compare(base, {"scenarios": [{"name": "s", "throughput_rps": 150.0}]}, ["throughput:10%"]).passed
-    assert not compare(base, {"scenarios": [{"name": "s", "throughput_rps": 80.0}]}, ["throughput:10%"]).passed
+    assert not compare(
+        base, {"scenarios": [{"name": "s", "throughput_rps": 80.0}]}, ["throughput:10%"]
+    ).passed
 
 
 def test_missing_scenarios_are_listed_not_failed() -> None:
@@ -100,7 +109,7 @@ def test_parse_rule_forms() -> None:
 
 
 def test_missing_baseline_is_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(BaselineMissing, match="no baseline report at .*nothing to compare"):
+    with pytest.raises(BaselineMissing, match=r"no baseline report at .*nothing to compare"):
         load_baseline(tmp_path / "nope.json")
     (tmp_path / "iterate-report.json").write_text(json.dumps(_report(1)))
     assert load_baseline(tmp_path)["scenarios"][0]["name"] == "closed:5"

@@ -34,5 +34,5 @@ def test_poisson_is_seeded_and_has_the_mean_rate() -> None:
     b = list(itertools.islice(Poisson(50, seed=3).offsets(), 5001))
     assert a == b
     assert a != list(itertools.islice(Poisson(50, seed=4).offsets(), 5001))
-    assert all(y > x for x, y in zip(a, a[1:]))
+    assert all(y > x for x, y in itertools.pairwise(a))
     assert 5000 / a[-1] == pytest.approx(50, rel=0.05)

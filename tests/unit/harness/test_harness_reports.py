@@ -25,8 +25,16 @@ def _samples(seed: int, base: float, n: int = 200) -> list[RequestSample]:
     for i in range(n):
         t = i * 0.01
         lat = base + rng.random() * base * 0.2
-        out.append(RequestSample(scheduled_s=t, start_s=t, end_s=t + lat, first_token_s=t + lat / 3,
-                                 completion_tokens=8, stages={"llm_call": lat * 0.8, "post_process": lat * 0.1}))
+        out.append(
+            RequestSample(
+                scheduled_s=t,
+                start_s=t,
+                end_s=t + lat,
+                first_token_s=t + lat / 3,
+                completion_tokens=8,
+                stages={"llm_call": lat * 0.8, "post_process": lat * 0.1},
+            )
+        )
     return out
 
 
@@ -34,9 +42,10 @@ def _samples(seed: int, base: float, n: int = 200) -> list[RequestSample]:
 def report_and_samples() -> tuple[dict, dict]:
     samples = {"closed:1": _samples(1, 0.05), "closed:5": _samples(2, 0.08), "rate:50": _samples(3, 0.06)}
     scenarios = [summarize(name, ss, 2.0) for name, ss in samples.items()]
-    criteria = [{"id": "latency.e2e_mean", "threshold": 3.0, "unit": "s", "observed": 0.05, "passed": True},
-                {"id": "cache.hit_rate_repeat", "threshold": 0.3, "unit": "ratio", "observed": 0.1,
-                 "passed": False}]
+    criteria = [
+        {"id": "latency.e2e_mean", "threshold": 3.0, "unit": "s", "observed": 0.05, "passed": True},
+        {"id": "cache.hit_rate_repeat", "threshold": 0.3, "unit": "ratio", "observed": 0.1, "passed": False},
+    ]
     return build_report({"target": "mock"}, criteria, scenarios), samples
 
 
@@ -52,7 +61,8 @@ def test_write_reports_writes_every_format(tmp_path: Path, report_and_samples: t
     report, samples = report_and_samples
     paths = write_reports(report, tmp_path / "out", samples=samples)
     assert sorted(p.name for p in paths) == sorted(
-        ["iterate-report.json", "iterate-report.md", "iterate-report.html", "benchmark.json", "metrics.prom"])
+        ["iterate-report.json", "iterate-report.md", "iterate-report.html", "benchmark.json", "metrics.prom"]
+    )
     data = json.loads((tmp_path / "out" / "iterate-report.json").read_text())
     assert data["schema"] == REPORT_SCHEMA and [s["name"] for s in data["scenarios"]] == list(samples)
     assert len(data["scenarios"][0]["samples_s"]) == 200
@@ -62,7 +72,9 @@ def test_write_reports_writes_every_format(tmp_path: Path, report_and_samples: t
         write_reports(report, tmp_path, formats=("pdf",))
 
 
-def test_html_is_self_contained_with_inline_plots(tmp_path: Path, report_and_samples: tuple[dict, dict]) -> None:
+def test_html_is_self_contained_with_inline_plots(
+    tmp_path: Path, report_and_samples: tuple[dict, dict]
+) -> None:
     report, samples = report_and_samples
     html = write_reports(report, tmp_path, formats=("html",), samples=samples)[0].read_text()
     assert "http://" not in html and "https://" not in html and "//cdn" not in html
@@ -79,11 +91,17 @@ def test_metrics_prom_parses_back(tmp_path: Path, report_and_samples: tuple[dict
     report, _ = report_and_samples
     text = write_reports(report, tmp_path, formats=("prom",))[0].read_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    lat = {(s.labels["scenario"], s.labels["stat"]): s.value for s in families["iterate_bench_latency_seconds"].samples}
+    lat = {
+        (s.labels["scenario"], s.labels["stat"]): s.value
+        for s in families["iterate_bench_latency_seconds"].samples
+    }
     assert lat[("closed:5", "p95")] == pytest.approx(report["scenarios"][1]["latency_s"]["p95"])
     passed = {s.labels["id"]: s.value for s in families["iterate_criterion_passed"].samples}
     assert passed == {"latency.e2e_mean": 1.0, "cache.hit_rate_repeat": 0.0}
-    assert {s.labels["stage"] for s in families["iterate_bench_stage_seconds"].samples} == {"llm_call", "post_process"}
+    assert {s.labels["stage"] for s in families["iterate_bench_stage_seconds"].samples} == {
+        "llm_call",
+        "post_process",
+    }
 
 
 def test_benchmark_stats_match_pytest_benchmark() -> None:
@@ -99,8 +117,9 @@ def test_benchmark_stats_match_pytest_benchmark() -> None:
         assert ours[key] == pytest.approx(getattr(theirs, key)), key
 
 
-def test_benchmark_json_is_read_by_pytest_benchmark_compare(tmp_path: Path,
-                                                           report_and_samples: tuple[dict, dict]) -> None:
+def test_benchmark_json_is_read_by_pytest_benchmark_compare(
+    tmp_path: Path, report_and_samples: tuple[dict, dict]
+) -> None:
     report, _ = report_and_samples
     path = write_reports(report, tmp_path, formats=("benchmark",))[0]
     doc = json.loads(path.read_text())

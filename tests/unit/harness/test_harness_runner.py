@@ -34,7 +34,9 @@ async def test_open_loop_schedules_at_the_offsets_and_counts_from_them() -> None
     async def send(item: str) -> None:
         sent.append((item, t.now))
 
-    result = await run_load(send, ["a", "b", "c"], ConstantRate(10), requests=6, clock=t.clock, sleep=t.sleep, spin_s=0)
+    result = await run_load(
+        send, ["a", "b", "c"], ConstantRate(10), requests=6, clock=t.clock, sleep=t.sleep, spin_s=0
+    )
     assert [s.scheduled_s - 100.0 for s in result.samples] == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.5])
     assert [i for i, _ in sent] == ["a", "b", "c", "a", "b", "c"]  # items cycle
     assert all(s.lag_s == pytest.approx(0) for s in result.samples)
@@ -47,7 +49,9 @@ async def test_duration_stops_the_schedule() -> None:
     async def send(item: object) -> None:
         return None
 
-    result = await run_load(send, [1], Poisson(100, seed=1), duration_s=2.0, clock=t.clock, sleep=t.sleep, spin_s=0)
+    result = await run_load(
+        send, [1], Poisson(100, seed=1), duration_s=2.0, clock=t.clock, sleep=t.sleep, spin_s=0
+    )
     assert 150 < len(result.samples) < 250
     assert max(s.scheduled_s for s in result.samples) - 100.0 < 2.0
 
@@ -131,8 +135,19 @@ async def test_saturate_bisects_between_pass_and_fail() -> None:
         now = t.now
         return RequestSample(scheduled_s=now, start_s=now, end_s=now + current_rate[0] / 1000.0)
 
-    sweep = await saturate(send, [1], {"p95": 0.1}, start_rps=10, max_rps=1000, refine_steps=4,
-                           duration_s=1.0, shape_factory=shape_factory, clock=t.clock, sleep=t.sleep, spin_s=0)
+    sweep = await saturate(
+        send,
+        [1],
+        {"p95": 0.1},
+        start_rps=10,
+        max_rps=1000,
+        refine_steps=4,
+        duration_s=1.0,
+        shape_factory=shape_factory,
+        clock=t.clock,
+        sleep=t.sleep,
+        spin_s=0,
+    )
     assert sweep.best_rps is not None and 80 <= sweep.best_rps <= 100
     assert any(not s["meets_slo"] for _, s in sweep.steps)
     assert [s["rate_rps"] for s in sweep.scenarios] == sorted(s["rate_rps"] for s in sweep.scenarios)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -34,8 +35,15 @@ def test_distribution_fields() -> None:
 
 
 def test_per_request_definitions() -> None:
-    s = RequestSample(scheduled_s=10.0, start_s=10.5, first_token_s=11.0, last_token_s=12.0, end_s=12.1,
-                      completion_tokens=11, attempts=3)
+    s = RequestSample(
+        scheduled_s=10.0,
+        start_s=10.5,
+        first_token_s=11.0,
+        last_token_s=12.0,
+        end_s=12.1,
+        completion_tokens=11,
+        attempts=3,
+    )
     assert s.latency_s == pytest.approx(2.1)  # from the scheduled time
     assert s.service_s == pytest.approx(1.6)
     assert s.lag_s == pytest.approx(0.5)
@@ -52,19 +60,38 @@ def _samples() -> list[RequestSample]:
     for i in range(100):
         t = i * 0.1
         ok = i % 10 != 0
-        out.append(RequestSample(
-            scheduled_s=t, start_s=t + 0.001, end_s=t + 0.2 + i * 0.001, ok=ok,
-            error_kind=None if ok else ("RateLimited" if i % 20 == 0 else "ServerError"),
-            first_token_s=t + 0.05, prompt_tokens=10, completion_tokens=5 if ok else 0,
-            cache_tier="memory" if i % 4 == 0 else None, attempts=2 if i % 5 == 0 else 1,
-            stages={"llm_call": 0.15, "post_process": 0.01}))
+        out.append(
+            RequestSample(
+                scheduled_s=t,
+                start_s=t + 0.001,
+                end_s=t + 0.2 + i * 0.001,
+                ok=ok,
+                error_kind=None if ok else ("RateLimited" if i % 20 == 0 else "ServerError"),
+                first_token_s=t + 0.05,
+                prompt_tokens=10,
+                completion_tokens=5 if ok else 0,
+                cache_tier="memory" if i % 4 == 0 else None,
+                attempts=2 if i % 5 == 0 else 1,
+                stages={"llm_call": 0.15, "post_process": 0.01},
+            )
+        )
     return out
 
 
 def test_summarize_has_design_shape_and_counts() -> None:
     s = summarize("closed:1", _samples(), wall_s=10.0, objectives={"latency_s": 0.25})
-    for key in ("name", "requests", "errors", "throughput_rps", "latency_s", "ttft_s", "stages", "cache",
-                "tokens", "retries"):
+    for key in (
+        "name",
+        "requests",
+        "errors",
+        "throughput_rps",
+        "latency_s",
+        "ttft_s",
+        "stages",
+        "cache",
+        "tokens",
+        "retries",
+    ):
         assert key in s
     assert set(s["latency_s"]) >= {"mean", "p50", "p90", "p95", "p99", "max"}
     assert s["requests"] == 100 and s["errors"] == 10
@@ -117,7 +144,7 @@ class _Result:
     usage = _Usage()
     cache_tier = "disk"
     attempts = 2
-    stages = [_Stage("llm_call", 0.4), _Stage("post_process", 0.05)]
+    stages: ClassVar[list[_Stage]] = [_Stage("llm_call", 0.4), _Stage("post_process", 0.05)]
 
 
 def test_adapters_are_duck_typed() -> None:
@@ -129,7 +156,7 @@ def test_adapters_are_duck_typed() -> None:
 
     class _Resp:
         ttft_s, total_s, usage, cache_tier, attempts = 0.1, 0.4, None, None, 1
-        chunk_times_s = [0.1, 0.2, 0.3]
+        chunk_times_s: ClassVar[list[float]] = [0.1, 0.2, 0.3]
 
     r = sample_from_llm_response(_Resp(), scheduled_s=0.0, start_s=0.0)
     assert r.completion_tokens == 3 and r.itl_s == pytest.approx(0.1)
