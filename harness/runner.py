@@ -200,7 +200,10 @@ async def run_load(
     end = max((s.end_s for s in measured), default=t_measure)
     if progress is not None:
         progress.close()
-    return RunResult(shape=shape.label, samples=measured, wall_s=max(0.0, end - t_measure), warmup=warmup)
+    wall = max(0.0, end - t_measure)
+    if duration_s is not None and shape.kind == "open":
+        wall = max(wall, duration_s)  # the schedule itself spanned the duration
+    return RunResult(shape=shape.label, samples=measured, wall_s=wall, warmup=warmup)
 
 
 async def _closed(

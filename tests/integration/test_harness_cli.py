@@ -1,0 +1,141 @@
+"""``iterate-bench`` as a user runs it: a real loopback server, real report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import build_parser, main
+
+
+def test_run_sweep_writes_reports_and_compare_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base"
+    code = main(
+        [
+            "run",
+            "--target",
+            "loopback",
+            "--raw",
+            "--mock-latency",
+            "0.01",
+            "--concurrency",
+            "1,4",
+            "--rate",
+            "50",
+            "--requests",
+            "30",
+            "--warmup",
+            "2",
+            "--quiet",
+            "--report-dir",
+            str(base),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "closed:1: 30 requests" in out and "closed:4: 30 requests" in out and "rate:50: 30 requests" in out
+    report = json.loads((base / "iterate-report.json").read_text())
+    assert [s["name"] for s in report["scenarios"]] == ["closed:1", "closed:4", "rate:50"]
+    assert all(s["latency_s"]["min"] >= 0.01 for s in report["scenarios"])
+    assert {p.name for p in base.iterdir()} == {
+        "iterate-report.json",
+        "iterate-report.md",
+        "iterate-report.html",
+        "benchmark.json",
+        "metrics.prom",
+    }
+
+    # identical report: pass
+    assert main(["compare", str(base), str(base / "iterate-report.json"), "--fail-on", "p95:10%"]) == 0
+    assert "RESULT: pass" in capsys.readouterr().out
+
+    # injected 30 % slowdown of every latency: fail with exit 1
+    slow = json.loads(json.dumps(report))
+    for s in slow["scenarios"]:
+        s["samples_s"] = [v * 1.3 for v in s["samples_s"]]
+        s["latency_s"] = {k: (v * 1.3 if isinstance(v, float) else v) for k, v in s["latency_s"].items()}
+    (tmp_path / "slow.json").write_text(json.dumps(slow))
+    assert (
+        main(
+            [
+                "compare",
+                str(base),
+                str(tmp_path / "slow.json"),
+                "--fail-on",
+                "p95:10%",
+                "--fail-on",
+                "error_rate:+0.5",
+            ]
+        )
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "REGRESSION (significant" in out and "error_rate:+0.5" in out
+
+
+def test_compare_without_baseline_is_a_message_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compare", str(tmp_path / "missing.json"), str(tmp_path / "x.json")]) == 0
+    assert "no baseline report at" in capsys.readouterr().out
+
+
+def test_saturate_reports_the_highest_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "run",
+            "--target",
+            "loopback",
+            "--raw",
+            "--mock-latency",
+            "0.005",
+            "--saturate",
+            "--slo",
+            "p95=0.5",
+            "--max-rate",
+            "16",
+            "--duration",
+            "0.5",
+            "--report-dir",
+            str(tmp_path),
+            "--formats",
+            "json,html",
+        ]
+    )
+    assert code == 0
+    assert "highest rate meeting p95<=0.5: 16.0 req/s" in capsys.readouterr().out
+    report = json.loads((tmp_path / "iterate-report.json").read_text())
+    assert report["criteria"][0]["id"] == "saturation.max_rps" and report["criteria"][0]["observed"] == 16.0
+    assert [s["rate_rps"] for s in report["scenarios"]] == [1, 2, 4, 8, 16]
+    assert "Throughput vs p95" in (tmp_path / "iterate-report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--concurrency", "1,x"], "'x' is not a whole number"),
+        (["run", "--concurrency", "0"], "'0' must be >= 1"),
+        (["run", "--rate", "-3"], "'-3' must be > 0"),
+        (["run", "--slo", "p97=1"], "bad objective 'p97=1'"),
+        (["run", "--formats", "json,pdf"], "unknown format(s) ['pdf']"),
+        (["compare", "a", "b", "--fail-on", "p95:lots"], "bad rule 'p95:lots'"),
+        (["run", "--saturate"], "--saturate needs an objective"),
+    ],
+)
+def test_bad_option_values_name_the_value(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_help_lists_the_commands() -> None:
+    text = build_parser().format_help()
+    for cmd in ("run", "compare", "serve-mock"):
+        assert cmd in text
