@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -27,26 +28,44 @@ from typing import Any
 from pytest_iterate.pipeline.config import IterateConfig
 from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
 from pytest_iterate.pipeline.stages import STAGE_NAMES
+from pytest_iterate.pipeline.workers import WorkerPool
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
+
+_SERVE_MOCK = """
+import asyncio, sys
+from pytest_iterate.mock.core import MockLLM
+from pytest_iterate.mock.server import MockServer
+
+async def main():
+    server = MockServer(MockLLM("fast", seed=1))
+    await server.start()
+    print(server.base_url, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
+    await server.stop()
+
+asyncio.run(main())
+"""
 
 
 @asynccontextmanager
 async def endpoint(latency_s: float) -> AsyncIterator[tuple[str, str]]:
     """(base_url, description) of a loopback endpoint."""
     try:
-        from pytest_iterate.mock.core import MockLLM
-        from pytest_iterate.mock.server import MockServer
-
-        from pytest_iterate.mock.profiles import load_profile
+        from pytest_iterate.mock.server import MockServer  # noqa: F401
     except ImportError:
-        MockServer = None
-    if MockServer is not None:
-        server = MockServer(MockLLM(load_profile("fast"), seed=1))
-        await server.start()
+        pass
+    else:
+        # its own process, so the mock's CPU work is not counted as pipeline overhead
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SERVE_MOCK, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        base_url = (await proc.stdout.readline()).decode().strip()
         try:
-            yield server.base_url, "pytest_iterate.mock MockServer, profile 'fast'"
+            yield base_url, "pytest_iterate.mock MockServer in a subprocess, profile 'fast'"
         finally:
-            await server.stop()
+            proc.stdin.close()
+            await proc.wait()
         return
     from aiohttp import web
 
@@ -77,7 +96,9 @@ async def endpoint(latency_s: float) -> AsyncIterator[tuple[str, str]]:
         await runner.cleanup()
 
 
-async def one_run(base_url: str, concurrency: int) -> tuple[list[PipelineResult], float]:
+async def one_run(
+    base_url: str, concurrency: int, pool_kind: str = "thread"
+) -> tuple[list[PipelineResult], float]:
     with tempfile.TemporaryDirectory() as folder:
         cfg = IterateConfig.load(
             {
@@ -89,7 +110,7 @@ async def one_run(base_url: str, concurrency: int) -> tuple[list[PipelineResult]
             environ={},
             pyproject=None,
         )
-        parts: dict[str, Any] = {}
+        parts: dict[str, Any] = {"pool": WorkerPool(cfg.cpu_worker_pool_size, kind=pool_kind)}
         try:
             from pytest_iterate.pipeline.tokens.guard import TokenGuard  # noqa: F401
         except ImportError:  # the token guard not there yet: run without it
@@ -99,6 +120,7 @@ async def one_run(base_url: str, concurrency: int) -> tuple[list[PipelineResult]
             start = time.perf_counter()
             results = await pipeline.run_many(workload, concurrency=concurrency)
             wall = time.perf_counter() - start
+        parts["pool"].close()
     failed = [r for r in results if not r.ok]
     if failed:
         raise SystemExit(f"{len(failed)} requests failed, e.g. {failed[0].error!r}")
@@ -117,15 +139,15 @@ def ms(x: float) -> str:
 async def main_async(args: argparse.Namespace) -> int:
     async with endpoint(args.latency_ms / 1000) as (base_url, what):
         print(f"endpoint: {what}")
-        print(f"workload: standard (100 designs, 30 duplicates); repeats: {args.repeats}")
-        await one_run(base_url, 10)  # warm-up (imports, encoders, connections)
+        print(f"workload: standard (100 designs, 30 duplicates); repeats: {args.repeats}; pool: {args.pool}")
+        await one_run(base_url, 10, args.pool)  # warm-up (imports, encoders, connections)
         verdict = 0
         for concurrency in args.concurrency:
             overhead: list[float] = []
             stages: dict[str, list[float]] = {name: [] for name in STAGE_NAMES}
             walls: list[float] = []
             for _ in range(args.repeats):
-                results, wall = await one_run(base_url, concurrency)
+                results, wall = await one_run(base_url, concurrency, args.pool)
                 walls.append(wall)
                 for r in results:
                     overhead.append(r.overhead_s)
@@ -154,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10])
+    parser.add_argument(
+        "--pool", choices=["thread", "process"], default="thread", help="CPU worker pool kind"
+    )
     parser.add_argument("--latency-ms", type=float, default=3.0, help="fallback endpoint latency")
     return asyncio.run(main_async(parser.parse_args(argv)))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,13 @@ _CODE_LINE = re.compile(
     r"^\s*(def |class |import |from \S+ import |async def |@\w|function |const |let |var |export |"
     r"package |func |fn |pub |use |impl |struct |#include|public |private |SELECT |CREATE )"
 )
+# CPython 3.11 shares the AST constructor's recursion counter between threads, so two
+# ast.parse calls at once can fail with "SystemError: AST constructor recursion depth
+# mismatch" (python/cpython gh-106905). ast.parse holds the GIL anyway: serialising it
+# costs no parallelism. A lock, not state: nothing is kept between calls. Another
+# library's ast use in another thread can still collide: that SystemError is retried once.
+_AST_LOCK = threading.Lock()
+
 _ALIASES = {
     "py": "python",
     "python3": "python",
@@ -102,8 +110,12 @@ def find_blocks(text: str) -> list[CodeBlock]:
 
 def extract_code(text: str, language: str) -> CodeBlock | None:
     """The block for ``language`` (see module doc), or None when the answer holds no code."""
+    return _choose(find_blocks(text), text, language)
+
+
+def _choose(found: list[CodeBlock], text: str, language: str) -> CodeBlock | None:
     wanted = _norm(language)
-    blocks = [b for b in find_blocks(text) if b.code.strip()]
+    blocks = [b for b in found if b.code.strip()]
     if blocks:
         for pick in (
             [b for b in blocks if b.language == wanted],
@@ -124,7 +136,7 @@ def validate_code(code: str, language: str | None) -> tuple[bool | None, int | N
     if language is None or _norm(language) != "python":
         return None, None, None
     try:
-        ast.parse(code)
+        _parse(code)
     except SyntaxError as exc:
         return False, exc.lineno, exc.msg
     except ValueError as exc:  # e.g. null bytes
@@ -132,9 +144,18 @@ def validate_code(code: str, language: str | None) -> tuple[bool | None, int | N
     return True, None, None
 
 
+def _parse(code: str) -> None:
+    with _AST_LOCK:
+        try:
+            ast.parse(code)
+        except SystemError:  # gh-106905 through another thread's AST use: once more
+            ast.parse(code)
+
+
 def extract_artifact(text: str, language: str) -> Artifact:
     """Extract and validate; an answer without code gives a ``no_code`` warning, not an error."""
-    block = extract_code(text, language)
+    blocks = find_blocks(text)
+    block = _choose(blocks, text, language)
     if block is None:
         warning = GuardWarning("no_code", f"the answer holds no {language} code ({len(text)} characters)")
         return Artifact(None, None, None, warnings=(warning,))
@@ -147,5 +168,5 @@ def extract_artifact(text: str, language: str) -> Artifact:
         syntax_error_line=line,
         syntax_error=message,
         fenced=block.fenced,
-        blocks=len(find_blocks(text)) if block.fenced else 0,
+        blocks=len(blocks) if block.fenced else 0,
     )
