@@ -112,8 +112,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument(
         "--target",
         default="mock",
-        help="mock (project mock server, default), loopback (harness fixed-latency server) "
-        "or an http(s):// base URL",
+        help="mock (the project's loopback mock server, default), inprocess (the mock behind a respx "
+        "router), loopback (the harness's fixed-latency server) or an http(s):// base URL",
     )
     p.add_argument("--workload", default=None, help="workload JSONL (default: the standard workload)")
     p.add_argument("--concurrency", type=_int_list, default=None, help="closed-loop sweep, e.g. 1,5,10")

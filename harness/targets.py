@@ -6,9 +6,10 @@ design request through the project's :class:`~pytest_iterate.pipeline.runner.Pip
 
 Targets:
 
-* ``mock`` — the project's loopback mock server (``pytest_iterate.mock``) when it is
-  installed, with ``profile``; otherwise the harness's own fixed-latency
-  :class:`~harness.loopback.LoopbackServer` (``mock_latency_s``).
+* ``mock`` — the project's loopback mock server (``pytest_iterate.mock.server``) with
+  latency ``profile`` (default ``v1``); the harness's own fixed-latency
+  :class:`~harness.loopback.LoopbackServer` if the project mock is not installed.
+* ``inprocess`` — the project's mock core behind a respx router (no socket).
 * ``loopback`` — always the harness's own fixed-latency loopback server.
 * any ``http(s)://`` base URL — a real OpenAI-compatible endpoint.
 """
@@ -21,7 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Target", "open_target"]
+__all__ = ["TARGETS", "Target", "open_target"]
+
+TARGETS = ("mock", "inprocess", "loopback")
 
 
 @dataclass(slots=True)
@@ -33,25 +36,23 @@ class Target:
 
 @contextlib.asynccontextmanager
 async def _project_mock_server(profile: str | None) -> AsyncIterator[tuple[str, str]]:
-    """The project's mock server (helper B) if importable: yields (base_url, label)."""
-    mod = importlib.import_module("pytest_iterate.mock")
-    server_cls = mod.MockServer
-    kwargs: dict[str, Any] = {}
-    if profile:
-        kwargs["profile"] = mod.load_profile(profile)
-    server = server_cls(**kwargs)
-    if hasattr(server, "__aenter__"):
-        async with server as running:
-            yield (
-                str(getattr(running, "base_url", server.base_url)),
-                "pytest_iterate.mock.MockServer",
-            )
-    else:  # pragma: no cover - depends on the other helper's API
-        await server.start()
-        try:
-            yield str(server.base_url), "pytest_iterate.mock.MockServer"
-        finally:
-            await server.stop()
+    """The project's loopback mock server: yields (base_url, label)."""
+    server_mod = importlib.import_module("pytest_iterate.mock.server")
+    name = profile or "v1"
+    async with server_mod.MockServer(profile=name) as server:
+        yield str(server.base_url), f"pytest_iterate.mock.MockServer (profile {name})"
+
+
+@contextlib.asynccontextmanager
+async def _project_mock_inprocess(profile: str | None) -> AsyncIterator[tuple[str, str]]:
+    """The project's in-process mock (a respx router over the mock core)."""
+    core_mod = importlib.import_module("pytest_iterate.mock.core")
+    router_mod = importlib.import_module("pytest_iterate.mock.respx_router")
+    from pytest_iterate.pipeline.config import MOCK_BASE_URL
+
+    name = profile or "v1"
+    with router_mod.mock_router(core_mod.MockLLM(name), MOCK_BASE_URL):
+        yield MOCK_BASE_URL, f"pytest_iterate.mock in-process (profile {name})"
 
 
 @contextlib.asynccontextmanager
@@ -61,13 +62,19 @@ async def _endpoint(
     if target.startswith(("http://", "https://")):
         yield target.rstrip("/"), "endpoint"
         return
+    if target == "inprocess":
+        async with _project_mock_inprocess(profile) as pair:
+            yield pair
+        return
     if target == "mock":
         try:
+            importlib.import_module("pytest_iterate.mock.server")
+        except ImportError:
+            pass  # the project mock is not installed: fall back to our own loopback server
+        else:
             async with _project_mock_server(profile) as pair:
                 yield pair
-                return
-        except (ImportError, AttributeError):
-            pass  # the project mock is not there: use our own loopback server
+            return
     from harness.loopback import LoopbackServer
 
     async with LoopbackServer(latency_s=mock_latency_s) as srv:
@@ -85,8 +92,12 @@ async def open_target(
     raw: bool = False,
 ) -> AsyncIterator[Target]:
     """Start (or point at) the endpoint and yield a :class:`Target` for it."""
-    if not (target in ("mock", "loopback") or target.startswith(("http://", "https://"))):
-        raise ValueError(f"unknown target {target!r}; expected mock, loopback or an http(s):// base URL")
+    if not (target in TARGETS or target.startswith(("http://", "https://"))):
+        raise ValueError(
+            f"unknown target {target!r}; expected {', '.join(TARGETS)} or an http(s):// base URL"
+        )
+    if raw and target == "inprocess":
+        raise ValueError("--raw needs a real socket; the in-process mock only serves the pipeline's client")
     async with _endpoint(target, profile, mock_latency_s) as (base_url, label):
         info: dict[str, Any] = {"target": label, "base_url": base_url}
         if raw:

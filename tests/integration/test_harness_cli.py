@@ -139,3 +139,39 @@ def test_help_lists_the_commands() -> None:
     text = build_parser().format_help()
     for cmd in ("run", "compare", "serve-mock"):
         assert cmd in text
+
+
+@pytest.mark.parametrize("target", ["mock", "inprocess"])
+def test_run_drives_the_pipeline_against_the_project_mock(
+    target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pytest_iterate.mock.server")
+    monkeypatch.chdir(tmp_path)  # the pipeline's cache folder lands here
+    code = main(
+        [
+            "run",
+            "--target",
+            target,
+            "--profile",
+            "fast",
+            "--concurrency",
+            "4",
+            "--requests",
+            "12",
+            "--warmup",
+            "2",
+            "--no-cache",
+            "--quiet",
+            "--report-dir",
+            str(tmp_path / "r"),
+            "--formats",
+            "json",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r" / "iterate-report.json").read_text())
+    (scenario,) = report["scenarios"]
+    assert scenario["requests"] == 12 and scenario["errors"] == 0
+    assert {"prompt_build", "llm_call", "post_process"} <= set(scenario["stages"])
+    assert scenario["tokens"]["completion"] > 0 and scenario["ttft_s"]["count"] == 12
+    assert report["run"]["target"].startswith("pytest_iterate.mock")
