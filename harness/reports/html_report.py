@@ -147,6 +147,8 @@ def render(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]]
         if isinstance(v, (str, int, float))
     )
     figs = "".join(f"<figure>{p}</figure>" for p in plots(report, samples))
+    if not any(s.get("stages") for s in report.get("scenarios", [])):
+        figs += "<p>No per-stage timings in this report (raw HTTP runs have no pipeline stages).</p>"
     md = escape(render_markdown(report))
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>pytest-iterate report</title>"

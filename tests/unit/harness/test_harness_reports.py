@@ -131,3 +131,34 @@ def test_benchmark_json_is_read_by_pytest_benchmark_compare(
     for name in ("closed:1", "closed:5", "rate:50"):
         assert name in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[dict, dict]) -> None:
+    import http.server
+    import threading
+
+    from harness.reports.prom_report import push
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append((self.command, self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        push(report_and_samples[0], f"127.0.0.1:{server.server_address[1]}", job="ci")
+    finally:
+        server.shutdown()
+        server.server_close()
+    ((method, path, body),) = received
+    assert method == "PUT" and path == "/metrics/job/ci"
+    assert b"iterate_bench_latency_seconds" in body
