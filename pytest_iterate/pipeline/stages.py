@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -282,19 +283,38 @@ def _join(responses: Sequence[LLMResponse]) -> LLMResponse:
 
 
 class PostProcessStage:
-    """Extracts and validates the code in the worker pool (``extractor(text, language)``)."""
+    """Extracts and validates the code in the worker pool (``extractor(text, language)``).
+
+    Results of the default (pure) extractor are memoised per stage in a bounded LRU
+    keyed by (answer text, language), as the seeds ask for the code extractor: a
+    duplicate or cached answer skips the pool. A custom extractor is not memoised
+    unless ``memo_size`` is given (it may not be a pure function).
+    """
 
     name = "post_process"
 
-    def __init__(self, extractor: Extractor = extract_artifact) -> None:
+    def __init__(self, extractor: Extractor = extract_artifact, *, memo_size: int | None = None) -> None:
         self.extractor = extractor
+        if memo_size is None:
+            memo_size = 1024 if extractor is extract_artifact else 0
+        self.memo_size = memo_size
+        self._memo: OrderedDict[tuple[str, str], Artifact] = OrderedDict()
 
     async def __call__(self, ctx: StageContext) -> None:
         if ctx.response is None:
             return
         for warning in ctx.response.warnings:
             ctx.warn(warning)
-        artifact = await ctx.services.pool.run(self.extractor, ctx.response.text, ctx.request.language)
+        key = (ctx.response.text, ctx.request.language)
+        artifact = self._memo.get(key) if self.memo_size else None
+        if artifact is None:
+            artifact = await ctx.services.pool.run(self.extractor, *key)
+            if self.memo_size:
+                self._memo[key] = artifact
+                if len(self._memo) > self.memo_size:
+                    self._memo.popitem(last=False)
+        else:
+            self._memo.move_to_end(key)
         ctx.artifact = artifact
         for warning in artifact.warnings:
             ctx.warn(warning)

@@ -44,6 +44,7 @@ class WorkerPool:
         self._closed = False
         self.active = 0
         self.max_active = 0  # the most calls seen running at once (for tests and reports)
+        self.calls = 0  # calls submitted
 
     def _get(self) -> cf.Executor:
         with self._lock:
@@ -62,6 +63,7 @@ class WorkerPool:
         """Run ``fn(*args, **kwargs)`` in the pool and await its result."""
         call = functools.partial(fn, *args, **kwargs) if kwargs else fn
         executor = self._get()
+        self.calls += 1
         loop = asyncio.get_running_loop()
         if self.kind == "thread":
             return await loop.run_in_executor(executor, self._tracked, call, args if not kwargs else ())

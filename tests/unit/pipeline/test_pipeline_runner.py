@@ -357,3 +357,15 @@ async def test_owned_parts_closed_given_parts_left_open(router: respx.MockRouter
     await store.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await pipeline.run(DesignRequest("o", "open", ("x",)))
+
+
+async def test_extraction_memoised_for_identical_answers(router: respx.MockRouter, tmp_path: Path) -> None:
+    calls: list[tuple[float, str]] = []
+    route(router, lambda body: ("```python\nx = 1\n```", 0), calls)  # the same answer for every design
+    async with Pipeline(config(tmp_path)) as pipeline:
+        results = await pipeline.run_many(designs(6), concurrency=1)
+    assert all(r.artifact == results[0].artifact for r in results) and len(calls) == 6
+    assert pipeline.pool.calls == 1  # one extraction, five memo hits
+    stage = PostProcessStage()
+    assert stage.memo_size == 1024 and PostProcessStage(slow_extractor).memo_size == 0
+    assert len(pipeline.stages[4]._memo) == 1  # type: ignore[attr-defined]
