@@ -117,7 +117,7 @@ def test_without_iterate_nothing_is_collected_or_written(pytester: pytest.Pytest
     assert "test_criterion" not in result.stdout.str()
     assert "pytest-iterate" not in result.stdout.str()
     assert not (pytester.path / "reports").exists()
-    written = {p.name for p in pytester.path.iterdir()} - {".benchmarks", "__pycache__"}  # pytest-benchmark's
+    written = {p.name for p in pytester.path.iterdir()} - {".benchmarks", "__pycache__", ".pytest_cache"}  # pytest's own
     assert written == {"test_user.py", "tox.ini"}
 
 
