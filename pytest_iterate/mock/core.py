@@ -490,7 +490,8 @@ class MockLLM:
         chat = route == "chat"
         base: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                                 "created": _CREATED, "model": model}
-        texts = [self._book.token_texts(a.tokens) for a in answers]
+        texts = [a.tokens for a in answers]
+        decode = self._book.counter.encoding.decode_single_token_bytes  # answers are ASCII: safe per token
         longest = max((len(t) for t in texts), default=0)
         cut_at = longest // 2
         clock, sleep = self._clock, self._sleep
@@ -516,13 +517,14 @@ class MockLLM:
             choices = []
             for i, toks in enumerate(texts):
                 if step < len(toks):
+                    piece = decode(toks[step]).decode("utf-8", errors="replace")
                     if chat:
-                        delta: dict[str, Any] = {"content": toks[step]}
+                        delta: dict[str, Any] = {"content": piece}
                         if step == 0:
-                            delta = {"role": "assistant", "content": toks[step]}
+                            delta = {"role": "assistant", "content": piece}
                         choices.append({"index": i, "delta": delta, "logprobs": None, "finish_reason": None})
                     else:
-                        choices.append({"index": i, "text": toks[step], "logprobs": None, "finish_reason": None})
+                        choices.append({"index": i, "text": piece, "logprobs": None, "finish_reason": None})
             yield _sse({**base, "choices": choices})
         final = [
             ({"index": i, "delta": {}, "logprobs": None, "finish_reason": a.finish_reason} if chat

@@ -23,6 +23,7 @@ limit behind the automatic ``400 context_length_exceeded``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -111,12 +112,17 @@ class Distribution:
         return self._clamp(self._raw(rng.gauss(0.0, 1.0)))
 
     def mean(self) -> float:
-        """The expected value of the *clamped* variable (numeric quadrature)."""
+        """The expected value of the *clamped* variable (numeric quadrature, memoised)."""
         if self.kind == "fixed" or self.std == 0:
             return self._clamp(self.mean_value)
-        nd = NormalDist()
-        n = _QUADRATURE_POINTS
-        return sum(self._clamp(self._raw(nd.inv_cdf((i + 0.5) / n))) for i in range(n)) / n
+        return _clamped_mean(self)
+
+
+@functools.lru_cache(maxsize=256)
+def _clamped_mean(dist: Distribution) -> float:
+    nd = NormalDist()
+    n = _QUADRATURE_POINTS
+    return sum(dist._clamp(dist._raw(nd.inv_cdf((i + 0.5) / n))) for i in range(n)) / n
 
 
 @dataclass(frozen=True, slots=True)
