@@ -83,9 +83,11 @@ cmd_start() {
     mkdir -p "$STATE"
     local model
     model="$(model_file)"
+    # --interrupt_requests False: by default a new request cuts the stream being served,
+    # which breaks every concurrent streaming call; requests queue instead.
     nohup "$PY" -m llama_cpp.server --model "$model" --host 127.0.0.1 --port "$PORT" \
       --n_ctx "$N_CTX" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
-      --model_alias smollm2 --verbose False >"$LOG" 2>&1 &
+      --model_alias smollm2 --interrupt_requests False --verbose False >"$LOG" 2>&1 &
     echo $! >"$PIDFILE"
   fi
   local waited=0
