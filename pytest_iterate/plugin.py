@@ -6,8 +6,8 @@ its resolution), :mod:`pytest_iterate.session` (per-session state, reports, gate
 
 Under ``--iterate`` the shipped acceptance suite
 (``pytest_iterate/acceptance/test_acceptance.py``) is added to the paths pytest
-collects. With pytest-xdist, ``--dist load`` becomes ``loadgroup`` and the acceptance
-tests share one group (one worker runs the shared scenarios); every worker's
+collects. With pytest-xdist, ``--dist load`` becomes ``loadfile`` (one worker runs the
+acceptance file and its shared scenarios); every worker's
 criteria and ``iterate_bench`` runs travel to the controller, which writes the report.
 """
 
@@ -26,7 +26,6 @@ from pytest_iterate.session import SESSION_KEY, IterateSession, get_options, get
 pytest_plugins = ["pytest_iterate.fixtures"]
 
 ACCEPTANCE_FILE = Path(__file__).resolve().parent / "acceptance" / "test_acceptance.py"
-_XDIST_GROUP = "pytest-iterate-acceptance"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,19 +42,24 @@ def pytest_configure(config: pytest.Config) -> None:
     if path not in config.args:  # xdist workers may get the controller's args already
         config.args.append(path)
     if config.pluginmanager.hasplugin("xdist"):
-        if getattr(config.option, "dist", "no") == "load":
-            config.option.dist = "loadgroup"
+        _group_acceptance_tests(config)
         config.pluginmanager.register(_XdistBridge(config), "iterate-xdist")
 
 
+def _group_acceptance_tests(config: pytest.Config) -> None:
+    """Under ``-n N`` with the default ``--dist load``, switch to ``loadfile`` so one worker
+    runs the whole acceptance file (its scenarios are shared, and two workers measuring at
+    the same time would disturb each other). ``xdist_group`` cannot do it: the suite file
+    lives outside the rootdir and pytest 9 drops xdist's group suffix from such node ids."""
+    if not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadfile"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    xdist = get_session(config) is not None and config.pluginmanager.hasplugin("xdist")
     for item in items:
         mark = item.get_closest_marker(MARKER)
         if mark is not None:
             budget_from_marker(mark, item.nodeid)
-        if xdist and Path(str(item.path)) == ACCEPTANCE_FILE:
-            item.add_marker(pytest.mark.xdist_group(_XDIST_GROUP))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -84,8 +84,12 @@ class IterateSession:
         if self._runner is not None:
             self._runner.close()
 
-    def check_criterion(self, criterion_id: str, record_property: Any) -> None:
-        """Measure one criterion (its scenario runs once), record it, fail or skip the test."""
+    def check_criterion(self, criterion_id: str, node: pytest.Item) -> None:
+        """Measure one criterion (its scenario runs once), record it, fail or skip the test.
+
+        Observed value, threshold and unit go to ``node.user_properties`` (what
+        ``record_property`` does, without its xunit2 warning): ``--junitxml`` writes them.
+        """
         from pytest_iterate.acceptance.scenarios import NeedsMock
 
         crit = CRITERIA_BY_ID[criterion_id]
@@ -107,9 +111,9 @@ class IterateSession:
         note = scenario.notes.get(criterion_id, "")
         row.update(observed=_num(observed), passed=passed, note=note)
         self.criteria.append(row)
-        record_property(f"{criterion_id}.observed", _num(observed))
-        record_property(f"{criterion_id}.threshold", threshold)
-        record_property(f"{criterion_id}.unit", crit.unit)
+        node.user_properties.append((f"{criterion_id}.observed", _num(observed)))
+        node.user_properties.append((f"{criterion_id}.threshold", threshold))
+        node.user_properties.append((f"{criterion_id}.unit", crit.unit))
         if not passed:
             pytest.fail(
                 f"{criterion_id} failed: observed {_fmt(_num(observed), crit.unit)}, "
@@ -141,6 +145,12 @@ class IterateSession:
         if self._runner is not None:
             scenarios.extend(self._runner.summaries())
         scenarios.extend(self.bench)
+        seen: dict[str, int] = {}
+        for scenario in scenarios:  # the same scenario measured by two xdist workers: keep both
+            name = str(scenario.get("name"))
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                scenario["name"] = f"{name}@{seen[name]}"
         run = {"tool": "pytest-iterate", "endpoint": opts.endpoint, "model": opts.model,
                "profile": opts.profile if opts.is_mock else None, "workload": opts.workload or "standard",
                "concurrency": ",".join(map(str, opts.concurrency))}

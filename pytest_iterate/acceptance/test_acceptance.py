@@ -3,12 +3,10 @@
 Collected by the plugin only under ``pytest --iterate`` (whatever the user's test
 paths are). Each criterion reads a shared scenario that runs once per session
 (:mod:`pytest_iterate.acceptance.scenarios`); the observed value, threshold and unit
-go to ``record_property`` (so ``--junitxml`` carries them) and into the report.
+go to the test's ``user_properties`` (so ``--junitxml`` carries them) and into the report.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
@@ -22,8 +20,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("criterion_id", ids, ids=ids)
 
 
-def test_criterion(criterion_id: str, request: pytest.FixtureRequest, record_property: Any) -> None:
+def test_criterion(criterion_id: str, request: pytest.FixtureRequest) -> None:
     session = get_session(request.config)
     if session is None:
         pytest.skip("the acceptance suite runs under pytest --iterate")
-    session.check_criterion(criterion_id, record_property)
+    session.check_criterion(criterion_id, request.node)

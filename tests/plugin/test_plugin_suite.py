@@ -1,0 +1,142 @@
+"""`pytest --iterate` in a temporary project: the acceptance suite, reports, gates, xdist."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_iterate.acceptance.criteria import CRITERIA
+from pytest_iterate.pipeline.workload import standard_workload_path
+
+pytest_plugins = ["pytester"]
+
+FAST = ("--iterate", "--iterate-profile=fast", "-p", "no:randomly")
+
+
+@pytest.fixture(autouse=True)
+def _project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("ITERATE") or name.endswith("API_KEY"):
+            monkeypatch.delenv(name)
+    lines = [ln for ln in standard_workload_path().read_text().splitlines() if ln.startswith("{")]
+    small = lines[:16] + lines[:4]  # 20 requests, 4 exact duplicates
+    pytester.path.joinpath("small.jsonl").write_text("\n".join(small) + "\n")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "iterate_workload = small.jsonl\niterate_concurrency = 1,5,10\n")
+
+
+def _report(pytester: pytest.Pytester, folder: str = "reports") -> dict:
+    return json.loads((pytester.path / folder / "iterate-report.json").read_text())
+
+
+def test_suite_passes_on_the_mock_and_writes_both_reports(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*FAST, "--junitxml=junit.xml", "-W", "error")
+    result.assert_outcomes(passed=len(CRITERIA))
+    result.stdout.fnmatch_lines([
+        "*= pytest-iterate =*",
+        "latency.e2e_mean * PASS  observed * threshold <= 3 s",
+        "degradation.busy_fast * PASS  observed * ms  threshold <= 50 ms",
+        "report: */reports/iterate-report.json",
+        "report: */reports/iterate-report.md",
+    ])
+    report = _report(pytester)
+    assert report["schema"] == "pytest-iterate/report/v1"
+    assert [c["id"] for c in report["criteria"]] == [c.id for c in CRITERIA]
+    assert all(c["passed"] is True and c["observed"] is not None for c in report["criteria"])
+    names = {s["name"] for s in report["scenarios"]}
+    assert {"standard", "repeat", "faults", "long_context", "concurrency_5", "concurrency_10"} <= names
+    standard = next(s for s in report["scenarios"] if s["name"] == "standard")
+    assert standard["requests"] == 20 and set(standard["stages"]) >= {"llm_call", "post_process"}
+    md = (pytester.path / "reports" / "iterate-report.md").read_text()
+    assert "latency.e2e_mean" in md
+    junit = (pytester.path / "junit.xml").read_text()
+    assert 'name="latency.e2e_mean.observed"' in junit and 'name="cache.hit_rate_repeat.threshold"' in junit
+
+
+def test_impossible_threshold_fails_exactly_that_criterion(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*FAST, "--iterate-criteria=latency.*,throughput.*",
+                                "--iterate-threshold=latency.overhead_mean=0.0000001")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines([
+        "latency.overhead_mean failed: observed * s, threshold <= 1e-07 s",
+        "latency.overhead_mean * FAIL  observed *",
+        "FAILED *test_criterion?latency.overhead_mean?*",
+    ])
+    report = _report(pytester)
+    verdicts = {c["id"]: c["passed"] for c in report["criteria"]}
+    assert verdicts == {"latency.e2e_mean": True, "latency.iteration_mean_c5": True,
+                        "latency.overhead_mean": False, "throughput.requests_per_min": True,
+                        "throughput.designs_100": True}
+
+
+def test_real_endpoint_skips_fault_criteria_with_the_reason(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*FAST, "--iterate-endpoint=http://127.0.0.1:9/v1", "-rs",
+                                "--iterate-criteria=errors.*,retries.*")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED *errors.rate_with_retries: needs fault injection, which only the "
+                                 "embedded mock can do*"])
+    report = _report(pytester)
+    assert [c["passed"] for c in report["criteria"]] == [None, None]
+
+
+def test_user_tests_run_next_to_the_suite_and_land_in_the_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user="""
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_bench(iterate_bench):
+            stats = await iterate_bench(requests=8, concurrency=4, name="user-bench")
+            assert stats["requests"] == 8
+    """)
+    result = pytester.runpytest(*FAST, "--iterate-criteria=cache.*", "test_user.py")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["bench user-bench: 8 requests, mean *"])
+    assert "user-bench" in {s["name"] for s in _report(pytester)["scenarios"]}
+
+
+def test_baseline_missing_then_saved_then_gated(pytester: pytest.Pytester) -> None:
+    args = (*FAST, "--iterate-criteria=latency.e2e_mean")
+    first = pytester.runpytest(*args, "--iterate-baseline=base/iterate-report.json",
+                               "--iterate-compare-fail=mean:10%", "--iterate-save-baseline=base")
+    assert first.ret == 0
+    first.stdout.fnmatch_lines(["no baseline report at *base/iterate-report.json*", "baseline saved: *base*"])
+    assert (pytester.path / "base" / "iterate-report.json").is_file()
+    # a baseline 1000x faster than anything measurable: the gate must fail the run
+    base = json.loads((pytester.path / "base" / "iterate-report.json").read_text())
+    for scenario in base["scenarios"]:
+        lat = scenario.get("latency_s")
+        if lat:
+            for key in list(lat):
+                if isinstance(lat[key], float):
+                    lat[key] /= 1000.0
+        scenario.pop("samples_s", None)
+    Path(pytester.path / "base" / "iterate-report.json").write_text(json.dumps(base))
+    second = pytester.runpytest(*args, "--iterate-baseline=base", "--iterate-compare-fail=mean:10%")
+    assert second.ret == pytest.ExitCode.TESTS_FAILED
+    second.stdout.fnmatch_lines(["regression gate FAILED against base: *standard mean:10%*"])
+
+
+def test_xdist_merges_results_from_workers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user="""
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_bench(iterate_bench):
+            await iterate_bench(requests=4, concurrency=2, name="xdist-bench")
+    """)
+    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "test_user.py")
+    result.assert_outcomes(passed=len(CRITERIA) + 1)
+    report = _report(pytester)
+    assert len(report["criteria"]) == len(CRITERIA)
+    names = [s["name"] for s in report["scenarios"]]
+    assert "xdist-bench" in names and names.count("standard") == 1
+
+
+@pytest.mark.slow
+def test_defaults_with_the_v1_profile_pass(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest_subprocess("--iterate", "-p", "no:randomly")
+    result.assert_outcomes(passed=len(CRITERIA))
