@@ -23,14 +23,21 @@ import aiohttp
 from pytest_iterate.mock.core import MockLLM
 from pytest_iterate.mock.server import MockServer
 
-FIXED = json.dumps({
-    "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}).encode()
+FIXED = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+).encode()
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(FIXED)).encode() + b"\r\n\r\n" + FIXED
+    + str(len(FIXED)).encode()
+    + b"\r\n\r\n"
+    + FIXED
 )
 
 
@@ -76,7 +83,13 @@ def start_raw() -> tuple[str, asyncio.AbstractEventLoop]:
 
 
 BODIES = [
-    json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Task: design {i}"}], "max_tokens": 64}).encode()
+    json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"Task: design {i}"}],
+            "max_tokens": 64,
+        }
+    ).encode()
     for i in range(64)
 ]
 
@@ -88,8 +101,11 @@ async def drive(url: str, n: int, concurrency: int) -> float:
 
         async def worker() -> None:
             for i in counter:
-                async with http.post(url + "/chat/completions", data=BODIES[i % 64],
-                                     headers={"Content-Type": "application/json"}) as r:
+                async with http.post(
+                    url + "/chat/completions",
+                    data=BODIES[i % 64],
+                    headers={"Content-Type": "application/json"},
+                ) as r:
                     await r.read()
                     assert r.status == 200, r.status
 
@@ -115,8 +131,11 @@ def main() -> None:
                 raw_rps.append(asyncio.run(drive(raw_url, args.requests, c)))
                 mock_rps.append(asyncio.run(drive(mock.base_url, args.requests, c)))
             r, m = statistics.median(raw_rps), statistics.median(mock_rps)
-            print(f"concurrency {c:>3}: raw asyncio responder {r:8.0f} req/s | mock server (zero profile) "
-                  f"{m:8.0f} req/s | ratio mock/raw {m / r:.2f}  (medians of {args.rounds})", flush=True)
+            print(
+                f"concurrency {c:>3}: raw asyncio responder {r:8.0f} req/s | mock server (zero profile) "
+                f"{m:8.0f} req/s | ratio mock/raw {m / r:.2f}  (medians of {args.rounds})",
+                flush=True,
+            )
     finally:
         mock.stop()
         raw_loop.call_soon_threadsafe(raw_loop.stop)

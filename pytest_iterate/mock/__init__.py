@@ -41,10 +41,19 @@ __all__ = [
 ]
 
 _WHERE = {
-    "CallRecord": "core", "MockLLM": "core", "MockReply": "core", "MockStats": "core",
-    "FAULT_KINDS": "faults", "FaultPlan": "faults", "parse_fault": "faults",
-    "Distribution": "profiles", "LatencyProfile": "profiles", "load_profile": "profiles",
-    "shipped_profiles": "profiles", "RateLimiter": "ratelimit", "mock_router": "respx_router",
+    "CallRecord": "core",
+    "MockLLM": "core",
+    "MockReply": "core",
+    "MockStats": "core",
+    "FAULT_KINDS": "faults",
+    "FaultPlan": "faults",
+    "parse_fault": "faults",
+    "Distribution": "profiles",
+    "LatencyProfile": "profiles",
+    "load_profile": "profiles",
+    "shipped_profiles": "profiles",
+    "RateLimiter": "ratelimit",
+    "mock_router": "respx_router",
     "MockServer": "server",
 }
 

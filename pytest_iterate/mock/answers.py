@@ -139,7 +139,9 @@ class AnswerBook:
         body: list[str] = []
         while size < target_tokens:
             r = rng.getrandbits(24)
-            line = lines[r % len(lines)].format(a=2 + (r >> 4) % 8, b=1 + (r >> 8) % 9, c=(97, 100, 1000)[(r >> 12) % 3])
+            line = lines[r % len(lines)].format(
+                a=2 + (r >> 4) % 8, b=1 + (r >> 8) % 9, c=(97, 100, 1000)[(r >> 12) % 3]
+            )
             body.append(line)
             size += count(line)
         return head + "".join(body) + tail

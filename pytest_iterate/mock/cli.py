@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import Any
@@ -19,12 +20,21 @@ __all__ = ["add_parser", "build_parser", "main", "run"]
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--profile", default="v1", help="latency profile: v1, fast, degraded, zero or a JSON file (default v1)")
+    p.add_argument(
+        "--profile",
+        default="v1",
+        help="latency profile: v1, fast, degraded, zero or a JSON file (default v1)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
     p.add_argument("--seed", type=int, default=0, help="seed of latencies, faults and answers (default 0)")
-    p.add_argument("--fault", action="append", default=[], metavar="KIND=RATE|N:KIND",
-                   help="inject a fault: 429=0.02 (rate) or 5:hang (the 5th request); repeatable")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND=RATE|N:KIND",
+        help="inject a fault: 429=0.02 (rate) or 5:hang (the 5th request); repeatable",
+    )
     p.add_argument("--retry-after", type=float, default=1.0, help="seconds a 429 asks to wait (default 1)")
     p.add_argument("--hang", type=float, default=3600.0, help="seconds a hang lasts (default 3600)")
     p.add_argument("--rpm", type=float, default=None, help="rate limit: requests per minute (default none)")
@@ -34,8 +44,11 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``serve-mock`` sub-command to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser("serve-mock", help="serve the simulated OpenAI-compatible endpoint",
-                              description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve-mock",
+        help="serve the simulated OpenAI-compatible endpoint",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
     _configure(p)
     p.set_defaults(func=run)
     return p
@@ -64,10 +77,8 @@ async def _serve(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread / Windows
-            pass
     try:
         await stop.wait()
     finally:

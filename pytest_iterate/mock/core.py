@@ -204,12 +204,19 @@ class MockLLM:
         self._state = _State()
         self._slots = _Slots(self.profile.capacity)
         self._calls: deque[CallRecord] = deque(maxlen=max_calls)
-        self._answers: OrderedDict[tuple[str, int, int | None], Answer] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, int, int], Answer] = OrderedDict()
         self._registry: CollectorRegistry | None = None
         self._metrics: dict[str, Any] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         self.registry()
         self._models_body = json.dumps(
-            {"object": "list", "data": [{"id": m, "object": "model", "created": _CREATED, "owned_by": "pytest-iterate-mock"} for m in self.profile.models]}
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": _CREATED, "owned_by": "pytest-iterate-mock"}
+                    for m in self.profile.models
+                ],
+            }
         ).encode()
 
     def __repr__(self) -> str:
@@ -243,7 +250,9 @@ class MockLLM:
 
             reg = CollectorRegistry(auto_describe=True)
             self._metrics = {
-                "requests": Counter("mock_requests", "Requests the mock answered", ["route", "status"], registry=reg),
+                "requests": Counter(
+                    "mock_requests", "Requests the mock answered", ["route", "status"], registry=reg
+                ),
                 "faults": Counter("mock_faults", "Faults the mock injected, by kind", ["kind"], registry=reg),
                 "tokens": Counter("mock_tokens", "Tokens in and out", ["direction"], registry=reg),
             }
@@ -260,22 +269,27 @@ class MockLLM:
 
         return generate_latest(self.registry())
 
+    def _child(self, metric: str, *labels: str) -> Any:
+        """A labelled child of one of the core's metrics, looked up once (hot path)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics[metric].labels(*labels)
+        return child
+
     def _count(self, route: str, status: int, fault: str | None) -> None:
         s = self._state
         s.statuses[status] += 1
+        self._child("requests", route, str(status)).inc()
         if fault:
             s.faults[fault] += 1
-        if self._registry is not None:
-            self._metrics["requests"].labels(route, str(status)).inc()
-            if fault:
-                self._metrics["faults"].labels(fault).inc()
+            self._child("faults", fault).inc()
 
     def _tokens(self, prompt: int, completion: int) -> None:
         self._state.prompt_tokens += prompt
         self._state.completion_tokens += completion
-        if self._registry is not None:
-            self._metrics["tokens"].labels("prompt").inc(prompt)
-            self._metrics["tokens"].labels("completion").inc(completion)
+        self._child("tokens", "prompt").inc(prompt)
+        self._child("tokens", "completion").inc(completion)
 
     # -- entry point --------------------------------------------------------------------
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> MockReply:
@@ -294,14 +308,26 @@ class MockLLM:
                 route = "completions"
             elif route_path.endswith("/models"):
                 if method.upper() != "GET":
-                    return self._error(405, route_path, method, "Method not allowed", "invalid_request_error", None, "models")
+                    return self._error(
+                        405, route_path, method, "Method not allowed", "invalid_request_error", None, "models"
+                    )
                 self._count("models", 200, None)
                 self._calls.append(CallRecord(0, method, route_path, None, False, 200, None))
                 return MockReply(200, dict(_JSON), self._models_body)
             else:
-                return self._error(404, route_path, method, f"Unknown path {route_path!r}", "invalid_request_error", "not_found", "other")
+                return self._error(
+                    404,
+                    route_path,
+                    method,
+                    f"Unknown path {route_path!r}",
+                    "invalid_request_error",
+                    "not_found",
+                    "other",
+                )
             if method.upper() != "POST":
-                return self._error(405, route_path, method, "Method not allowed", "invalid_request_error", None, route)
+                return self._error(
+                    405, route_path, method, "Method not allowed", "invalid_request_error", None, route
+                )
             reply = await self._completion(route, route_path, body)
             streaming = reply.chunks is not None
             return reply
@@ -310,12 +336,35 @@ class MockLLM:
                 s.active -= 1
 
     def _error(
-        self, status: int, path: str, method: str, message: str, type_: str, code: str | None, route: str,
-        *, index: int = 0, data: Any = None, fault: str | None = None, headers: dict[str, str] | None = None,
-        prompt_tokens: int = 0, param: str | None = None,
+        self,
+        status: int,
+        path: str,
+        method: str,
+        message: str,
+        type_: str,
+        code: str | None,
+        route: str,
+        *,
+        index: int = 0,
+        data: Any = None,
+        fault: str | None = None,
+        headers: dict[str, str] | None = None,
+        prompt_tokens: int = 0,
+        param: str | None = None,
     ) -> MockReply:
         self._count(route, status, fault)
-        self._calls.append(CallRecord(index, method, path, data, bool(isinstance(data, dict) and data.get("stream")), status, fault, prompt_tokens))
+        self._calls.append(
+            CallRecord(
+                index,
+                method,
+                path,
+                data,
+                bool(isinstance(data, dict) and data.get("stream")),
+                status,
+                fault,
+                prompt_tokens,
+            )
+        )
         return MockReply(status, {**_JSON, **(headers or {})}, _error_body(message, type_, code, param))
 
     # -- completions --------------------------------------------------------------------
@@ -323,13 +372,39 @@ class MockLLM:
         try:
             data = json.loads(raw or b"null")
         except ValueError:
-            return self._error(400, path, "POST", "We could not parse the JSON body of your request.", "invalid_request_error", None, route)
+            return self._error(
+                400,
+                path,
+                "POST",
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                None,
+                route,
+            )
         if not isinstance(data, dict):
-            return self._error(400, path, "POST", "The request body must be a JSON object.", "invalid_request_error", None, route)
+            return self._error(
+                400,
+                path,
+                "POST",
+                "The request body must be a JSON object.",
+                "invalid_request_error",
+                None,
+                route,
+            )
         if route == "chat":
             messages = data.get("messages")
             if not isinstance(messages, list) or not messages:
-                return self._error(400, path, "POST", "'messages' is a required property", "invalid_request_error", None, route, data=data, param="messages")
+                return self._error(
+                    400,
+                    path,
+                    "POST",
+                    "'messages' is a required property",
+                    "invalid_request_error",
+                    None,
+                    route,
+                    data=data,
+                    param="messages",
+                )
             prompts: list[str] = [prompt_text(data)]
         else:
             p = data.get("prompt")
@@ -338,7 +413,17 @@ class MockLLM:
             elif isinstance(p, list) and p and all(isinstance(x, str) for x in p):
                 prompts = list(p)
             else:
-                return self._error(400, path, "POST", "'prompt' must be a string or a list of strings", "invalid_request_error", None, route, data=data, param="prompt")
+                return self._error(
+                    400,
+                    path,
+                    "POST",
+                    "'prompt' must be a string or a list of strings",
+                    "invalid_request_error",
+                    None,
+                    route,
+                    data=data,
+                    param="prompt",
+                )
         s = self._state
         s.index += 1
         index = s.index
@@ -367,8 +452,20 @@ class MockLLM:
                 f"{wanted} tokens ({per_prompt} in the messages, {max_tokens or 0} in the completion). "
                 "Please reduce the length of the messages or completion."
             )
-            return self._error(400, path, "POST", msg, "invalid_request_error", "context_length_exceeded", route,
-                               index=index, data=data, fault="context_length_exceeded", prompt_tokens=prompt_tokens, param="messages")
+            return self._error(
+                400,
+                path,
+                "POST",
+                msg,
+                "invalid_request_error",
+                "context_length_exceeded",
+                route,
+                index=index,
+                data=data,
+                fault="context_length_exceeded",
+                prompt_tokens=prompt_tokens,
+                param="messages",
+            )
         rl_headers: dict[str, str] = {}
         if self.rate_limit is not None:
             decision = self.rate_limit.take(prompt_tokens + (max_tokens or 0))
@@ -376,11 +473,23 @@ class MockLLM:
             if not decision.allowed:
                 wait = decision.retry_after_s
                 return self._error(
-                    429, path, "POST",
-                    f"Rate limit reached for {model} on {decision.exceeded} per min. Please try again in {wait:.3f}s.",
-                    "requests" if decision.exceeded == "requests" else "tokens", "rate_limit_exceeded", route,
-                    index=index, data=data, fault="rate_limit", prompt_tokens=prompt_tokens,
-                    headers={**rl_headers, "retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(max(1, math.ceil(wait * 1000)))},
+                    429,
+                    path,
+                    "POST",
+                    f"Rate limit reached for {model} on {decision.exceeded} per min. "
+                    f"Please try again in {wait:.3f}s.",
+                    "requests" if decision.exceeded == "requests" else "tokens",
+                    "rate_limit_exceeded",
+                    route,
+                    index=index,
+                    data=data,
+                    fault="rate_limit",
+                    prompt_tokens=prompt_tokens,
+                    headers={
+                        **rl_headers,
+                        "retry-after": str(max(1, math.ceil(wait))),
+                        "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+                    },
                 )
         if fault is not None:
             early = self._early_fault(fault, route, path, index, data, prompt_tokens, rl_headers)
@@ -401,10 +510,26 @@ class MockLLM:
         planned_total = planned_ttft + max(0, longest - 1) * itl_eff
         status = 500 if (fault == "stream_error" and not stream) else 200
         self._count(route, status, fault)
-        self._calls.append(CallRecord(index, "POST", path, data, stream, status, fault, prompt_tokens, n_out, planned_ttft, planned_total))
+        self._calls.append(
+            CallRecord(
+                index,
+                "POST",
+                path,
+                data,
+                stream,
+                status,
+                fault,
+                prompt_tokens,
+                n_out,
+                planned_ttft,
+                planned_total,
+            )
+        )
         rid = f"{'chatcmpl' if route == 'chat' else 'cmpl'}-mock{index}"
         if stream:
-            gen = self._stream(route, rid, model, answers, prompt_tokens, data, fault, t0 + queued, ttft, itl_eff)
+            gen = self._stream(
+                route, rid, model, answers, prompt_tokens, data, fault, t0 + queued, ttft, itl_eff
+            )
             return MockReply(200, {**_SSE, **rl_headers}, chunks=_Stream(gen, self._stream_done))
         try:
             delay = planned_total - queued
@@ -413,7 +538,11 @@ class MockLLM:
         finally:
             self._release()
         if status == 500:
-            return MockReply(500, {**_JSON, **rl_headers}, _error_body("The server had an error while processing your request.", "server_error", None))
+            return MockReply(
+                500,
+                {**_JSON, **rl_headers},
+                _error_body("The server had an error while processing your request.", "server_error", None),
+            )
         body = self._body(route, rid, model, answers, prompt_tokens, fault)
         return MockReply(200, {**_JSON, **rl_headers}, body)
 
@@ -431,65 +560,137 @@ class MockLLM:
         assert self.faults is not None
         ra = self.faults.retry_after_s
         if fault == "429":
-            return self._error(429, path, "POST", "Rate limit reached (injected).", "requests", "rate_limit_exceeded", route,
-                               index=index, data=data, fault=fault, prompt_tokens=prompt_tokens,
-                               headers={**rl, "retry-after": str(math.ceil(ra))})
+            return self._error(
+                429,
+                path,
+                "POST",
+                "Rate limit reached (injected).",
+                "requests",
+                "rate_limit_exceeded",
+                route,
+                index=index,
+                data=data,
+                fault=fault,
+                prompt_tokens=prompt_tokens,
+                headers={**rl, "retry-after": str(math.ceil(ra))},
+            )
         if fault == "429ms":
-            return self._error(429, path, "POST", "Rate limit reached (injected).", "requests", "rate_limit_exceeded", route,
-                               index=index, data=data, fault=fault, prompt_tokens=prompt_tokens,
-                               headers={**rl, "retry-after-ms": str(max(0, round(ra * 1000)))})
+            return self._error(
+                429,
+                path,
+                "POST",
+                "Rate limit reached (injected).",
+                "requests",
+                "rate_limit_exceeded",
+                route,
+                index=index,
+                data=data,
+                fault=fault,
+                prompt_tokens=prompt_tokens,
+                headers={**rl, "retry-after-ms": str(max(0, round(ra * 1000)))},
+            )
         if fault in ("500", "502", "503", "529"):
-            text = {"500": "The server had an error while processing your request.", "502": "Bad gateway.",
-                    "503": "The engine is currently overloaded, please try again later.", "529": "Overloaded."}[fault]
-            return self._error(int(fault), path, "POST", text, "server_error", None, route,
-                               index=index, data=data, fault=fault, prompt_tokens=prompt_tokens, headers=rl)
+            text = {
+                "500": "The server had an error while processing your request.",
+                "502": "Bad gateway.",
+                "503": "The engine is currently overloaded, please try again later.",
+                "529": "Overloaded.",
+            }[fault]
+            return self._error(
+                int(fault),
+                path,
+                "POST",
+                text,
+                "server_error",
+                None,
+                route,
+                index=index,
+                data=data,
+                fault=fault,
+                prompt_tokens=prompt_tokens,
+                headers=rl,
+            )
         if fault in ("hang", "reset"):
             self._count(route, 0, fault)
-            self._calls.append(CallRecord(index, "POST", path, data, bool(data.get("stream")), 0, fault, prompt_tokens))
+            self._calls.append(
+                CallRecord(index, "POST", path, data, bool(data.get("stream")), 0, fault, prompt_tokens)
+            )
             return MockReply(0, {}, fault=fault, hang_s=self.faults.hang_s)
         return None
 
     def _answer(self, prompt: str, max_tokens: int | None, route: str) -> Answer:
         key = (prompt, max_tokens if max_tokens is not None else -1, 0 if route == "chat" else 1)
-        cached = self._answers.get(key)  # type: ignore[arg-type]
+        cached = self._answers.get(key)
         if cached is not None:
-            self._answers.move_to_end(key)  # type: ignore[arg-type]
+            self._answers.move_to_end(key)
             return cached
         target = max(1, round(self.profile.output_tokens.sample(_length_rng(self.seed, prompt))))
         ans = self._book.answer(self.seed, prompt, target, max_tokens)
-        self._answers[key] = ans  # type: ignore[index]
+        self._answers[key] = ans
         if len(self._answers) > _ANSWER_CACHE:
             self._answers.popitem(last=False)
         return ans
 
-    def _body(self, route: str, rid: str, model: str, answers: list[Answer], prompt_tokens: int, fault: str | None) -> bytes:
+    def _body(
+        self, route: str, rid: str, model: str, answers: list[Answer], prompt_tokens: int, fault: str | None
+    ) -> bytes:
         n_out = sum(len(a.tokens) for a in answers)
         if route == "chat":
             choices: list[dict[str, Any]] = [
-                {"index": 0, "message": {"role": "assistant", "content": answers[0].text, "refusal": None},
-                 "logprobs": None, "finish_reason": answers[0].finish_reason}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answers[0].text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": answers[0].finish_reason,
+                }
             ]
             obj = "chat.completion"
         else:
-            choices = [{"index": i, "text": a.text, "logprobs": None, "finish_reason": a.finish_reason} for i, a in enumerate(answers)]
+            choices = [
+                {"index": i, "text": a.text, "logprobs": None, "finish_reason": a.finish_reason}
+                for i, a in enumerate(answers)
+            ]
             obj = "text_completion"
         if fault == "empty_choices":
             choices = []
-        body = json.dumps({
-            "id": rid, "object": obj, "created": _CREATED, "model": model, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_out, "total_tokens": prompt_tokens + n_out},
-        }).encode()
+        body = json.dumps(
+            {
+                "id": rid,
+                "object": obj,
+                "created": _CREATED,
+                "model": model,
+                "choices": choices,
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": n_out,
+                    "total_tokens": prompt_tokens + n_out,
+                },
+            }
+        ).encode()
         if fault in ("malformed_json", "stream_cut"):
             body = body[: len(body) // 2]
         return body
 
     async def _stream(
-        self, route: str, rid: str, model: str, answers: list[Answer], prompt_tokens: int, data: dict[str, Any],
-        fault: str | None, start: float, ttft: float, itl: float,
+        self,
+        route: str,
+        rid: str,
+        model: str,
+        answers: list[Answer],
+        prompt_tokens: int,
+        data: dict[str, Any],
+        fault: str | None,
+        start: float,
+        ttft: float,
+        itl: float,
     ) -> AsyncIterator[bytes]:
         chat = route == "chat"
-        base: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-                                "created": _CREATED, "model": model}
+        base: dict[str, Any] = {
+            "id": rid,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": _CREATED,
+            "model": model,
+        }
         texts = [a.tokens for a in answers]
         decode = self._book.counter.encoding.decode_single_token_bytes  # answers are ASCII: safe per token
         longest = max((len(t) for t in texts), default=0)
@@ -510,7 +711,14 @@ class MockLLM:
                 if fault == "stream_cut":
                     return
                 if fault == "stream_error":
-                    err = {"error": {"message": "The server had an error while streaming.", "type": "server_error", "param": None, "code": "stream_error"}}
+                    err = {
+                        "error": {
+                            "message": "The server had an error while streaming.",
+                            "type": "server_error",
+                            "param": None,
+                            "code": "stream_error",
+                        }
+                    }
                     yield b"event: error\ndata: " + json.dumps(err).encode() + b"\n\n"
                     return
                 yield b'data: {"id": "' + rid.encode() + b'", "choices": [{"delta": {"content": \n\n'
@@ -526,16 +734,29 @@ class MockLLM:
                     else:
                         choices.append({"index": i, "text": piece, "logprobs": None, "finish_reason": None})
             yield _sse({**base, "choices": choices})
-        final = [
-            ({"index": i, "delta": {}, "logprobs": None, "finish_reason": a.finish_reason} if chat
-             else {"index": i, "text": "", "logprobs": None, "finish_reason": a.finish_reason})
+        final: list[dict[str, Any]] = [
+            (
+                {"index": i, "delta": {}, "logprobs": None, "finish_reason": a.finish_reason}
+                if chat
+                else {"index": i, "text": "", "logprobs": None, "finish_reason": a.finish_reason}
+            )
             for i, a in enumerate(answers)
         ]
         yield _sse({**base, "choices": final})
         opts = data.get("stream_options")
         if isinstance(opts, dict) and opts.get("include_usage"):
             n_out = sum(len(a.tokens) for a in answers)
-            yield _sse({**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_out, "total_tokens": prompt_tokens + n_out}})
+            yield _sse(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": n_out,
+                        "total_tokens": prompt_tokens + n_out,
+                    },
+                }
+            )
         yield b"data: [DONE]\n\n"
 
 

@@ -153,9 +153,7 @@ class LatencyProfile:
     @property
     def is_zero(self) -> bool:
         """True when no latency at all is simulated (the fast path of the server)."""
-        return (
-            self.ttft_base.mean() == 0 and self.itl.mean() == 0 and self.prefill_per_token_s == 0
-        )
+        return self.ttft_base.mean() == 0 and self.itl.mean() == 0 and self.prefill_per_token_s == 0
 
     def slowdown(self, active: int) -> float:
         """Factor on the per-token time with ``active`` sequences decoding."""
@@ -177,8 +175,16 @@ class LatencyProfile:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, name: str | None = None) -> LatencyProfile:
         known = {
-            "name", "description", "ttft_base_s", "prefill_per_token_s", "itl_s", "output_tokens",
-            "capacity", "load_slowdown", "context_window", "models",
+            "name",
+            "description",
+            "ttft_base_s",
+            "prefill_per_token_s",
+            "itl_s",
+            "output_tokens",
+            "capacity",
+            "load_slowdown",
+            "context_window",
+            "models",
         }
         unknown = set(data) - known
         if unknown:
@@ -191,7 +197,9 @@ class LatencyProfile:
                 ttft_base=Distribution.from_json(data.get("ttft_base_s", 0.0), what=f"{pname}.ttft_base_s"),
                 prefill_per_token_s=float(data.get("prefill_per_token_s", 0.0)),
                 itl=Distribution.from_json(data.get("itl_s", 0.0), what=f"{pname}.itl_s"),
-                output_tokens=Distribution.from_json(data.get("output_tokens", 64), what=f"{pname}.output_tokens"),
+                output_tokens=Distribution.from_json(
+                    data.get("output_tokens", 64), what=f"{pname}.output_tokens"
+                ),
                 capacity=int(data.get("capacity", 64)),
                 load_slowdown=float(data.get("load_slowdown", 0.0)),
                 context_window=int(data.get("context_window", 16384)),

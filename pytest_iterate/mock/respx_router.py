@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["mock_router"]
 
 
-def mock_router(core: MockLLM, base_url: str = MOCK_BASE_URL, *, assert_all_called: bool = False) -> respx.MockRouter:
+def mock_router(
+    core: MockLLM, base_url: str = MOCK_BASE_URL, *, assert_all_called: bool = False
+) -> respx.MockRouter:
     """A respx router for every path under ``base_url`` served by ``core``.
 
     Use as a context manager (``with mock_router(core): ...``) or a decorator.
@@ -51,7 +53,7 @@ def mock_router(core: MockLLM, base_url: str = MOCK_BASE_URL, *, assert_all_call
     async def side_effect(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if prefix and path.startswith(prefix):
-            path = path[len(prefix):]
+            path = path[len(prefix) :]
         path = "/v1" + (path if path.startswith("/") else "/" + path)
         body = await request.aread()
         reply = await core.handle(request.method, path, request.headers, body)

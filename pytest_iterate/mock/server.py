@@ -23,6 +23,7 @@ benchmarks)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -137,9 +138,9 @@ class MockServer:
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
         await site.start()
-        server = site._server  # the asyncio Server: its socket knows the real port
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)  # the asyncio Server knows the real port
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
         self._runner = runner
         return self
 
@@ -208,8 +209,6 @@ def _reset(request: web.Request) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()

@@ -37,7 +37,11 @@ async def test_openai_sdk_chat_stream_and_its_own_429_retries() -> None:
             assert chat.usage is not None and chat.usage.completion_tokens > 0
 
             stream = await client.chat.completions.create(
-                model="gpt-4o-mini", messages=MSG, max_tokens=200, stream=True, stream_options={"include_usage": True}
+                model="gpt-4o-mini",
+                messages=MSG,
+                max_tokens=200,
+                stream=True,
+                stream_options={"include_usage": True},
             )
             parts, usage = [], None
             async for chunk in stream:
@@ -64,7 +68,9 @@ def test_openai_sync_sdk_against_a_server_in_a_thread() -> None:
     server = MockServer(MockLLM("fast")).start_in_thread()
     try:
         client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-not-real", max_retries=0)
-        out = client.completions.create(model="gpt-3.5-turbo-instruct", prompt=["Task: a", "Task: b"], max_tokens=100)
+        out = client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt=["Task: a", "Task: b"], max_tokens=100
+        )
         assert [c.index for c in out.choices] == [0, 1]
         assert out.choices[1].text.startswith("## b")
         client.close()
@@ -74,8 +80,12 @@ def test_openai_sync_sdk_against_a_server_in_a_thread() -> None:
 
 
 async def test_streamed_chunks_really_arrive_spaced_by_the_inter_token_latency() -> None:
-    profile = LatencyProfile("slowish", ttft_base=Distribution("fixed", 0.05), itl=Distribution("fixed", 0.005),
-                             output_tokens=Distribution("fixed", 60))
+    profile = LatencyProfile(
+        "slowish",
+        ttft_base=Distribution("fixed", 0.05),
+        itl=Distribution("fixed", 0.005),
+        output_tokens=Distribution("fixed", 60),
+    )
     async with MockServer(MockLLM(profile)) as server, aiohttp.ClientSession() as http:
         body = {"model": "gpt-4o-mini", "messages": MSG, "stream": True}
         t0 = time.monotonic()
@@ -94,10 +104,17 @@ async def test_streamed_chunks_really_arrive_spaced_by_the_inter_token_latency()
 async def test_our_client_over_aiohttp_retries_server_faults(kind: str) -> None:
     core = MockLLM("fast", faults=FaultPlan(script={1: kind}))
     async with MockServer(core) as server:
-        cfg = IterateConfig(base_url=server.base_url, request_timeout_s=0.5, max_attempts=3,
-                            backoff_initial_s=0.01, backoff_max_s=0.02)
+        cfg = IterateConfig(
+            base_url=server.base_url,
+            request_timeout_s=0.5,
+            max_attempts=3,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.02,
+        )
         async with LLMClient(cfg, metrics=IterateMetrics()) as client:
-            resp = await client.call(LLMRequest(messages=tuple(MSG), max_tokens=200, stream=kind == "stream_cut"))
+            resp = await client.call(
+                LLMRequest(messages=tuple(MSG), max_tokens=200, stream=kind == "stream_cut")
+            )
     assert resp.attempts == 2 and resp.text.startswith("## Build a trie")
     assert core.stats.faults == {kind: 1}
 
@@ -121,9 +138,25 @@ async def test_metrics_endpoint_scraped_over_http() -> None:
 def test_cli_prints_its_url_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_iterate.mock.cli", "--profile", "fast", "--port", "0", "--seed", "1",
-         "--fault", "429=0.0", "--fault", "503=0.0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest_iterate.mock.cli",
+            "--profile",
+            "fast",
+            "--port",
+            "0",
+            "--seed",
+            "1",
+            "--fault",
+            "429=0.0",
+            "--fault",
+            "503=0.0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -131,9 +164,11 @@ def test_cli_prints_its_url_serves_and_stops_on_sigterm() -> None:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
 
         async def ask() -> dict:
-            async with aiohttp.ClientSession() as http:
-                async with http.post(url + "/chat/completions", json={"messages": MSG}) as r:
-                    return json.loads(await r.read())
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(url + "/chat/completions", json={"messages": MSG}) as r,
+            ):
+                return json.loads(await r.read())
 
         assert asyncio.run(ask())["object"] == "chat.completion"
     finally:
@@ -143,7 +178,11 @@ def test_cli_prints_its_url_serves_and_stops_on_sigterm() -> None:
 
 
 def test_cli_rejects_a_bad_fault_in_one_line() -> None:
-    out = subprocess.run([sys.executable, "-m", "pytest_iterate.mock.cli", "--fault", "418=0.1", "--port", "0"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_iterate.mock.cli", "--fault", "418=0.1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "unknown fault kind '418'" in out.stderr

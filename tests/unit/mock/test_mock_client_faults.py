@@ -14,7 +14,7 @@ from pytest_iterate.mock.ratelimit import RateLimiter
 from pytest_iterate.mock.respx_router import mock_router
 from pytest_iterate.pipeline.client import LLMClient
 from pytest_iterate.pipeline.config import MOCK_BASE_URL, IterateConfig
-from pytest_iterate.pipeline.errors import BadResponse, ClientError, RateLimited, RequestTimeout
+from pytest_iterate.pipeline.errors import BadResponse, ClientError, RequestTimeout
 from pytest_iterate.pipeline.metrics import IterateMetrics
 from pytest_iterate.pipeline.types import LLMRequest
 
@@ -43,18 +43,35 @@ class VirtualSleeps(Sleeps):
 
 
 def client(sleeps: Sleeps, clock: Any = None, **overrides: object) -> LLMClient:
-    cfg = IterateConfig(**{"base_url": MOCK_BASE_URL, "request_timeout_s": 0.3, "max_attempts": 3, **overrides})  # type: ignore[arg-type]
+    cfg = IterateConfig(
+        **{"base_url": MOCK_BASE_URL, "request_timeout_s": 0.3, "max_attempts": 3, **overrides}
+    )  # type: ignore[arg-type]
     extra = {"clock": clock} if clock is not None else {}
     return LLMClient(cfg, metrics=IterateMetrics(), sleep=sleeps, **extra)
 
 
 def req(stream: bool = False, **kw: object) -> LLMRequest:
-    return LLMRequest(messages=({"role": "user", "content": "Task: Build a cache"},), max_tokens=200, stream=stream, **kw)  # type: ignore[arg-type]
+    return LLMRequest(
+        messages=({"role": "user", "content": "Task: Build a cache"},), max_tokens=200, stream=stream, **kw
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(
-    "kind", ["429", "429ms", "500", "502", "503", "529", "hang", "reset", "malformed_json", "stream_cut", "stream_error"]
+    "kind",
+    [
+        "429",
+        "429ms",
+        "500",
+        "502",
+        "503",
+        "529",
+        "hang",
+        "reset",
+        "malformed_json",
+        "stream_cut",
+        "stream_error",
+    ],
 )
 async def test_transient_faults_are_retried_once_and_then_succeed(kind: str, stream: bool) -> None:
     core = MockLLM("fast", seed=1, faults=FaultPlan(script={1: kind}, retry_after_s=0.25))

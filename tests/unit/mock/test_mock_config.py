@@ -67,8 +67,13 @@ def test_fault_specs_parse_and_bad_ones_fail_clearly() -> None:
     assert parse_fault("7:stream_cut") == ("stream_cut", 7)
     plan = FaultPlan.parse(["429=0.02", "503=0.01", "2:hang"], retry_after_s=0.5)
     assert plan.rates == {"429": 0.02, "503": 0.01} and plan.script == {2: "hang"}
-    for bad, why in [("418=0.1", "unknown fault kind '418'"), ("429=x", "not a number"),
-                     ("429=1.5", "between 0 and 1"), ("0:reset", ">= 1"), ("reset", "neither")]:
+    for bad, why in [
+        ("418=0.1", "unknown fault kind '418'"),
+        ("429=x", "not a number"),
+        ("429=1.5", "between 0 and 1"),
+        ("0:reset", ">= 1"),
+        ("reset", "neither"),
+    ]:
         with pytest.raises(ConfigError, match=why):
             parse_fault(bad)
     with pytest.raises(ConfigError, match="add up to"):
@@ -81,7 +86,15 @@ def test_fault_pick_follows_script_then_rates() -> None:
     assert picks[2] == "reset"
     assert set(picks) <= {None, "503", "reset"}
     assert 0.22 < picks.count("503") / 4000 < 0.28
-    assert set(FAULT_KINDS) >= {"429", "hang", "reset", "malformed_json", "stream_cut", "stream_error", "empty_choices"}
+    assert set(FAULT_KINDS) >= {
+        "429",
+        "hang",
+        "reset",
+        "malformed_json",
+        "stream_cut",
+        "stream_error",
+        "empty_choices",
+    }
 
 
 def test_rate_limiter_headers_refill_and_refusal() -> None:

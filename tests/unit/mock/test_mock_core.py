@@ -37,7 +37,9 @@ class VirtualTime:
 
 
 def chat(content: str, **extra: Any) -> bytes:
-    return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra}).encode()
+    return json.dumps(
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra}
+    ).encode()
 
 
 def core_on(vt: VirtualTime, profile: str | LatencyProfile = "v1", **kwargs: Any) -> MockLLM:
@@ -125,9 +127,14 @@ async def test_streamed_and_plain_answers_agree_and_code_parses() -> None:
     ast.parse(m.group(1))
     assert data["usage"]["completion_tokens"] == TokenCounter().count_text(text)
     assert data["usage"]["prompt_tokens"] == TokenCounter().count_messages(
-        [{"role": "user", "content": "Task: Build a rate limiter"}])
-    stream = await core.handle("POST", CHAT, {}, chat("Task: Build a rate limiter", stream=True,
-                                                      stream_options={"include_usage": True}))
+        [{"role": "user", "content": "Task: Build a rate limiter"}]
+    )
+    stream = await core.handle(
+        "POST",
+        CHAT,
+        {},
+        chat("Task: Build a rate limiter", stream=True, stream_options={"include_usage": True}),
+    )
     payloads = sse_payloads(await drain(stream))
     assert payloads[-1] == "[DONE]"
     assert payloads[-2]["usage"] == data["usage"]
@@ -157,11 +164,15 @@ async def test_packed_prompt_gets_one_answer_per_item() -> None:
 
 async def test_list_prompt_on_completions_gets_one_choice_per_prompt_in_order() -> None:
     core = core_on(VirtualTime(), "fast")
-    body = json.dumps({"model": "gpt-3.5-turbo-instruct", "prompt": ["Task: one", "Task: two"], "max_tokens": 100})
+    body = json.dumps(
+        {"model": "gpt-3.5-turbo-instruct", "prompt": ["Task: one", "Task: two"], "max_tokens": 100}
+    )
     data = json.loads((await core.handle("POST", "/v1/completions", {}, body.encode())).body)
     assert [c["index"] for c in data["choices"]] == [0, 1]
     assert data["choices"][0]["text"].startswith("## one") and data["choices"][1]["text"].startswith("## two")
-    stream = await core.handle("POST", "/v1/completions", {}, body.replace('"max_tokens"', '"stream": true, "max_tokens"').encode())
+    stream = await core.handle(
+        "POST", "/v1/completions", {}, body.replace('"max_tokens"', '"stream": true, "max_tokens"').encode()
+    )
     payloads = sse_payloads(await drain(stream))
     texts = ["", ""]
     for p in payloads[:-1]:
@@ -197,8 +208,14 @@ async def test_rate_limit_headers_and_429() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "status", "header"),
-    [("429", 429, "retry-after"), ("429ms", 429, "retry-after-ms"), ("500", 500, None), ("502", 502, None),
-     ("503", 503, None), ("529", 529, None)],
+    [
+        ("429", 429, "retry-after"),
+        ("429ms", 429, "retry-after-ms"),
+        ("500", 500, None),
+        ("502", 502, None),
+        ("503", 503, None),
+        ("529", 529, None),
+    ],
 )
 async def test_status_faults(kind: str, status: int, header: str | None) -> None:
     core = core_on(VirtualTime(), "fast", faults=FaultPlan(script={1: kind}, retry_after_s=0.25))
@@ -211,8 +228,16 @@ async def test_status_faults(kind: str, status: int, header: str | None) -> None
 
 
 async def test_body_and_stream_faults() -> None:
-    script = {1: "malformed_json", 2: "empty_choices", 3: "stream_cut", 4: "stream_error", 5: "empty_choices",
-              6: "hang", 7: "reset", 8: "stream_error"}
+    script = {
+        1: "malformed_json",
+        2: "empty_choices",
+        3: "stream_cut",
+        4: "stream_error",
+        5: "empty_choices",
+        6: "hang",
+        7: "reset",
+        8: "stream_error",
+    }
     core = core_on(VirtualTime(), "fast", faults=FaultPlan(script=script))
     with pytest.raises(ValueError):
         json.loads((await core.handle("POST", CHAT, {}, chat("x"))).body)
@@ -222,20 +247,36 @@ async def test_body_and_stream_faults() -> None:
     err = b"".join(await drain(await core.handle("POST", CHAT, {}, chat("x", stream=True))))
     assert b"event: error" in err and b"[DONE]" not in err
     empty = sse_payloads(await drain(await core.handle("POST", CHAT, {}, chat("x", stream=True))))
-    assert empty == [{"id": "chatcmpl-mock5", "object": "chat.completion.chunk", "created": 1767225600,
-                      "model": "gpt-4o-mini", "choices": []}, "[DONE]"]
+    assert empty == [
+        {
+            "id": "chatcmpl-mock5",
+            "object": "chat.completion.chunk",
+            "created": 1767225600,
+            "model": "gpt-4o-mini",
+            "choices": [],
+        },
+        "[DONE]",
+    ]
     assert (await core.handle("POST", CHAT, {}, chat("x"))).fault == "hang"
     assert (await core.handle("POST", CHAT, {}, chat("x"))).fault == "reset"
     assert (await core.handle("POST", CHAT, {}, chat("x"))).status == 500  # stream_error, not streamed
-    assert core.stats.faults == {"malformed_json": 1, "empty_choices": 2, "stream_cut": 1, "stream_error": 2,
-                                 "hang": 1, "reset": 1}
+    assert core.stats.faults == {
+        "malformed_json": 1,
+        "empty_choices": 2,
+        "stream_cut": 1,
+        "stream_error": 2,
+        "hang": 1,
+        "reset": 1,
+    }
 
 
 async def test_capacity_queues_and_load_slows_tokens() -> None:
     # real (short) time: the queue and the slowdown need a real scheduler
     profile = LatencyProfile("q", capacity=2, load_slowdown=1.0, itl=Distribution("fixed", 0.01))
     core = MockLLM(profile)
-    replies = await asyncio.gather(*(core.handle("POST", CHAT, {}, chat(f"Task: {i}", max_tokens=11)) for i in range(4)))
+    replies = await asyncio.gather(
+        *(core.handle("POST", CHAT, {}, chat(f"Task: {i}", max_tokens=11)) for i in range(4))
+    )
     assert all(r.status == 200 for r in replies)
     calls = core.calls
     # the first runs alone (10 tokens x 10 ms), the second beside it at doubled per-token time
