@@ -160,7 +160,8 @@ async def llm_pipeline(iterate_config: Any, iterate_metrics: Any) -> AsyncIterat
 
 
 class IterateBench:
-    """``await bench(workload=None, *, pipeline=None, concurrency=None, load=None, requests=None, name=None)``.
+    """``await bench(workload=None, *, pipeline=None, concurrency=None, load=None, requests=None,
+    name=None)``.
 
     ``workload``: a JSONL path or a list of design requests (default: the session's
     workload); ``pipeline``: a pipeline to drive (default: a fresh cached pipeline on
@@ -186,7 +187,6 @@ class IterateBench:
     ) -> dict[str, Any]:
         from harness.loads import ClosedLoop, parse_load
         from harness.runner import run_load
-
         from pytest_iterate.pipeline.runner import Pipeline
         from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
@@ -194,11 +194,11 @@ class IterateBench:
         if workload is None or isinstance(workload, (str, Path)):
             items = load_workload(workload or opts.workload or standard_workload_path())
         else:
-            items = list(workload)
+            items = list(workload)  # type: ignore[arg-type]
         shape = parse_load(load) if load else ClosedLoop(concurrency or max(opts.concurrency))
         label = name or f"bench:{self._item.nodeid}#{len(self.runs) + 1}"
         owned = pipeline is None
-        pipe = Pipeline.from_config(self._config) if owned else pipeline
+        pipe: Any = Pipeline.from_config(self._config) if owned else pipeline
         try:
             run = await run_load(pipe.run, items, shape, requests=requests or len(items))
         finally:

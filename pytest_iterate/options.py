@@ -314,7 +314,8 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         raw, source = _raw(config, spec, env)
         values[spec.name] = _PARSERS[spec.name](raw, source)
     if values["cassette"] is None and values["record_mode"] != "none":
-        raise pytest.UsageError(f"--iterate-record-mode {values['record_mode']!r} needs --iterate-cassette PATH")
+        raise pytest.UsageError(
+            f"--iterate-record-mode {values['record_mode']!r} needs --iterate-cassette PATH")
     report_dir: Path = values["report_dir"]
     if not report_dir.is_absolute():
         report_dir = Path(config.invocation_params.dir) / report_dir

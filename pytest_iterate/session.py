@@ -206,7 +206,8 @@ class IterateSession:
             for c in sorted(self.criteria, key=lambda c: list(CRITERIA_BY_ID).index(c["id"])
                             if c["id"] in CRITERIA_BY_ID else 99):
                 verdict = "SKIP" if c.get("skipped") else ("PASS" if c.get("passed") else "FAIL")
-                tr.write_line(f"{c['id']:<{width}}  {verdict:<4}  observed {_fmt(c.get('observed'), c['unit']):>14}"
+                observed = _fmt(c.get("observed"), c["unit"])
+                tr.write_line(f"{c['id']:<{width}}  {verdict:<4}  observed {observed:>14}"
                               f"  threshold {c['direction']} {_fmt(c['threshold'], c['unit'])}")
         for b in self.bench:
             lat = b.get("latency_s") or {}

@@ -362,9 +362,12 @@ class ScenarioRunner:
 
             from pytest_iterate.pipeline.metrics_server import MetricsServer
 
-            async with MetricsServer(standard.metrics) as server, aiohttp.ClientSession() as session:
-                async with session.get(server.url) as resp:
-                    return server.url, await resp.text()
+            async with (
+                MetricsServer(standard.metrics) as server,
+                aiohttp.ClientSession() as session,
+                session.get(server.url) as resp,
+            ):
+                return server.url, await resp.text()
 
         url, text = asyncio.run(scrape())
         missing = [n for n in METRIC_NAMES if n not in text]

@@ -110,7 +110,8 @@ def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Py
         async def test_in_process_mock(mock_llm):
             async with httpx.AsyncClient() as client:
                 r = await client.post(MOCK_BASE_URL + "/chat/completions",
-                                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+                                      json={"model": "gpt-4o-mini",
+                                            "messages": [{"role": "user", "content": "x"}]})
             assert r.status_code == 200 and len(mock_llm.calls) == 1
 
         @pytest.mark.parametrize("mock_llm_server", [{"faults": ["1:503"]}], indirect=True)
