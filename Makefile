@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 ## The main job: the acceptance suite on the embedded mock endpoint, reports in reports/
 iterate: $(STAMP)
-	$(BIN)/pytest --iterate -p no:randomly
+	$(BIN)/pytest --iterate -p no:randomly examples/
 
 ## The project's own tests
 test: $(STAMP)
