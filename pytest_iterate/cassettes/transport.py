@@ -257,6 +257,11 @@ class CassetteTransport:
         self._clock = clock
         self._secrets = [s for s in secrets if s]
         exists = self.path.exists()
+        if mode == "none" and not exists:
+            raise CassetteError(
+                f"cassette {self.path} does not exist (record mode 'none' only replays; "
+                "record it with mode 'once', 'new' or 'all')"
+            )
         self.can_record = mode in ("new", "all") or (mode == "once" and not exists)
         self.can_replay = mode != "all"
         self._recorded: list[Interaction] = read_cassette(self.path) if exists and mode != "all" else []

@@ -295,6 +295,11 @@ async def test_cassette_is_host_independent_unless_asked(
         await _run("http://other.invalid:1234/v1", cassette_transport("none", path, match_host=True), _req())
 
 
+def test_mode_none_needs_an_existing_cassette(tmp_path: Path) -> None:
+    with pytest.raises(CassetteError, match=r"missing\.jsonl does not exist \(record mode 'none'"):
+        cassette_transport("none", tmp_path / "missing.jsonl")
+
+
 def test_damaged_cassette_fails_when_opened(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"key": "v1:x"}\n', encoding="utf-8")
