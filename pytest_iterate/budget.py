@@ -16,8 +16,7 @@ not a number is a ``pytest.UsageError`` at collection time.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -30,8 +29,7 @@ MARKER_HELP = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Key:
+class _Key(NamedTuple):
     path: tuple[str, ...]
     upper: bool  # True: observed must be <= budget
     unit: str
@@ -45,8 +43,7 @@ BUDGET_KEYS: Mapping[str, _Key] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
+class Budget(NamedTuple):
     limits: Mapping[str, float]
 
 

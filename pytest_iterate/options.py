@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -34,8 +34,7 @@ RECORD_MODES = ("none", "once", "new", "all")
 SHIPPED_PROFILES = ("v1", "fast", "degraded", "zero")
 
 
-@dataclass(frozen=True, slots=True)
-class OptionSpec:
+class OptionSpec(NamedTuple):  # NamedTuples, not dataclasses: imported on every pytest start
     """One row of the table: ``name`` gives ``--iterate-<name>``, ``iterate_<name>``, ``ITERATE_<NAME>``."""
 
     name: str
@@ -111,8 +110,7 @@ def add_options(parser: pytest.Parser) -> None:
             parser.addini(spec.dest, spec.help, type="string", default="")
 
 
-@dataclass(frozen=True, slots=True)
-class IterateOptions:
+class IterateOptions(NamedTuple):
     """The resolved, validated options of one session (see the module doc for precedence)."""
 
     enabled: bool = False
@@ -123,7 +121,7 @@ class IterateOptions:
     profile: str = "v1"
     concurrency: tuple[int, ...] = (1, 5, 10)
     report_dir: Path = Path("reports")
-    thresholds: Mapping[str, float] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = MappingProxyType({})
     criteria: tuple[str, ...] = ("*",)
     baseline: Path | None = None
     compare_fail: tuple[str, ...] = ()
@@ -328,7 +326,7 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         profile=values["profile"],
         concurrency=values["concurrency"],
         report_dir=report_dir,
-        thresholds=values["threshold"],
+        thresholds=MappingProxyType(values["threshold"]),
         criteria=values["criteria"],
         baseline=values["baseline"],
         compare_fail=values["compare_fail"],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,20 +54,20 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.4g} {unit}".strip()
 
 
-@dataclass
 class IterateSession:
     """What one ``pytest --iterate`` run measured and decided."""
 
-    config: pytest.Config
-    options: IterateOptions
-    criteria: list[dict[str, Any]] = field(default_factory=list)
-    bench: list[dict[str, Any]] = field(default_factory=list)
-    scenario_summaries: list[dict[str, Any]] = field(default_factory=list)
-    report_paths: list[Path] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    comparison: str | None = None
-    gate_failed: bool = False
-    _runner: ScenarioRunner | None = None
+    def __init__(self, config: pytest.Config, options: IterateOptions) -> None:
+        self.config = config
+        self.options = options
+        self.criteria: list[dict[str, Any]] = []
+        self.bench: list[dict[str, Any]] = []
+        self.scenario_summaries: list[dict[str, Any]] = []  # from xdist workers
+        self.report_paths: list[Path] = []
+        self.messages: list[str] = []
+        self.comparison: str | None = None
+        self.gate_failed = False
+        self._runner: ScenarioRunner | None = None
 
     # -- scenarios and criteria --------------------------------------------------------
     @property

@@ -15,14 +15,13 @@ False
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, NamedTuple
 
 __all__ = ["CRITERIA", "CRITERIA_BY_ID", "Criterion"]
 
 
-@dataclass(frozen=True, slots=True)
-class Criterion:
+class Criterion(NamedTuple):  # a NamedTuple, not a dataclass: the plugin imports this on every start
     id: str
     title: str
     default: float
@@ -67,4 +66,4 @@ CRITERIA: tuple[Criterion, ...] = (
               "saturation"),
 )
 
-CRITERIA_BY_ID: dict[str, Criterion] = {c.id: c for c in CRITERIA}
+CRITERIA_BY_ID: MappingProxyType[str, Criterion] = MappingProxyType({c.id: c for c in CRITERIA})
