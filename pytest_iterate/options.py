@@ -28,7 +28,7 @@ from pytest_iterate.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["OPTIONS", "RECORD_MODES", "IterateOptions", "OptionSpec", "add_options", "resolve"]
+__all__ = ["OPTIONS", "RECORD_MODES", "IterateOptions", "OptionSpec", "add_options", "is_enabled", "resolve"]
 
 RECORD_MODES = ("none", "once", "new", "all")
 SHIPPED_PROFILES = ("v1", "fast", "degraded", "zero")
@@ -302,6 +302,12 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "cassette": _path,
     "replay_timing": _bool,
 }
+
+
+def is_enabled(config: pytest.Config, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``--iterate`` (or ``ITERATE`` / ini ``iterate``) is on; reads only that option."""
+    raw, source = _raw(config, OPTIONS[0], os.environ if environ is None else environ)
+    return bool(_bool(raw, source))
 
 
 def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> IterateOptions:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_iterate.budget import MARKER, MARKER_HELP, budget_from_marker, violations
-from pytest_iterate.options import add_options
+from pytest_iterate.options import add_options, is_enabled
 from pytest_iterate.session import SESSION_KEY, IterateSession, get_options, get_session
 
 pytest_plugins = ["pytest_iterate.fixtures"]
@@ -34,10 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: {MARKER_HELP}")
-    options = get_options(config)
-    if not options.enabled:
-        return
-    config.stash[SESSION_KEY] = IterateSession(config, options)
+    if not is_enabled(config):
+        return  # inert: the other options are resolved only if a fixture asks for them
+    config.stash[SESSION_KEY] = IterateSession(config, get_options(config))
     path = str(ACCEPTANCE_FILE)
     if path not in config.args:  # xdist workers may get the controller's args already
         config.args.append(path)

@@ -132,3 +132,10 @@ def test_iterate_collects_the_suite_whatever_the_paths(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(["*test_user.py::test_ok", "*::test_criterion?latency.e2e_mean?",
                                  "*::test_criterion?degradation.busy_fast?", "*15 tests collected*"])
     assert not (pytester.path / "reports").exists()
+
+
+def test_without_iterate_bad_iterate_values_do_not_break_a_plain_run(pytester: pytest.Pytester,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ITERATE_CONCURRENCY", "many")
+    pytester.makepyfile(test_user="def test_ok():\n    assert True\n")
+    pytester.runpytest().assert_outcomes(passed=1)
