@@ -9,7 +9,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 
-def test_record_then_replay_without_the_endpoint(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_record_then_replay_without_the_endpoint(pytester: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_iterate.mock import MockLLM, MockServer
 
     for name in list(os.environ):
@@ -19,7 +20,8 @@ def test_record_then_replay_without_the_endpoint(pytester: pytest.Pytester, monk
 
     lines = [ln for ln in standard_workload_path().read_text().splitlines() if ln.startswith("{")][:6]
     pytester.path.joinpath("tiny.jsonl").write_text("\n".join(lines) + "\n")
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\niterate_workload = tiny.jsonl\n")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "iterate_workload = tiny.jsonl\n")
     core = MockLLM("fast")
     server = MockServer(core)
     server.start_in_thread()
