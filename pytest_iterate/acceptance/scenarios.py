@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +90,39 @@ def _unique(items: Sequence[Any]) -> list[Any]:
             seen.add(item.id)
             out.append(item)
     return out
+
+
+@contextlib.contextmanager
+def _captured_stage_logs() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A private logger writing the pipeline's JSON stage logs into memory."""
+    from pytest_iterate.pipeline.telemetry import JsonFormatter
+
+    stream = io.StringIO()
+    logger = logging.getLogger("pytest_iterate.acceptance.stage_logs")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def _stage_log_counts(text: str) -> dict[str, int]:
+    """Per stage, the JSON log lines carrying a request id, a start timestamp and a duration."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (entry.get("event") == "stage" and entry.get("request_id")
+                and isinstance(entry.get("start_s"), (int, float)) and entry["start_s"] > 0
+                and isinstance(entry.get("duration_s"), (int, float)) and entry["duration_s"] >= 0):
+            counts[entry["stage"]] = counts.get(entry["stage"], 0) + 1
+    return counts
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -168,7 +204,8 @@ class ScenarioRunner:
         return str(path)
 
     @contextlib.asynccontextmanager
-    async def _pipeline(self, base_url: str, **overrides: Any) -> AsyncIterator[Pipeline]:
+    async def _pipeline(self, base_url: str, *, logger: logging.Logger | None = None,
+                        **overrides: Any) -> AsyncIterator[Pipeline]:
         """A pipeline built from the options and ``[tool.iterate]``; cassette wired when asked."""
         from pytest_iterate.pipeline.config import IterateConfig
         from pytest_iterate.pipeline.metrics import IterateMetrics
@@ -186,7 +223,10 @@ class ScenarioRunner:
 
             transport = cassette_transport(opts.record_mode, opts.cassette, replay_timing=opts.replay_timing)
             client = LLMClient(config, transport=transport, metrics=metrics)
-        pipeline = Pipeline.from_config(config, metrics=metrics, **({"client": client} if client else {}))
+        parts: dict[str, Any] = {"client": client} if client else {}
+        if logger is not None:
+            parts["logger"] = logger
+        pipeline = Pipeline.from_config(config, metrics=metrics, **parts)
         try:
             yield pipeline
         finally:
@@ -232,19 +272,18 @@ class ScenarioRunner:
         items = self._workload()
         level = max(self.options.concurrency)
         cache_dir = self._cache_dir("standard")
-        async with self._endpoint() as ep:
-            async with self._pipeline(ep.base_url, cache_dir=cache_dir) as pipeline:
-                summary, results, cpu_pct = await self._drive("standard", pipeline, items, level,
-                                                              endpoint=ep.label)
-            async with self._pipeline(ep.base_url, cache_dir=cache_dir) as again:
-                repeat_summary, repeat_results, _ = await self._drive("repeat", again, items, level,
-                                                                      endpoint=ep.label)
+        with _captured_stage_logs() as (logger, stream):
+            async with self._endpoint() as ep:
+                async with self._pipeline(ep.base_url, cache_dir=cache_dir, logger=logger) as pipeline:
+                    summary, results, cpu_pct = await self._drive("standard", pipeline, items, level,
+                                                                  endpoint=ep.label)
+                async with self._pipeline(ep.base_url, cache_dir=cache_dir) as again:
+                    repeat_summary, repeat_results, _ = await self._drive("repeat", again, items, level,
+                                                                          endpoint=ep.label)
+            logged = _stage_log_counts(stream.getvalue())
         ok = [r for r in results if r.ok]
         wall = float(summary["wall_s"])
-        stage_ok = sum(
-            1 for r in results for s in STAGE_NAMES
-            if (t := r.stage(s)) is not None and t.start_s > 0 and t.duration_s >= 0
-        )
+        stage_ok = sum(min(logged.get(s, 0), len(results)) for s in STAGE_NAMES)
         observed = {
             "latency.e2e_mean": float(summary["latency_s"]["mean"]),
             "latency.overhead_mean": _mean([r.overhead_s for r in results]),
@@ -255,7 +294,9 @@ class ScenarioRunner:
             else math.nan,
         }
         notes = {"throughput.designs_100": f"{len(items)} designs in {wall:.2f} s at concurrency {level}",
-                 "cpu.utilization": f"process CPU / wall / {available_cores()} cores"}
+                 "cpu.utilization": f"process CPU / wall / {available_cores()} cores",
+                 "observability.stage_logs": f"{stage_ok} JSON stage log lines with start_s and duration_s "
+                                             f"of {len(results) * len(STAGE_NAMES)} expected"}
         hits = sum(1 for r in repeat_results if r.cache_tier)
         self.results["repeat"] = ScenarioResult(
             "repeat", repeat_summary, repeat_results,
