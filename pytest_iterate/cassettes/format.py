@@ -220,10 +220,15 @@ def write_cassette(path: str | os.PathLike[str], interactions: Iterable[Interact
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     lines = [i.to_line() + "\n" for i in interactions]
+    try:
+        mode = p.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644  # mkstemp makes 0600: a cassette is a shared fixture
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.writelines(lines)
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

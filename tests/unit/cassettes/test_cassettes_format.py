@@ -43,6 +43,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     back = read_cassette(path)
     assert back == items
     assert back[1].streamed and not back[0].streamed
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any fixture
 
 
 def test_one_sorted_readable_line_per_interaction(tmp_path: Path) -> None:
