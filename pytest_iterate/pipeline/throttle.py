@@ -195,8 +195,12 @@ class Throttle:
             )
         self._pausing += 1
         try:
-            while (delay := self._blocked_until - self._clock()) > 0:
+            # Sleep out the block; loop again only when it was extended meanwhile, so an
+            # injected sleep that does not move the clock cannot spin here.
+            while (delay := (until := self._blocked_until) - self._clock()) > 0:
                 await self._sleep(delay)
+                if self._blocked_until <= until:
+                    break
         finally:
             self._pausing -= 1
 

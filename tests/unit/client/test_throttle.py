@@ -171,3 +171,35 @@ async def test_busy_while_paused_and_queue_full() -> None:
     with pytest.raises(Busy) as info:
         await t.acquire()
     assert info.value.retry_after_s >= 60
+
+
+async def test_injected_sleep_that_does_not_move_the_clock_cannot_spin() -> None:
+    """A fake sleep with the real clock: the block is slept out once, not in a busy loop."""
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    t = Throttle(2, 10, IterateMetrics(), sleep=fake_sleep)
+    t.block_for(30.0)
+    async with asyncio.timeout(2):
+        async with t.slot():
+            pass
+    assert len(sleeps) == 1
+    assert sleeps[0] == pytest.approx(30.0, abs=0.5)
+
+
+async def test_block_extended_during_the_sleep_is_slept_out_too() -> None:
+    ft = FakeTime()
+    t = Throttle(2, 10, IterateMetrics(), clock=ft.clock)
+
+    async def sleep_and_extend(seconds: float) -> None:
+        await ft.sleep(seconds)
+        if len(ft.sleeps) == 1:
+            t.block_for(2.0)  # a 429's reset arrives while this caller waits
+
+    t._sleep = sleep_and_extend
+    t.block_for(1.0)
+    async with t.slot():
+        pass
+    assert ft.sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
