@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 
 from pytest_iterate.pipeline.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "IterateConfig", "MOCK_BASE_URL", "TokenPolicy", "TransportName"]
+__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName"]
 
 ENV_PREFIX = "ITERATE_"
 MOCK_BASE_URL = "http://mock.iterate.invalid/v1"  # served in-process by the respx router
@@ -99,7 +99,7 @@ class IterateConfig:
         overrides: Mapping[str, Any] | None = None,
         *,
         environ: Mapping[str, str] | None = None,
-        pyproject: Path | None | Literal["auto"] = "auto",
+        pyproject: Path | Literal["auto"] | None = "auto",
     ) -> IterateConfig:
         """Build a config from overrides > ``ITERATE_*`` env > ``[tool.iterate]`` > defaults."""
         values: dict[str, Any] = {}
@@ -180,7 +180,7 @@ def coerce(name: str, value: Any) -> Any:
 
 
 def _validate(cfg: IterateConfig) -> None:
-    if "://" not in cfg.base_url or not cfg.base_url.split("://", 1)[0] in {"http", "https"}:
+    if "://" not in cfg.base_url or cfg.base_url.split("://", 1)[0] not in {"http", "https"}:
         raise ConfigError(
             f"base_url={cfg.base_url!r} has no http:// or https:// scheme; "
             "give e.g. http://127.0.0.1:8000/v1"

@@ -138,6 +138,8 @@ class CacheLookupStage:
             return
         hit = await s.cache.get(ctx.cache_key)
         if hit is not None:
+            if s.guard is not None and hasattr(s.guard, "flag_length"):
+                hit = s.guard.flag_length(hit)  # a stored answer cut at max_tokens stays flagged
             ctx.response = hit
             ctx.cache_tier = hit.cache_tier
 

@@ -7,9 +7,12 @@ tier in Python (:meth:`ResponseCache.stats`) and in
 ``iterate_cache_requests_total{tier,result}``.
 
 What is stored: text, finish_reason, usage, model, chunks, chunk_times_s and texts
-(plain JSON on disk). What is refused: partial responses (token-guarded or cut at
-``max_tokens``), responses that report an error, and non-deterministic requests
-(neither temperature 0 nor a seed) unless ``config.cache_nondeterministic``.
+(plain JSON on disk). What is refused: partial responses the token guard made
+(truncate, split, shrink_output), responses that report an error, and
+non-deterministic requests (neither temperature 0 nor a seed) unless
+``config.cache_nondeterministic``. An answer the model stopped at ``max_tokens`` is
+stored: it is the endpoint's deterministic answer to this very request (``max_tokens``
+is part of the key), and it replays still flagged (``finish_reason="length"``).
 Errors and ``Busy`` are exceptions and never reach :meth:`ResponseCache.put`.
 
 Disk reads stay on the event loop (about 10 us for a small entry, versus about
@@ -166,7 +169,7 @@ class ResponseCache:
             return False
         if (
             not self.cacheable(request)
-            or response.partial
+            or _guarded(response)
             or response.finish_reason in _REFUSED_FINISH
             or response.cache_tier is not None
         ):
@@ -212,6 +215,16 @@ class ResponseCache:
         child = self._children.get(name)
         if child is not None:
             child.inc()
+
+
+def _guarded(response: LLMResponse) -> bool:
+    """True when the token guard changed the request (truncate, split, shrink_output...).
+
+    A ``length`` stop alone does not count: the model stopping at ``max_tokens`` is the
+    endpoint's deterministic answer to this very request (``max_tokens`` is in the key),
+    so it is stored and replays still flagged as cut (``finish_reason="length"``).
+    """
+    return any(w.action != "length" for w in response.warnings)
 
 
 def _payload_of(response: LLMResponse) -> dict[str, Any]:

@@ -78,9 +78,18 @@ async def test_put_then_hits_memory_then_disk_after_restart(tmp_path: Path) -> N
     fresh.close()
 
 
-async def test_refuses_partial_error_and_nondeterministic(tmp_path: Path) -> None:
+async def test_stores_a_length_stop_and_replays_it_flagged(tmp_path: Path) -> None:
     cache = make(tmp_path)
-    cut = LLMResponse(text="par", finish_reason="length")
+    cut = LLMResponse(text="par", finish_reason="length", warnings=[GuardWarning("length", "stopped")])
+    assert await cache.put("k", DET, cut)
+    hit = await cache.get("k")
+    assert hit is not None and hit.text == "par" and hit.finish_reason == "length" and hit.partial
+    cache.close()
+
+
+async def test_refuses_guarded_error_and_nondeterministic(tmp_path: Path) -> None:
+    cache = make(tmp_path)
+    cut = LLMResponse(text="par", finish_reason="length", warnings=[GuardWarning("shrink_output", "lowered")])
     guarded = LLMResponse(text="x", finish_reason="stop", warnings=[GuardWarning("truncate", "cut")])
     assert not await cache.put("k1", DET, cut)
     assert not await cache.put("k2", DET, guarded)
