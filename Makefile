@@ -22,5 +22,17 @@ iterate: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not real"
 
+## The real endpoint (llama.cpp + SmolLM2-135M on 127.0.0.1): install, then the real-marked
+## tests and the acceptance suite against it, as CI runs them (.ci/real)
+real-setup: $(STAMP)
+	scripts/real_endpoint.sh install
+
+real-iterate: $(STAMP)
+	bash .ci/real
+
+## Every benchmark, one after the other (each prints its own medians and ratios)
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
 clean:
 	rm -rf $(VENV) .iterate_cache reports/*.json reports/*.md reports/*.html reports/*.prom

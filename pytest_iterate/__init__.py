@@ -1,5 +1,97 @@
-"""pytest-iterate: a pytest plugin and benchmarking harness for LLM pipelines."""
+"""pytest-iterate: a pytest plugin and benchmarking harness for LLM pipelines.
+
+The public API is exported lazily: ``import pytest_iterate`` (which pytest does for the
+plugin on every start) imports nothing else; ``pytest_iterate.Pipeline`` imports the
+pipeline on first access.
+
+>>> import pytest_iterate
+>>> pytest_iterate.IterateConfig.__name__
+'IterateConfig'
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "IterateConfig": "pytest_iterate.pipeline.config",
+    "IterateMetrics": "pytest_iterate.pipeline.metrics",
+    "LLMClient": "pytest_iterate.pipeline.client",
+    "LLMRequest": "pytest_iterate.pipeline.types",
+    "LLMResponse": "pytest_iterate.pipeline.types",
+    "Usage": "pytest_iterate.pipeline.types",
+    "GuardWarning": "pytest_iterate.pipeline.types",
+    "IterateError": "pytest_iterate.pipeline.errors",
+    "Busy": "pytest_iterate.pipeline.errors",
+    "ContextOverflow": "pytest_iterate.pipeline.errors",
+    "Pipeline": "pytest_iterate.pipeline.runner",
+    "PipelineResult": "pytest_iterate.pipeline.runner",
+    "DesignRequest": "pytest_iterate.pipeline.design",
+    "load_workload": "pytest_iterate.pipeline.workload",
+    "ResponseCache": "pytest_iterate.pipeline.cache.tiered",
+    "batch_llm_call": "pytest_iterate.pipeline.batch",
+    "batch_llm_call_results": "pytest_iterate.pipeline.batch",
+    "TokenCounter": "pytest_iterate.pipeline.tokens.counter",
+    "TokenGuard": "pytest_iterate.pipeline.tokens.guard",
+    "MockLLM": "pytest_iterate.mock.core",
+    "MockServer": "pytest_iterate.mock.server",
+}
+
+__all__ = [
+    "Busy",
+    "ContextOverflow",
+    "DesignRequest",
+    "GuardWarning",
+    "IterateConfig",
+    "IterateError",
+    "IterateMetrics",
+    "LLMClient",
+    "LLMRequest",
+    "LLMResponse",
+    "MockLLM",
+    "MockServer",
+    "Pipeline",
+    "PipelineResult",
+    "ResponseCache",
+    "TokenCounter",
+    "TokenGuard",
+    "Usage",
+    "__version__",
+    "batch_llm_call",
+    "batch_llm_call_results",
+    "load_workload",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_iterate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from pytest_iterate.mock.core import MockLLM
+    from pytest_iterate.mock.server import MockServer
+    from pytest_iterate.pipeline.batch import batch_llm_call, batch_llm_call_results
+    from pytest_iterate.pipeline.cache.tiered import ResponseCache
+    from pytest_iterate.pipeline.client import LLMClient
+    from pytest_iterate.pipeline.config import IterateConfig
+    from pytest_iterate.pipeline.design import DesignRequest
+    from pytest_iterate.pipeline.errors import Busy, ContextOverflow, IterateError
+    from pytest_iterate.pipeline.metrics import IterateMetrics
+    from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
+    from pytest_iterate.pipeline.tokens.counter import TokenCounter
+    from pytest_iterate.pipeline.tokens.guard import TokenGuard
+    from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse, Usage
+    from pytest_iterate.pipeline.workload import load_workload
