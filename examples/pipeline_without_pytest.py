@@ -1,0 +1,45 @@
+"""The pipeline as a plain async API, against the loopback mock (README: "The pipeline without pytest").
+
+    .venv/bin/python examples/pipeline_without_pytest.py [BASE_URL]
+
+Without BASE_URL it starts the embedded mock server (``fast`` profile) on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+
+from pytest_iterate import IterateConfig, LLMClient, MockServer, Pipeline, batch_llm_call, load_workload
+from pytest_iterate.pipeline.workload import standard_workload_path
+
+
+async def run(base_url: str, cache_dir: str) -> None:
+    config = IterateConfig.load({"base_url": base_url, "model": "smollm2", "cache_dir": cache_dir})
+    designs = load_workload(standard_workload_path())[:20]
+    async with Pipeline.from_config(config) as pipeline:
+        results = await pipeline.run_many(designs)
+    for r in results[:3]:
+        stages = ", ".join(f"{t.name} {t.duration_s * 1000:.1f} ms" for t in r.stages)
+        print(f"{r.request_id}: ok={r.ok} complete={r.complete} cache={r.cache_tier} valid="
+              f"{r.artifact.valid if r.artifact else None} | {stages}")
+    hits = sum(bool(r.cache_tier) for r in results)
+    print(f"{sum(r.ok for r in results)}/{len(results)} ok, {hits} from cache")
+
+    async with LLMClient(config) as client:
+        answers = await batch_llm_call(["What is 2+2?", "Name a prime.", "What is 2+2?"], client=client)
+    print([a[:40] for a in answers])
+
+
+async def main(argv: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as cache_dir:
+        if argv:
+            await run(argv[0], cache_dir)
+            return
+        async with MockServer(profile="fast", seed=1) as server:
+            await run(server.base_url, cache_dir)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
