@@ -38,24 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_iterate.pipeline.metrics import METRIC_NAMES
+
 if TYPE_CHECKING:
     from pytest_iterate.options import IterateOptions
     from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
 
 __all__ = ["METRIC_NAMES", "NeedsMock", "ScenarioResult", "ScenarioRunner", "available_cores"]
 
-METRIC_NAMES = (
-    "iterate_requests_total",
-    "iterate_request_duration_seconds",
-    "iterate_stage_duration_seconds",
-    "iterate_time_to_first_token_seconds",
-    "iterate_retries_total",
-    "iterate_cache_requests_total",
-    "iterate_inflight_requests",
-    "iterate_queue_depth",
-    "iterate_tokens_total",
-    "iterate_token_guard_actions_total",
-)
 FAULT_RATES = {"429": 0.01, "503": 0.01}
 LONG_CONTEXT_WINDOW = 2048  # the mock's window for the long-context workload (the real server's n_ctx)
 

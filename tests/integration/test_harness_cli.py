@@ -36,7 +36,7 @@ def test_run_sweep_writes_reports_and_compare_gates(
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0, out
     assert "closed:1: 30 requests" in out and "closed:4: 30 requests" in out and "rate:50: 30 requests" in out
     report = json.loads((base / "iterate-report.json").read_text())
     assert [s["name"] for s in report["scenarios"]] == ["closed:1", "closed:4", "rate:50"]
@@ -50,8 +50,9 @@ def test_run_sweep_writes_reports_and_compare_gates(
     }
 
     # identical report: pass
-    assert main(["compare", str(base), str(base / "iterate-report.json"), "--fail-on", "p95:10%"]) == 0
-    assert "RESULT: pass" in capsys.readouterr().out
+    code = main(["compare", str(base), str(base / "iterate-report.json"), "--fail-on", "p95:10%"])
+    out = capsys.readouterr().out
+    assert code == 0 and "RESULT: pass" in out, out
 
     # injected 30 % slowdown of every latency: fail with exit 1
     slow = json.loads(json.dumps(report))
@@ -59,22 +60,19 @@ def test_run_sweep_writes_reports_and_compare_gates(
         s["samples_s"] = [v * 1.3 for v in s["samples_s"]]
         s["latency_s"] = {k: (v * 1.3 if isinstance(v, float) else v) for k, v in s["latency_s"].items()}
     (tmp_path / "slow.json").write_text(json.dumps(slow))
-    assert (
-        main(
-            [
-                "compare",
-                str(base),
-                str(tmp_path / "slow.json"),
-                "--fail-on",
-                "p95:10%",
-                "--fail-on",
-                "error_rate:+0.5",
-            ]
-        )
-        == 1
+    code = main(
+        [
+            "compare",
+            str(base),
+            str(tmp_path / "slow.json"),
+            "--fail-on",
+            "p95:10%",
+            "--fail-on",
+            "error_rate:+0.5",
+        ]
     )
     out = capsys.readouterr().out
-    assert "REGRESSION (significant" in out and "error_rate:+0.5" in out
+    assert code == 1 and "REGRESSION (significant" in out and "error_rate:+0.5" in out, out
 
 
 def test_compare_without_baseline_is_a_message_not_a_crash(
