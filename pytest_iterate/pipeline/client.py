@@ -161,7 +161,11 @@ class LLMClient:
                 max_connections=config.max_connections,
                 max_keepalive_connections=config.max_connections,
             )
-            return HttpxTransport(limits=limits, connect_timeout_s=config.connect_timeout_s)
+            return HttpxTransport(
+                limits=limits,
+                connect_timeout_s=config.connect_timeout_s,
+                read_timeout_s=config.read_timeout_s,
+            )
         from pytest_iterate.pipeline.transport.aiohttp_transport import AiohttpTransport
 
         return AiohttpTransport(config)

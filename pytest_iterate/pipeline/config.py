@@ -49,8 +49,9 @@ class IterateConfig:
     max_concurrent_requests: int = 10
     max_queue: int = 1000
     # timeouts and retry
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = 10.0  # one whole attempt, reading the body or stream included
     connect_timeout_s: float = 5.0
+    read_timeout_s: float | None = None  # longest silence before the next byte; None: no such bound
     max_attempts: int = 3
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 8.0
@@ -209,6 +210,10 @@ def _validate(cfg: IterateConfig) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(f"{name}={value!r} must be a number > 0")
+    if cfg.read_timeout_s is not None and (
+        not isinstance(cfg.read_timeout_s, (int, float)) or cfg.read_timeout_s <= 0
+    ):
+        raise ConfigError(f"read_timeout_s={cfg.read_timeout_s!r} must be a number > 0 or None")
     if cfg.cache_ttl_s is not None and cfg.cache_ttl_s <= 0:
         raise ConfigError(f"cache_ttl_s={cfg.cache_ttl_s!r} must be > 0 or None")
     if cfg.context_window is not None and cfg.context_window < 16:

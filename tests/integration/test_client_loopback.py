@@ -99,6 +99,25 @@ class Upstream:
         await asyncio.sleep(0.8)  # longer than the client's per-attempt timeout
         return resp
 
+    async def drip(self, request: web.Request) -> web.StreamResponse:
+        """A slow stream that never goes quiet for long: 5 chunks 0.2 s apart."""
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for w in [*WORDS, "!"]:
+            payload = {"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            await asyncio.sleep(0.2)
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def mute(self, request: web.Request) -> web.Response:
+        """No status line for 0.8 s (a server stuck before it answers)."""
+        await request.read()
+        await asyncio.sleep(0.8)
+        return web.json_response({"choices": []})
+
     async def html(self, request: web.Request) -> web.Response:
         return web.Response(
             status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
@@ -118,6 +137,8 @@ async def upstream() -> AsyncIterator[tuple[str, Upstream]]:
     app.router.add_post("/cut/v1/chat/completions", state.cut)
     app.router.add_post("/stall/v1/chat/completions", state.stall)
     app.router.add_post("/html200/v1/chat/completions", state.html200)
+    app.router.add_post("/drip/v1/chat/completions", state.drip)
+    app.router.add_post("/mute/v1/chat/completions", state.mute)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -315,4 +336,44 @@ async def test_stalled_stream_hits_the_per_attempt_timeout(
         started = asyncio.get_running_loop().time()
         with pytest.raises(RequestTimeout):
             await client.call(REQ.replace(stream=True))
+        assert asyncio.get_running_loop().time() - started < 0.75
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_slow_stream_outlives_the_read_timeout_while_data_keeps_coming(
+    upstream: tuple[str, Upstream], transport: str
+) -> None:
+    base, _ = upstream
+    cfg = IterateConfig(
+        base_url=base + "/drip/v1",
+        transport=transport,  # type: ignore[arg-type]
+        max_attempts=1,
+        request_timeout_s=10.0,
+        read_timeout_s=0.6,  # each gap is 0.2 s; the whole stream takes about 1 s
+    )
+    async with LLMClient(cfg) as client:
+        resp = await client.call(REQ.replace(stream=True))
+    assert resp.text == "".join(WORDS) + "!"
+    assert resp.total_s > 0.6
+
+
+@pytest.mark.parametrize("path", ["stall", "mute"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_silence_longer_than_the_read_timeout_fails_fast_and_says_so(
+    upstream: tuple[str, Upstream], transport: str, path: str
+) -> None:
+    from pytest_iterate.pipeline.errors import RequestTimeout
+
+    base, _ = upstream
+    cfg = IterateConfig(
+        base_url=f"{base}/{path}/v1",
+        transport=transport,  # type: ignore[arg-type]
+        max_attempts=1,
+        request_timeout_s=10.0,
+        read_timeout_s=0.3,
+    )
+    async with LLMClient(cfg) as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimeout, match=r"no data for 0\.3s .*read_timeout_s"):
+            await client.call(REQ.replace(stream=path == "stall"))
         assert asyncio.get_running_loop().time() - started < 0.75

@@ -40,9 +40,10 @@ def test_env_values_are_coerced() -> None:
         "ITERATE_REQUEST_TIMEOUT_S": "2.5",
         "ITERATE_CACHE_TTL_S": "none",
         "ITERATE_TRANSPORT": "httpx",
+        "ITERATE_READ_TIMEOUT_S": "30",
     }
     cfg = IterateConfig.load(environ=env, pyproject=None)
-    assert cfg.json_logs is True and cfg.request_timeout_s == 2.5
+    assert cfg.json_logs is True and cfg.request_timeout_s == 2.5 and cfg.read_timeout_s == 30.0
     assert cfg.cache_ttl_s is None and cfg.transport == "httpx"
 
 
@@ -69,6 +70,8 @@ def test_unknown_override_key_is_named() -> None:
         ("request_timeout_s", "-1"),
         ("backoff_initial_s", "0"),
         ("retry_after_cap_s", "-3"),
+        ("read_timeout_s", "0"),
+        ("read_timeout_s", "-2.5"),
     ],
 )
 def test_negative_or_zero_limits_name_the_value(key: str, value: str) -> None:

@@ -3,9 +3,11 @@
 One ``aiohttp.ClientSession`` with a ``TCPConnector(limit=max_connections)`` is made
 lazily inside the running event loop (a session is bound to its loop; if the
 transport is used from a new loop, a new session is made there). Timeouts are
-explicit: ``total`` is the per-attempt timeout given to :meth:`AiohttpTransport.send`
-and ``connect`` the configured connect timeout. aiohttp and asyncio errors are mapped
-to :class:`ConnectError` and :class:`RequestTimeout`, naming the URL only.
+explicit: ``total`` is the per-attempt timeout given to :meth:`AiohttpTransport.send`,
+``connect`` the configured connect timeout and ``sock_read`` the configured read
+timeout (the longest silence allowed before the status line or the next chunk of a
+stream). aiohttp and asyncio errors are mapped to :class:`ConnectError` and
+:class:`RequestTimeout`, naming the URL and which bound fired.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["AiohttpResponse", "AiohttpTransport"]
 
 
-def _map_error(exc: BaseException, url: str, during: str) -> TransportError:
+def _map_error(
+    exc: BaseException, url: str, during: str, read_timeout_s: float | None = None
+) -> TransportError:
+    if read_timeout_s is not None and isinstance(exc, aiohttp.SocketTimeoutError):
+        return RequestTimeout(
+            f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url
+        )
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return RequestTimeout(f"{url}: no answer within the timeout ({during})", url=url)
     name = type(exc).__name__
@@ -36,19 +44,20 @@ def _map_error(exc: BaseException, url: str, during: str) -> TransportError:
 class AiohttpResponse:
     """A :class:`~pytest_iterate.pipeline.transport.base.TransportResponse` over aiohttp."""
 
-    __slots__ = ("_resp", "_url", "headers", "status")
+    __slots__ = ("_read_timeout_s", "_resp", "_url", "headers", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, url: str, read_timeout_s: float | None = None) -> None:
         self._resp = resp
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self._url = url
+        self._read_timeout_s = read_timeout_s
 
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _map_error(exc, self._url, "reading the body") from exc
+            raise _map_error(exc, self._url, "reading the body", self._read_timeout_s) from exc
         finally:
             self._resp.release()
 
@@ -57,7 +66,7 @@ class AiohttpResponse:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _map_error(exc, self._url, "reading the stream") from exc
+            raise _map_error(exc, self._url, "reading the stream", self._read_timeout_s) from exc
         finally:
             self._resp.release()
 
@@ -68,8 +77,8 @@ class AiohttpResponse:
 class AiohttpTransport:
     """aiohttp with one connection pool of ``max_connections``.
 
-    Give a ``config`` (``max_connections`` and ``connect_timeout_s`` are read from it)
-    or the two values directly. ``json_body`` may be pre-encoded ``bytes``.
+    Give a ``config`` (``max_connections``, ``connect_timeout_s`` and ``read_timeout_s``
+    are read from it) or the values directly. ``json_body`` may be pre-encoded ``bytes``.
     ``enforces_total_timeout``: aiohttp's ``total`` timeout covers the whole attempt,
     reading the body or stream included, so the client adds no timer of its own.
     """
@@ -82,9 +91,11 @@ class AiohttpTransport:
         *,
         max_connections: int | None = None,
         connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
     ) -> None:
         self.max_connections = max_connections or (config.max_connections if config else 100)
         self.connect_timeout_s = connect_timeout_s or (config.connect_timeout_s if config else 5.0)
+        self.read_timeout_s = read_timeout_s or (config.read_timeout_s if config else None)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -109,8 +120,11 @@ class AiohttpTransport:
     def _timeout(self, timeout_s: float) -> aiohttp.ClientTimeout:
         t = self._timeouts.get(timeout_s)
         if t is None:
+            read = self.read_timeout_s
             t = self._timeouts[timeout_s] = aiohttp.ClientTimeout(
-                total=timeout_s, connect=min(self.connect_timeout_s, timeout_s)
+                total=timeout_s,
+                connect=min(self.connect_timeout_s, timeout_s),
+                sock_read=None if read is None else min(read, timeout_s),
             )
         return t
 
@@ -149,8 +163,8 @@ class AiohttpTransport:
                 timeout=self._timeout(timeout_s),
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _map_error(exc, url, "sending") from exc
-        return AiohttpResponse(resp, url)
+            raise _map_error(exc, url, "sending", self.read_timeout_s) from exc
+        return AiohttpResponse(resp, url, self.read_timeout_s)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

@@ -20,7 +20,13 @@ from pytest_iterate.pipeline.errors import ConnectError, RequestTimeout, Transpo
 __all__ = ["HttpxResponse", "HttpxTransport"]
 
 
-def _map_error(exc: httpx.HTTPError, url: str, during: str) -> TransportError:
+def _map_error(
+    exc: httpx.HTTPError, url: str, during: str, read_timeout_s: float | None = None
+) -> TransportError:
+    if read_timeout_s is not None and isinstance(exc, httpx.ReadTimeout):
+        return RequestTimeout(
+            f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url
+        )
     if isinstance(exc, httpx.TimeoutException):
         return RequestTimeout(f"{url}: no answer within the timeout ({during})", url=url)
     return ConnectError(f"{url}: connection failed ({during}): {type(exc).__name__}", url=url)
@@ -29,19 +35,20 @@ def _map_error(exc: httpx.HTTPError, url: str, during: str) -> TransportError:
 class HttpxResponse:
     """A :class:`~pytest_iterate.pipeline.transport.base.TransportResponse` over httpx."""
 
-    __slots__ = ("_resp", "_url", "headers", "status")
+    __slots__ = ("_read_timeout_s", "_resp", "_url", "headers", "status")
 
-    def __init__(self, resp: httpx.Response, url: str) -> None:
+    def __init__(self, resp: httpx.Response, url: str, read_timeout_s: float | None = None) -> None:
         self._resp = resp
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
         self._url = url
+        self._read_timeout_s = read_timeout_s
 
     async def read(self) -> bytes:
         try:
             return await self._resp.aread()
         except httpx.HTTPError as exc:
-            raise _map_error(exc, self._url, "reading the body") from exc
+            raise _map_error(exc, self._url, "reading the body", self._read_timeout_s) from exc
         finally:
             await self._resp.aclose()
 
@@ -50,7 +57,7 @@ class HttpxResponse:
             async for chunk in self._resp.aiter_bytes():
                 yield chunk
         except httpx.HTTPError as exc:
-            raise _map_error(exc, self._url, "reading the stream") from exc
+            raise _map_error(exc, self._url, "reading the stream", self._read_timeout_s) from exc
         finally:
             await self._resp.aclose()
 
@@ -67,9 +74,11 @@ class HttpxTransport:
         limits: httpx.Limits | None = None,
         *,
         connect_timeout_s: float = 5.0,
+        read_timeout_s: float | None = None,
     ) -> None:
         self._owns = client is None
         self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
         self._client = client or httpx.AsyncClient(
             limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=100),
             trust_env=False,
@@ -83,8 +92,9 @@ class HttpxTransport:
     def _timeout(self, timeout_s: float) -> httpx.Timeout:
         t = self._timeouts.get(timeout_s)
         if t is None:
+            read = timeout_s if self.read_timeout_s is None else min(self.read_timeout_s, timeout_s)
             t = self._timeouts[timeout_s] = httpx.Timeout(
-                timeout_s, connect=min(self.connect_timeout_s, timeout_s)
+                timeout_s, connect=min(self.connect_timeout_s, timeout_s), read=read
             )
         return t
 
@@ -107,8 +117,8 @@ class HttpxTransport:
             )
             resp = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _map_error(exc, url, "sending") from exc
-        return HttpxResponse(resp, url)
+            raise _map_error(exc, url, "sending", self.read_timeout_s) from exc
+        return HttpxResponse(resp, url, self.read_timeout_s)
 
     async def aclose(self) -> None:
         if self._owns:
