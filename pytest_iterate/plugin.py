@@ -26,6 +26,9 @@ from pytest_iterate.session import SESSION_KEY, IterateSession, get_options, get
 pytest_plugins = ["pytest_iterate.fixtures"]
 
 ACCEPTANCE_FILE = Path(__file__).resolve().parent / "acceptance" / "test_acceptance.py"
+# the suite's node id when it is installed outside the rootdir (site-packages): pytest
+# would otherwise give it an empty file part ("::test_criterion[latency.e2e_mean]")
+ACCEPTANCE_NODE_PATH = "pytest_iterate/acceptance/test_acceptance.py"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,6 +55,15 @@ def _group_acceptance_tests(config: pytest.Config) -> None:
     lives outside the rootdir and pytest 9 drops xdist's group suffix from such node ids."""
     if not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadfile"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """Name the shipped suite ``pytest_iterate/acceptance/test_acceptance.py`` in node ids,
+    JUnit class names and xdist's file grouping, wherever the package is installed."""
+    if module_path != ACCEPTANCE_FILE or module_path.is_relative_to(parent.config.rootpath):
+        return None  # pytest's own id is a path relative to the rootdir: keep it
+    return pytest.Module.from_parent(parent, path=module_path, nodeid=ACCEPTANCE_NODE_PATH)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -56,6 +56,17 @@ def test_suite_passes_on_the_mock_and_writes_both_reports(pytester: pytest.Pytes
     assert 'name="latency.e2e_mean.observed"' in junit and 'name="cache.hit_rate_repeat.threshold"' in junit
 
 
+def test_suite_node_ids_name_the_shipped_file_outside_the_rootdir(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*FAST, "--collect-only", "-q")
+    assert result.ret == 0
+    ids = [ln for ln in result.outlines if "test_criterion[" in ln]
+    assert ids == [f"pytest_iterate/acceptance/test_acceptance.py::test_criterion[{c.id}]" for c in CRITERIA]
+    # the id is usable: --deselect takes it
+    one = ids[0]
+    result = pytester.runpytest(*FAST, "--collect-only", "-q", "--deselect", one)
+    assert one not in result.outlines and ids[1] in result.outlines
+
+
 def test_impossible_threshold_fails_exactly_that_criterion(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*FAST, "--iterate-criteria=latency.*,throughput.*",
                                 "--iterate-threshold=latency.overhead_mean=0.0000001")
