@@ -559,22 +559,12 @@ class MockLLM:
     ) -> MockReply | None:
         assert self.faults is not None
         ra = self.faults.retry_after_s
-        if fault == "429":
-            return self._error(
-                429,
-                path,
-                "POST",
-                "Rate limit reached (injected).",
-                "requests",
-                "rate_limit_exceeded",
-                route,
-                index=index,
-                data=data,
-                fault=fault,
-                prompt_tokens=prompt_tokens,
-                headers={**rl, "retry-after": str(math.ceil(ra))},
+        if fault in ("429", "429ms"):
+            retry_header = (
+                {"retry-after": str(math.ceil(ra))}
+                if fault == "429"
+                else {"retry-after-ms": str(max(0, round(ra * 1000)))}
             )
-        if fault == "429ms":
             return self._error(
                 429,
                 path,
@@ -587,7 +577,7 @@ class MockLLM:
                 data=data,
                 fault=fault,
                 prompt_tokens=prompt_tokens,
-                headers={**rl, "retry-after-ms": str(max(0, round(ra * 1000)))},
+                headers={**rl, **retry_header},
             )
         if fault in ("500", "502", "503", "529"):
             text = {
