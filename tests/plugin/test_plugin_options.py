@@ -116,13 +116,13 @@ def test_thresholds_repeatable_and_criteria_globs(pytester: pytest.Pytester) -> 
 
 def test_without_iterate_nothing_is_collected_or_written(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user="def test_ok():\n    assert True\n")
-    result = pytester.runpytest("-v")
+    # a user's machine without the [benchmark] extra: pytest-benchmark (in our dev venv)
+    # would write its own empty .benchmarks/ on any run
+    result = pytester.runpytest("-v", "-p", "no:benchmark")
     result.assert_outcomes(passed=1)
     assert "test_criterion" not in result.stdout.str()
     assert "pytest-iterate" not in result.stdout.str()
-    assert not (pytester.path / "reports").exists()
-    ours = {p.name for p in pytester.path.iterdir()} - {".benchmarks", "__pycache__", ".pytest_cache"}
-    written = ours  # minus pytest's and pytest-benchmark's own folders
+    written = {p.name for p in pytester.path.iterdir()} - {"__pycache__", ".pytest_cache"}
     assert written == {"test_user.py", "tox.ini"}
 
 
