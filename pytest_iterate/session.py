@@ -89,23 +89,30 @@ class IterateSession:
         Observed value, threshold and unit go to ``node.user_properties`` (what
         ``record_property`` does, without its xunit2 warning): ``--junitxml`` writes them.
         """
-        from pytest_iterate.acceptance.scenarios import NeedsMock
+        from pytest_iterate.acceptance.scenarios import NeedsMock, NoMeasurement
 
         crit = CRITERIA_BY_ID[criterion_id]
         threshold = self.options.threshold_for(criterion_id)
         row: dict[str, Any] = {"id": crit.id, "threshold": threshold, "unit": crit.unit,
                                "direction": crit.direction, "title": crit.title, "observed": None,
                                "passed": False, "scenario": crit.scenario}
+        nothing: str | None = None
         try:
             observed, scenario = self.runner.observe(criterion_id)
         except NeedsMock as exc:
             row.update(passed=None, skipped=True, note=str(exc))
             self.criteria.append(row)
             pytest.skip(f"{criterion_id}: {exc}")
+        except NoMeasurement as exc:
+            nothing = str(exc)
         except Exception as exc:
             row.update(note=f"scenario {crit.scenario!r} failed: {type(exc).__name__}: {exc}")
             self.criteria.append(row)
             raise
+        if nothing is not None:  # failed outside the except block: no chained traceback
+            row.update(note=nothing)
+            self.criteria.append(row)
+            pytest.fail(f"{criterion_id}: nothing measured: {nothing}", pytrace=False)
         passed = crit.passes(observed, threshold)
         note = scenario.notes.get(criterion_id, "")
         row.update(observed=_num(observed), passed=passed, note=note)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Endpoint", "build_mock_core", "open_endpoint"]
+__all__ = ["Endpoint", "build_mock_core", "open_endpoint", "probe_endpoint"]
 
 
 @dataclass(slots=True)
@@ -68,7 +68,7 @@ async def open_endpoint(
     if endpoint != "mock":
         if faults:
             raise ValueError("faults can only be injected into the embedded mock endpoint")
-        yield Endpoint(base_url=endpoint.rstrip("/"), label="endpoint")
+        yield Endpoint(base_url=endpoint.rstrip("/"), label=endpoint.rstrip("/"))
         return
     from pytest_iterate.mock import MockServer
 
@@ -80,3 +80,28 @@ async def open_endpoint(
                        label=f"mock ({profile})")
     finally:
         await server.stop()
+
+
+async def probe_endpoint(base_url: str, *, timeout_s: float = 10.0) -> str | None:
+    """Why ``base_url`` cannot be reached, or None when it answers at all.
+
+    One ``GET {base_url}/models``: any HTTP answer (even 401 or 404) means a server is
+    there, and whether it speaks the API is for the real requests to tell. Only a refused
+    or reset connection, a DNS failure or silence for ``timeout_s`` is "unreachable".
+    """
+    import aiohttp
+
+    url = base_url.rstrip("/") + "/models"
+    timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(5.0, timeout_s))
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+            session.get(url) as resp,
+        ):
+            await resp.read()
+    except TimeoutError:
+        return f"no answer from {url} within {timeout_s:g} s"
+    except (aiohttp.ClientError, OSError) as exc:
+        reason = getattr(exc, "os_error", None) or exc
+        return f"cannot connect to {url}: {type(exc).__name__}: {reason}"
+    return None

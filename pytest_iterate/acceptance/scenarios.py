@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from pytest_iterate.options import IterateOptions
     from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
 
-__all__ = ["METRIC_NAMES", "NeedsMock", "ScenarioResult", "ScenarioRunner", "available_cores"]
+__all__ = ["METRIC_NAMES", "NeedsMock", "NoMeasurement", "ScenarioResult", "ScenarioRunner",
+           "available_cores"]
 
 FAULT_RATES = {"429": 0.01, "503": 0.01}
 LONG_CONTEXT_WINDOW = 2048  # the mock's window for the long-context workload (the real server's n_ctx)
@@ -52,6 +53,13 @@ LONG_CONTEXT_WINDOW = 2048  # the mock's window for the long-context workload (t
 
 class NeedsMock(Exception):
     """A scenario needs fault injection, which only the embedded mock can do."""
+
+
+class NoMeasurement(Exception):
+    """A scenario measured nothing: the endpoint is unreachable, or every request failed.
+
+    Its criteria fail with this message instead of passing on the latency of errors.
+    """
 
 
 @dataclass(slots=True)
@@ -115,6 +123,33 @@ def _stage_log_counts(text: str) -> dict[str, int]:
     return counts
 
 
+def _require_an_answer(name: str, results: Sequence[PipelineResult], endpoint: str) -> None:
+    """Raise :class:`NoMeasurement` when no request of the run got an answer (a refusal
+    by the token guard counts as an answer: it is the policy working)."""
+    from pytest_iterate.pipeline.errors import ContextOverflow
+
+    failed = [r for r in results if not r.ok and not isinstance(r.error, ContextOverflow)]
+    if results and len(failed) == len(results):
+        first = failed[0].error
+        raise NoMeasurement(
+            f"scenario {name!r}: all {len(results)} requests failed against {endpoint or 'the endpoint'}; "
+            f"first error: {type(first).__name__}: {first}"
+        )
+
+
+def _errors_note(results: Sequence[PipelineResult]) -> str:
+    """``"; 3 of 100 requests failed (RequestTimeout 3)"`` or ``""``."""
+    kinds: dict[str, int] = {}
+    for r in results:
+        if not r.ok:
+            name = type(r.error).__name__
+            kinds[name] = kinds.get(name, 0) + 1
+    if not kinds:
+        return ""
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    return f"; {sum(kinds.values())} of {len(results)} requests failed ({detail})"
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
@@ -130,6 +165,8 @@ class ScenarioRunner:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="iterate-"))
         self.results: dict[str, ScenarioResult] = {}
         self._failed: dict[str, BaseException] = {}
+        self._unreachable: str | None = None
+        self._probed = False
         self._scenarios: dict[str, Callable[[], Any]] = {
             "standard": self._standard,
             "faults": self._faults,
@@ -224,14 +261,35 @@ class ScenarioRunner:
             if client is not None:
                 await client.aclose()
 
-    def _endpoint(self, faults: Mapping[str, float] | None = None, context_window: int | None = None) -> Any:
+    @contextlib.asynccontextmanager
+    async def _endpoint(self, faults: Mapping[str, float] | None = None,
+                        context_window: int | None = None) -> AsyncIterator[Any]:
         from pytest_iterate.acceptance.endpoint import open_endpoint
 
-        if faults and not self.options.is_mock:
+        opts = self.options
+        if faults and not opts.is_mock:
             raise NeedsMock("needs fault injection, which only the embedded mock can do: "
-                            f"skipped against {self.options.endpoint}")
-        return open_endpoint(self.options.endpoint, profile=self.options.profile, faults=faults,
-                             context_window=context_window if self.options.is_mock else None)
+                            f"skipped against {opts.endpoint}")
+        if not opts.is_mock:
+            await self._check_reachable()
+        async with open_endpoint(opts.endpoint, profile=opts.profile, faults=faults,
+                                 context_window=context_window if opts.is_mock else None) as ep:
+            yield ep
+
+    async def _check_reachable(self) -> None:
+        """Probe a real endpoint once per session, so a wrong URL fails every criterion in
+        seconds, with the reason, instead of after a workload of retries. A replay-only
+        cassette needs no server and is not probed."""
+        from pytest_iterate.acceptance.endpoint import probe_endpoint
+
+        if self.options.cassette is not None and self.options.record_mode == "none":
+            return
+        if not self._probed:
+            self._unreachable = await probe_endpoint(self.options.endpoint)
+            self._probed = True
+        if self._unreachable is not None:
+            raise NoMeasurement(f"endpoint {self.options.endpoint} is unreachable ({self._unreachable}); "
+                                "start the server or fix --iterate-endpoint")
 
     async def _drive(self, name: str, pipeline: Pipeline, items: Sequence[Any], concurrency: int,
                      **extra: Any) -> tuple[dict[str, Any], list[PipelineResult], float]:
@@ -252,6 +310,7 @@ class ScenarioRunner:
         cpu_pct = 100.0 * cpu / run.wall_s / available_cores() if run.wall_s > 0 else math.nan
         summary = run.summary(name, extra={"concurrency": concurrency, "cpu_percent": cpu_pct, **extra})
         summary["retries"] = sum(max(0, r.attempts - 1) for r in results)
+        _require_an_answer(name, results, extra.get("endpoint", ""))
         return summary, results, cpu_pct
 
     # -- scenarios --------------------------------------------------------------------
@@ -283,7 +342,12 @@ class ScenarioRunner:
             "observability.stage_logs": 100.0 * stage_ok / (len(results) * len(STAGE_NAMES)) if results
             else math.nan,
         }
-        notes = {"throughput.designs_100": f"{len(items)} designs in {wall:.2f} s at concurrency {level}",
+        failed = _errors_note(results)
+        notes = {"latency.e2e_mean": f"mean over {len(results)} requests{failed}",
+                 "latency.overhead_mean": f"mean over {len(results)} requests{failed}",
+                 "throughput.requests_per_min": f"{len(ok)} answered in {wall:.2f} s{failed}",
+                 "throughput.designs_100": f"{len(items)} designs in {wall:.2f} s at concurrency {level}"
+                                           f"{failed}",
                  "cpu.utilization": f"process CPU / wall / {available_cores()} cores",
                  "observability.stage_logs": f"{stage_ok} JSON stage log lines with start_s and duration_s "
                                              f"of {len(results) * len(STAGE_NAMES)} expected"}
@@ -310,7 +374,8 @@ class ScenarioRunner:
             f"latency.iteration_mean_c{level}": wall / len(results) if results else math.nan,
             f"concurrency.no_timeouts_c{level}": float(timeouts),
         }
-        notes = {f"latency.iteration_mean_c{level}": f"{wall:.2f} s / {len(results)} iterations"}
+        notes = {f"latency.iteration_mean_c{level}": f"{wall:.2f} s / {len(results)} iterations"
+                                                     f"{_errors_note(results)}"}
         return ScenarioResult(name, summary, results, observed, notes)
 
     async def _faults(self) -> ScenarioResult:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,7 +76,7 @@ def test_impossible_threshold_fails_exactly_that_criterion(pytester: pytest.Pyte
                                 "--iterate-threshold=latency.overhead_mean=0.0000001")
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines([
-        "latency.overhead_mean failed: observed * s, threshold <= 1e-07 s",
+        "latency.overhead_mean failed: observed * s, threshold <= 1e-07 s (mean over 20 requests)",
         "latency.overhead_mean * FAIL  observed *",
         "FAILED *test_criterion?latency.overhead_mean?*",
     ])
@@ -91,6 +95,50 @@ def test_real_endpoint_skips_fault_criteria_with_the_reason(pytester: pytest.Pyt
                                  "embedded mock can do*"])
     report = _report(pytester)
     assert [c["passed"] for c in report["criteria"]] == [None, None]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_endpoint_fails_every_criterion_fast_with_the_reason(pytester: pytest.Pytester) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    started = time.monotonic()
+    result = pytester.runpytest(*FAST, f"--iterate-endpoint={url}", "--iterate-criteria=latency.*,cache.*")
+    elapsed = time.monotonic() - started
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines([f"latency.e2e_mean: nothing measured: endpoint {url} is unreachable "
+                                 f"(cannot connect to {url}/models*start the server or fix "
+                                 "--iterate-endpoint"])
+    assert "Traceback" not in result.stdout.str() and "During handling" not in result.stdout.str()
+    assert elapsed < 30  # one probe, not a workload of retries
+    report = _report(pytester)
+    assert all(c["passed"] is False and "unreachable" in c["note"] for c in report["criteria"])
+
+
+def test_endpoint_answering_garbage_measures_nothing_and_says_why(pytester: pytest.Pytester) -> None:
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait until it listens
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        result = pytester.runpytest(*FAST, f"--iterate-endpoint=http://127.0.0.1:{port}/v1",
+                                    "--iterate-criteria=latency.e2e_mean,throughput.designs_100")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    # before, the latency of 20 failed requests passed latency.e2e_mean and designs_100
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["latency.e2e_mean: nothing measured: scenario 'standard': all 20 requests "
+                                 f"failed against http://127.0.0.1:{port}/v1; first error: ServerError: "
+                                 "*answered HTTP 501*"])
 
 
 def test_user_tests_run_next_to_the_suite_and_land_in_the_report(pytester: pytest.Pytester) -> None:
