@@ -6,8 +6,10 @@
     iterate-bench compare reports/baseline.json reports/iterate-report.json --fail-on p95:10%
     iterate-bench serve-mock --profile v1
 
-``compare`` exits 1 on a regression, 0 otherwise (also when the baseline does not
-exist yet: that is the first run, and it says so). Definitions of every statistic:
+``run`` exits 1 when every request of a scenario failed (nothing was measured; the
+reports are still written), 2 on a bad option. ``compare`` exits 1 on a regression,
+0 otherwise (also when the baseline does not exist yet: that is the first run, and it
+says so). Definitions of every statistic:
 ``harness/DEFINITIONS.md``.
 """
 
@@ -253,9 +255,9 @@ async def _run(args: argparse.Namespace) -> int:
                 samples[summary["name"]] = result.samples
                 lat = summary["latency_s"]
                 print(
-                    f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors, "
-                    f"{(summary['throughput_rps'] or 0):.1f} req/s, mean {_ms(lat['mean'])}, "
-                    f"p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
+                    f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors"
+                    f"{_kinds(summary)}, {(summary['throughput_rps'] or 0):.1f} req/s, "
+                    f"mean {_ms(lat['mean'])}, p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
                     f"{_ms(summary['scheduling_lag_s']['p99'])}"
                 )
         run_info = {"tool": "iterate-bench", **target.info}
@@ -271,7 +273,20 @@ async def _run(args: argparse.Namespace) -> int:
 
         push(report, args.pushgateway)
     print("reports: " + ", ".join(str(p) for p in paths))
+    empty = [sc["name"] for sc in scenarios if sc.get("requests") and sc.get("errors") == sc["requests"]]
+    if empty:
+        print(
+            f"iterate-bench run: nothing measured: every request failed in {', '.join(empty)} "
+            f"(see errors_by_kind in the report); is {args.target} the right target?",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _kinds(summary: dict[str, Any]) -> str:
+    kinds = summary.get("errors_by_kind") or {}
+    return " (" + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ")" if kinds else ""
 
 
 def _ms(v: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,21 @@ def test_run_drives_the_pipeline_against_the_project_mock(
     assert {"prompt_build", "llm_call", "post_process"} <= set(scenario["stages"])
     assert scenario["tokens"]["completion"] > 0 and scenario["ttft_s"]["count"] == 12
     assert report["run"]["target"].startswith("pytest_iterate.mock")
+
+
+def test_run_where_every_request_fails_exits_1_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    code = main(
+        ["run", "--target", url, "--concurrency", "2", "--requests", "4", "--quiet", "--no-cache",
+         "--report-dir", str(tmp_path), "--formats", "json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 1, captured.out + captured.err
+    assert "closed:2: 4 requests, 4 errors (ConnectError 4)" in captured.out
+    assert "nothing measured: every request failed in closed:2" in captured.err and url in captured.err
+    report = json.loads((tmp_path / "iterate-report.json").read_text())  # the evidence is kept
+    assert report["scenarios"][0]["errors_by_kind"] == {"ConnectError": 4}
