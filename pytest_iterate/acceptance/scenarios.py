@@ -422,7 +422,7 @@ class ScenarioRunner:
         flagged = sum(1 for r in results if r.partial or r.warnings)
         observed = {"tokens.no_overflow": float(over + unflagged)}
         notes = {"tokens.no_overflow": f"{over} over the window, {unflagged} neither complete nor flagged; "
-                                       f"{flagged} flagged partial of {len(results)}"}
+                                       f"{flagged} flagged partial of {len(results)}{_errors_note(results)}"}
         return ScenarioResult("long_context", summary, results, observed, notes)
 
     async def _saturation(self) -> ScenarioResult:
