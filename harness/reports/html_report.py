@@ -89,16 +89,18 @@ def plots(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] 
 def _table(report: Mapping[str, Any]) -> str:
     rows = []
     for c in report.get("criteria", []):
-        cls = "pass" if c.get("passed") else "fail"
+        verdict = c.get("passed")
+        cls, word = ("pass", "pass") if verdict else (("fail", "FAIL") if verdict is False else ("", "skip"))
         rows.append(
-            f"<tr><td>{escape(str(c['id']))}</td><td class='{cls}'>"
-            f"{'pass' if c.get('passed') else 'FAIL'}</td><td>{escape(fmt_num(c.get('observed'), 3))}</td>"
-            f"<td>{escape(fmt_num(c.get('threshold'), 3))}</td><td>{escape(str(c.get('unit', '')))}</td></tr>"
+            f"<tr><td>{escape(str(c['id']))}</td><td class='{cls}'>{word}</td>"
+            f"<td>{escape(fmt_num(c.get('observed'), 3))}</td>"
+            f"<td>{escape(fmt_num(c.get('threshold'), 3))}</td><td>{escape(str(c.get('unit', '')))}</td>"
+            f"<td>{escape(str(c.get('note') or ''))}</td></tr>"
         )
     crit = (
         (
             "<h2>Criteria</h2><table><tr><th>id</th><th>result</th><th>observed</th><th>threshold</th>"
-            "<th>unit</th></tr>" + "".join(rows) + "</table>"
+            "<th>unit</th><th>note</th></tr>" + "".join(rows) + "</table>"
         )
         if rows
         else ""

@@ -18,6 +18,14 @@ def _lat(s: Mapping[str, Any], key: str, field: str) -> str:
     return fmt_s(d.get(field)) if isinstance(d, Mapping) else "-"
 
 
+def _cell(text: Any, limit: int = 240) -> str:
+    """A note as one table cell: no newlines or pipes, long ones shortened."""
+    if not text:
+        return ""
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def render(report: Mapping[str, Any]) -> str:
     run = report.get("run", {})
     lines = ["# pytest-iterate report", ""]
@@ -30,14 +38,14 @@ def render(report: Mapping[str, Any]) -> str:
         lines += [
             f"## Criteria ({passed}/{len(criteria)} passed)",
             "",
-            "| | id | observed | threshold | unit |",
-            "|---|---|---:|---:|---|",
+            "| | id | observed | threshold | unit | note |",
+            "|---|---|---:|---:|---|---|",
         ]
         for c in criteria:
-            mark = "✅" if c.get("passed") else ("❌" if c.get("passed") is False else "-")
+            mark = "✅" if c.get("passed") else ("❌" if c.get("passed") is False else "⏭️")
             lines.append(
                 f"| {mark} | `{c['id']}` | {fmt_num(c.get('observed'), 3)} | "
-                f"{fmt_num(c.get('threshold'), 3)} | {c.get('unit', '')} |"
+                f"{fmt_num(c.get('threshold'), 3)} | {c.get('unit', '')} | {_cell(c.get('note'))} |"
             )
         lines.append("")
     scenarios = report.get("scenarios", [])

@@ -162,3 +162,24 @@ def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[dict, 
     ((method, path, body),) = received
     assert method == "PUT" and path == "/metrics/job/ci"
     assert b"iterate_bench_latency_seconds" in body
+
+
+def test_criteria_notes_and_skips_reach_markdown_and_html(tmp_path: Path) -> None:
+    criteria = [
+        {"id": "latency.e2e_mean", "threshold": 3.0, "unit": "s", "observed": None, "passed": False,
+         "note": "endpoint http://x/v1 is unreachable\n(ConnectError | refused)"},
+        {"id": "errors.rate_with_retries", "threshold": 0.5, "unit": "%", "observed": None, "passed": None,
+         "note": "needs fault injection <mock only>"},
+        {"id": "cache.hit_rate_repeat", "threshold": 30, "unit": "%", "observed": 99, "passed": True,
+         "note": "x" * 400},
+    ]
+    write_reports(build_report({"target": "x"}, criteria, []), tmp_path, formats=("md", "html"))
+    md = (tmp_path / "iterate-report.md").read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "`" in ln]
+    assert len(rows) == 3  # each note stays inside its one row
+    assert rows[0].startswith("| ❌ |") and "unreachable (ConnectError \\| refused) |" in rows[0]
+    assert rows[1].startswith("| ⏭️ |") and "needs fault injection" in rows[1]
+    assert rows[2].endswith("… |") and len(rows[2]) < 400
+    html = (tmp_path / "iterate-report.html").read_text()
+    assert "<td class=''>skip</td>" in html and html.count(">FAIL<") == 1
+    assert "needs fault injection &lt;mock only&gt;" in html
