@@ -81,6 +81,12 @@ def violations(budget: Budget, summaries: Sequence[Mapping[str, Any]]) -> list[s
     """One line per budget missed by one of ``summaries`` (empty: within budget)."""
     lines: list[str] = []
     for summary in summaries:
+        requests, errors = summary.get("requests") or 0, summary.get("errors") or 0
+        if requests and errors >= requests:  # latency of errors would pass a latency budget
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted((summary.get("errors_by_kind") or {}).items()))
+            lines.append(f"{summary.get('name', 'bench')}: nothing measured: all {requests} requests failed"
+                         + (f" ({kinds})" if kinds else ""))
+            continue
         for key, limit in budget.limits.items():
             spec = BUDGET_KEYS[key]
             observed = _get(summary, spec.path)
