@@ -159,9 +159,12 @@ def line_chart(title: str, points: Sequence[tuple[float, float, str]], xlabel: s
         + '"/>'
     ]
     for x, y, lab in xy:
+        right_half = x > ML + pw / 2  # label on the inner side, so the plot's edge never cuts it
+        tx, anchor = (x - 5, "end") if right_half else (x + 5, "start")
         body.append(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{PALETTE[1]}"/>'
-            f'<text x="{x + 5:.1f}" y="{y - 5:.1f}" font-size="9">{escape(lab[:20])}</text>'
+            f'<text x="{tx:.1f}" y="{y + 12 if y < MT + 12 else y - 5:.1f}" text-anchor="{anchor}" '
+            f'font-size="9">{escape(lab[:20])}</text>'
         )
     return _frame(title, xlabel, ylabel, x0, x1, 0, y1, body)
 

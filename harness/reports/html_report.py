@@ -26,7 +26,7 @@ FILENAME = "iterate-report.html"
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
 margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4f4}
-td:first-child,th:first-child{text-align:left}.pass{color:#2a7}.fail{color:#c33}
+td:first-child,th:first-child,.note{text-align:left}.pass{color:#2a7}.fail{color:#c33}
 .plot{margin:1em 1em 1em 0;border:1px solid #eee}"""
 
 
@@ -72,9 +72,12 @@ def plots(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] 
         if segs:
             rows.append((str(s.get("name")), segs))
     out.append(_svg.stacked_bars("Per-stage breakdown (mean)", rows, "mean stage duration"))
+    # scenarios marked "sweep" are the points of one load sweep; without marks (an
+    # iterate-bench run) every scenario is
+    swept = [s for s in scenarios if s.get("sweep")] or scenarios
     sweep = [
         (float(s["throughput_rps"]), float(s["latency_s"]["p95"]), str(s.get("name")))
-        for s in scenarios
+        for s in swept
         if s.get("throughput_rps") is not None
         and isinstance(s.get("latency_s"), Mapping)
         and s["latency_s"].get("p95") is not None
@@ -95,12 +98,12 @@ def _table(report: Mapping[str, Any]) -> str:
             f"<tr><td>{escape(str(c['id']))}</td><td class='{cls}'>{word}</td>"
             f"<td>{escape(fmt_num(c.get('observed'), 3))}</td>"
             f"<td>{escape(fmt_num(c.get('threshold'), 3))}</td><td>{escape(str(c.get('unit', '')))}</td>"
-            f"<td>{escape(str(c.get('note') or ''))}</td></tr>"
+            f"<td class='note'>{escape(str(c.get('note') or ''))}</td></tr>"
         )
     crit = (
         (
             "<h2>Criteria</h2><table><tr><th>id</th><th>result</th><th>observed</th><th>threshold</th>"
-            "<th>unit</th><th>note</th></tr>" + "".join(rows) + "</table>"
+            "<th>unit</th><th class='note'>note</th></tr>" + "".join(rows) + "</table>"
         )
         if rows
         else ""

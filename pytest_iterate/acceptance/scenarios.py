@@ -8,7 +8,8 @@ criterion from the scenario it reads. What is measured is the design-iteration
 harness's closed-loop runner; the endpoint is the embedded loopback mock (or a real
 URL, where fault-injection scenarios raise :class:`NeedsMock`).
 
-Scenarios:
+Scenarios (``standard`` and ``concurrency_N`` carry ``"sweep": true`` in their summary: they
+are the points of the report's throughput-vs-p95 plot):
 
 ``standard``        the workload (100 designs, duplicates) at the top concurrency level;
                     e2e/overhead latency, throughput, 100-designs wall time, CPU, stage logs
@@ -325,7 +326,7 @@ class ScenarioRunner:
             async with self._endpoint() as ep:
                 async with self._pipeline(ep.base_url, cache_dir=cache_dir, logger=logger) as pipeline:
                     summary, results, cpu_pct = await self._drive("standard", pipeline, items, level,
-                                                                  endpoint=ep.label)
+                                                                  endpoint=ep.label, sweep=True)
                 async with self._pipeline(ep.base_url, cache_dir=cache_dir) as again:
                     repeat_summary, repeat_results, _ = await self._drive("repeat", again, items, level,
                                                                           endpoint=ep.label)
@@ -367,7 +368,8 @@ class ScenarioRunner:
         items = _unique(self._workload())[: 2 * level]
         async with self._endpoint() as ep, self._pipeline(ep.base_url, cache_dir=self._cache_dir(name),
                                                           max_concurrent_requests=max(level, 1)) as pipeline:
-            summary, results, _ = await self._drive(name, pipeline, items, level, endpoint=ep.label)
+            summary, results, _ = await self._drive(name, pipeline, items, level, endpoint=ep.label,
+                                                    sweep=True)
         timeouts = sum(1 for r in results if isinstance(r.error, RequestTimeout))
         wall = float(summary["wall_s"])
         observed = {

@@ -183,3 +183,23 @@ def test_criteria_notes_and_skips_reach_markdown_and_html(tmp_path: Path) -> Non
     html = (tmp_path / "iterate-report.html").read_text()
     assert "<td class=''>skip</td>" in html and html.count(">FAIL<") == 1
     assert "needs fault injection &lt;mock only&gt;" in html
+
+
+def test_throughput_plot_takes_only_the_sweep_when_scenarios_mark_one(tmp_path: Path) -> None:
+    scenarios = [
+        {**summarize("concurrency_5", _samples(1, 0.05), 2.0), "sweep": True},
+        {**summarize("standard", _samples(2, 0.08), 2.0), "sweep": True},
+        summarize("repeat", _samples(3, 0.001), 0.1),  # cache hits: not a point of the load sweep
+    ]
+    write_reports(build_report({"target": "x"}, [], scenarios), tmp_path, formats=("html",))
+    html = (tmp_path / "iterate-report.html").read_text()
+    start = html.index("Throughput vs p95")
+    plot = html[start : html.index("</svg>", start)]
+    assert "concurrency_5" in plot and "standard" in plot and "repeat" not in plot
+    # unmarked (an iterate-bench run): every scenario is a point
+    for s in scenarios:
+        s.pop("sweep", None)
+    write_reports(build_report({"target": "x"}, [], scenarios), tmp_path, formats=("html",))
+    html = (tmp_path / "iterate-report.html").read_text()
+    start = html.index("Throughput vs p95")
+    assert "repeat" in html[start : html.index("</svg>", start)]
