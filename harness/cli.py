@@ -196,6 +196,7 @@ async def _run(args: argparse.Namespace) -> int:
     from harness.progress import Progress
     from harness.reports import build_report, write_reports
     from harness.runner import run_load, saturate
+    from harness.stats import all_failed, error_kinds_text
     from harness.targets import open_target
 
     overrides: dict[str, Any] = {}
@@ -256,7 +257,8 @@ async def _run(args: argparse.Namespace) -> int:
                 lat = summary["latency_s"]
                 print(
                     f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors"
-                    f"{_kinds(summary)}, {(summary['throughput_rps'] or 0):.1f} req/s, "
+                    f"{f' ({kinds})' if (kinds := error_kinds_text(summary)) else ''}, "
+                    f"{(summary['throughput_rps'] or 0):.1f} req/s, "
                     f"mean {_ms(lat['mean'])}, p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
                     f"{_ms(summary['scheduling_lag_s']['p99'])}"
                 )
@@ -273,7 +275,7 @@ async def _run(args: argparse.Namespace) -> int:
 
         push(report, args.pushgateway)
     print("reports: " + ", ".join(str(p) for p in paths))
-    empty = [sc["name"] for sc in scenarios if sc.get("requests") and sc.get("errors") == sc["requests"]]
+    empty = [sc["name"] for sc in scenarios if all_failed(sc)]
     if empty:
         print(
             f"iterate-bench run: nothing measured: every request failed in {', '.join(empty)} "
@@ -282,11 +284,6 @@ async def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def _kinds(summary: dict[str, Any]) -> str:
-    kinds = summary.get("errors_by_kind") or {}
-    return " (" + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ")" if kinds else ""
 
 
 def _ms(v: Any) -> str:

@@ -15,7 +15,9 @@ from harness.samples import RequestSample
 
 __all__ = [
     "DEFAULT_SAMPLE_CAP",
+    "all_failed",
     "distribution",
+    "error_kinds_text",
     "mann_whitney_u",
     "percentile",
     "summarize",
@@ -204,3 +206,18 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
     z = (abs(u1 - mu) - 0.5) / math.sqrt(sigma2)  # continuity correction
     p = math.erfc(max(z, 0.0) / math.sqrt(2.0))
     return u1, min(1.0, p)
+
+
+def error_kinds_text(summary: Mapping[str, Any]) -> str:
+    """``"ConnectError 4, RequestTimeout 1"`` from a summary's ``errors_by_kind`` ("" if none)."""
+    kinds = summary.get("errors_by_kind") or {}
+    return ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+
+
+def all_failed(summary: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> bool:
+    """True when the run had requests and every one failed with an error kind not in
+    ``ignore``: nothing was measured, and its latencies are those of errors."""
+    requests = summary.get("requests") or 0
+    kinds = summary.get("errors_by_kind") or {}
+    counted = (summary.get("errors") or 0) - sum(kinds.get(k, 0) for k in ignore)
+    return bool(requests) and counted >= requests

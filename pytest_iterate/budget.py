@@ -79,13 +79,14 @@ def _show(value: float, unit: str) -> str:
 
 def violations(budget: Budget, summaries: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per budget missed by one of ``summaries`` (empty: within budget)."""
+    from harness.stats import all_failed, error_kinds_text  # not at import: the plugin loads this module
+
     lines: list[str] = []
     for summary in summaries:
-        requests, errors = summary.get("requests") or 0, summary.get("errors") or 0
-        if requests and errors >= requests:  # latency of errors would pass a latency budget
-            kinds = ", ".join(f"{k} {v}" for k, v in sorted((summary.get("errors_by_kind") or {}).items()))
-            lines.append(f"{summary.get('name', 'bench')}: nothing measured: all {requests} requests failed"
-                         + (f" ({kinds})" if kinds else ""))
+        if all_failed(summary):  # latency of errors would pass a latency budget
+            kinds = error_kinds_text(summary)
+            lines.append(f"{summary.get('name', 'bench')}: nothing measured: all {summary['requests']} "
+                         "requests failed" + (f" ({kinds})" if kinds else ""))
             continue
         for key, limit in budget.limits.items():
             spec = BUDGET_KEYS[key]

@@ -124,31 +124,26 @@ def _stage_log_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def _require_an_answer(name: str, results: Sequence[PipelineResult], endpoint: str) -> None:
+def _require_an_answer(name: str, summary: Mapping[str, Any], results: Sequence[PipelineResult]) -> None:
     """Raise :class:`NoMeasurement` when no request of the run got an answer (a refusal
     by the token guard counts as an answer: it is the policy working)."""
-    from pytest_iterate.pipeline.errors import ContextOverflow
+    from harness.stats import all_failed
 
-    failed = [r for r in results if not r.ok and not isinstance(r.error, ContextOverflow)]
-    if results and len(failed) == len(results):
-        first = failed[0].error
+    if all_failed(summary, ignore=("ContextOverflow",)):
+        first = next(r.error for r in results if r.error is not None)
         raise NoMeasurement(
-            f"scenario {name!r}: all {len(results)} requests failed against {endpoint or 'the endpoint'}; "
-            f"first error: {type(first).__name__}: {first}"
+            f"scenario {name!r}: all {summary['requests']} requests failed against "
+            f"{summary.get('endpoint') or 'the endpoint'}; first error: {type(first).__name__}: {first}"
         )
 
 
-def _errors_note(results: Sequence[PipelineResult]) -> str:
+def _errors_note(summary: Mapping[str, Any]) -> str:
     """``"; 3 of 100 requests failed (RequestTimeout 3)"`` or ``""``."""
-    kinds: dict[str, int] = {}
-    for r in results:
-        if not r.ok:
-            name = type(r.error).__name__
-            kinds[name] = kinds.get(name, 0) + 1
-    if not kinds:
+    from harness.stats import error_kinds_text
+
+    if not summary.get("errors"):
         return ""
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
-    return f"; {sum(kinds.values())} of {len(results)} requests failed ({detail})"
+    return f"; {summary['errors']} of {summary['requests']} requests failed ({error_kinds_text(summary)})"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -311,7 +306,7 @@ class ScenarioRunner:
         cpu_pct = 100.0 * cpu / run.wall_s / available_cores() if run.wall_s > 0 else math.nan
         summary = run.summary(name, extra={"concurrency": concurrency, "cpu_percent": cpu_pct, **extra})
         summary["retries"] = sum(max(0, r.attempts - 1) for r in results)
-        _require_an_answer(name, results, extra.get("endpoint", ""))
+        _require_an_answer(name, summary, results)
         return summary, results, cpu_pct
 
     # -- scenarios --------------------------------------------------------------------
@@ -343,7 +338,7 @@ class ScenarioRunner:
             "observability.stage_logs": 100.0 * stage_ok / (len(results) * len(STAGE_NAMES)) if results
             else math.nan,
         }
-        failed = _errors_note(results)
+        failed = _errors_note(summary)
         notes = {"latency.e2e_mean": f"mean over {len(results)} requests{failed}",
                  "latency.overhead_mean": f"mean over {len(results)} requests{failed}",
                  "throughput.requests_per_min": f"{len(ok)} answered in {wall:.2f} s{failed}",
@@ -377,7 +372,7 @@ class ScenarioRunner:
             f"concurrency.no_timeouts_c{level}": float(timeouts),
         }
         notes = {f"latency.iteration_mean_c{level}": f"{wall:.2f} s / {len(results)} iterations"
-                                                     f"{_errors_note(results)}"}
+                                                     f"{_errors_note(summary)}"}
         return ScenarioResult(name, summary, results, observed, notes)
 
     async def _faults(self) -> ScenarioResult:
@@ -424,7 +419,7 @@ class ScenarioRunner:
         flagged = sum(1 for r in results if r.partial or r.warnings)
         observed = {"tokens.no_overflow": float(over + unflagged)}
         notes = {"tokens.no_overflow": f"{over} over the window, {unflagged} neither complete nor flagged; "
-                                       f"{flagged} flagged partial of {len(results)}{_errors_note(results)}"}
+                                       f"{flagged} flagged partial of {len(results)}{_errors_note(summary)}"}
         return ScenarioResult("long_context", summary, results, observed, notes)
 
     async def _saturation(self) -> ScenarioResult:
