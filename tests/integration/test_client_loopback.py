@@ -323,23 +323,6 @@ async def test_connection_dropped_mid_stream_is_stream_error(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_stalled_stream_hits_the_per_attempt_timeout(
-    upstream: tuple[str, Upstream], transport: str
-) -> None:
-    from pytest_iterate.pipeline.errors import RequestTimeout
-
-    base, _ = upstream
-    cfg = IterateConfig(
-        base_url=base + "/stall/v1", transport=transport, max_attempts=1, request_timeout_s=0.3
-    )  # type: ignore[arg-type]
-    async with LLMClient(cfg) as client:
-        started = asyncio.get_running_loop().time()
-        with pytest.raises(RequestTimeout):
-            await client.call(REQ.replace(stream=True))
-        assert asyncio.get_running_loop().time() - started < 0.75
-
-
-@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_slow_stream_outlives_the_read_timeout_while_data_keeps_coming(
     upstream: tuple[str, Upstream], transport: str
 ) -> None:
@@ -357,10 +340,20 @@ async def test_slow_stream_outlives_the_read_timeout_while_data_keeps_coming(
     assert resp.total_s > 0.6
 
 
-@pytest.mark.parametrize("path", ["stall", "mute"])
+@pytest.mark.parametrize(
+    ("path", "timeouts", "match"),
+    [
+        # the whole attempt bounded by request_timeout_s (no read timeout)
+        ("stall", {"request_timeout_s": 0.3}, None),
+        # silence bounded by read_timeout_s: mid-stream, and before the status line
+        ("stall", {"request_timeout_s": 10.0, "read_timeout_s": 0.3}, r"no data for 0\.3s .*read_timeout_s"),
+        ("mute", {"request_timeout_s": 10.0, "read_timeout_s": 0.3}, r"no data for 0\.3s .*read_timeout_s"),
+    ],
+    ids=["stall-attempt-timeout", "stall-read-timeout", "mute-read-timeout"],
+)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_silence_longer_than_the_read_timeout_fails_fast_and_says_so(
-    upstream: tuple[str, Upstream], transport: str, path: str
+async def test_silence_fails_fast_with_a_timeout_naming_the_bound(
+    upstream: tuple[str, Upstream], transport: str, path: str, timeouts: dict[str, float], match: str | None
 ) -> None:
     from pytest_iterate.pipeline.errors import RequestTimeout
 
@@ -369,11 +362,10 @@ async def test_silence_longer_than_the_read_timeout_fails_fast_and_says_so(
         base_url=f"{base}/{path}/v1",
         transport=transport,  # type: ignore[arg-type]
         max_attempts=1,
-        request_timeout_s=10.0,
-        read_timeout_s=0.3,
+        **timeouts,  # type: ignore[arg-type]
     )
     async with LLMClient(cfg) as client:
         started = asyncio.get_running_loop().time()
-        with pytest.raises(RequestTimeout, match=r"no data for 0\.3s .*read_timeout_s"):
+        with pytest.raises(RequestTimeout, match=match):
             await client.call(REQ.replace(stream=path == "stall"))
         assert asyncio.get_running_loop().time() - started < 0.75
