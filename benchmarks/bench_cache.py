@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_iterate.pipeline.cache import CachingCaller, ResponseCache
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.cache import CachingCaller, ResponseCache
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
 
 BASE = "http://127.0.0.1:1/v1"
 
@@ -63,7 +63,7 @@ async def per_call_us(fn: Callable[[int], object], calls: int) -> float:
 
 async def bench_hits(folder: Path, calls: int, repeats: int) -> dict[str, float]:
     instant = Instant()
-    from pytest_iterate.pipeline.metrics import IterateMetrics
+    from pytest_iterate.client.metrics import IterateMetrics
 
     config = IterateConfig(cache_dir=str(folder / "mem"), cache_memory_size=4096)
     warm = ResponseCache(config, IterateMetrics())  # metrics on, as in the pipeline
@@ -121,7 +121,7 @@ async def start_server(latency_s: float) -> tuple[object, str]:
 
 
 async def bench_repeat(folder: Path, latency_ms: float, repeats: int) -> dict[str, float]:
-    from pytest_iterate.pipeline.client import LLMClient
+    from pytest_iterate.client.client import LLMClient
     from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
     designs = load_workload(standard_workload_path())

@@ -19,14 +19,14 @@ import time
 
 import aiohttp
 
-from harness.loads import ConstantRate
-from harness.runner import run_load
+from pytest_iterate.harness.loads import ConstantRate
+from pytest_iterate.harness.runner import run_load
 
 LAG_P99_LIMIT_S = 0.005
 
 _SERVER = """
 import asyncio, sys
-from harness.loopback import LoopbackServer
+from pytest_iterate.doubles.loopback import LoopbackServer
 async def main():
     srv = await LoopbackServer(latency_s=0.0).start()
     print(srv.port, flush=True)

@@ -20,8 +20,8 @@ import time
 
 import aiohttp
 
-from pytest_iterate.mock.core import MockLLM
-from pytest_iterate.mock.server import MockServer
+from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.server import MockServer
 
 FIXED = json.dumps(
     {

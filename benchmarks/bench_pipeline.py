@@ -5,7 +5,7 @@
 Runs the standard workload (100 designs, 30 duplicates) through ``Pipeline.from_config``
 (aiohttp transport, memory+disk cache in a fresh temp folder, SQLite store file, CPU
 pool) against a loopback endpoint: the mock's MockServer with the ``fast`` profile when
-``pytest_iterate.mock`` provides it, else a small aiohttp.web endpoint sleeping a few
+``pytest_iterate.doubles.mock`` provides it, else a small aiohttp.web endpoint sleeping a few
 milliseconds per call (printed which). For each concurrency it prints mean/p50/p95 of
 ``overhead_s = total_s - llm_s`` over all requests of all repeats, the per-stage means,
 and the median wall time of one 100-design run. Target: mean overhead < 5 ms at
@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from pytest_iterate.pipeline.config import IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
 from pytest_iterate.pipeline.stages import STAGE_NAMES
 from pytest_iterate.pipeline.workers import WorkerPool
@@ -33,8 +33,8 @@ from pytest_iterate.pipeline.workload import load_workload, standard_workload_pa
 
 _SERVE_MOCK = """
 import asyncio, sys
-from pytest_iterate.mock.core import MockLLM
-from pytest_iterate.mock.server import MockServer
+from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.server import MockServer
 
 async def main():
     server = MockServer(MockLLM("fast", seed=1))
@@ -51,7 +51,7 @@ asyncio.run(main())
 async def endpoint(latency_s: float) -> AsyncIterator[tuple[str, str]]:
     """(base_url, description) of a loopback endpoint."""
     try:
-        from pytest_iterate.mock.server import MockServer  # noqa: F401
+        from pytest_iterate.doubles.mock.server import MockServer  # noqa: F401
     except ImportError:
         pass
     else:
@@ -62,7 +62,7 @@ async def endpoint(latency_s: float) -> AsyncIterator[tuple[str, str]]:
         assert proc.stdout is not None and proc.stdin is not None
         base_url = (await proc.stdout.readline()).decode().strip()
         try:
-            yield base_url, "pytest_iterate.mock MockServer in a subprocess, profile 'fast'"
+            yield base_url, "pytest_iterate.doubles.mock MockServer in a subprocess, profile 'fast'"
         finally:
             proc.stdin.close()
             await proc.wait()
@@ -112,7 +112,7 @@ async def one_run(
         )
         parts: dict[str, Any] = {"pool": WorkerPool(cfg.cpu_worker_pool_size, kind=pool_kind)}
         try:
-            from pytest_iterate.pipeline.tokens.guard import TokenGuard  # noqa: F401
+            from pytest_iterate.tokens.guard import TokenGuard  # noqa: F401
         except ImportError:  # the token guard not there yet: run without it
             parts["guard"] = None
         async with Pipeline.from_config(cfg, **parts) as pipeline:

@@ -24,9 +24,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.tokens import TokenCounter, TokenGuard
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.types import LLMRequest
+from pytest_iterate.tokens import TokenCounter, TokenGuard
 
 SYSTEM = (
     "You are a senior software engineer. Follow the house style: small modules, typed public API, "

@@ -81,7 +81,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def _slo(text: str) -> dict[str, float]:
-    from harness.runner import parse_slo
+    from pytest_iterate.harness.runner import parse_slo
 
     try:
         return parse_slo(text)
@@ -90,7 +90,7 @@ def _slo(text: str) -> dict[str, float]:
 
 
 def _rule(text: str) -> str:
-    from harness.compare import parse_rule
+    from pytest_iterate.harness.compare import parse_rule
 
     try:
         parse_rule(text)
@@ -100,7 +100,7 @@ def _rule(text: str) -> str:
 
 
 def _formats(text: str) -> list[str]:
-    from harness.reports import ALL_FORMATS
+    from pytest_iterate.harness.reports import ALL_FORMATS
 
     fmts = [f.strip() for f in text.split(",") if f.strip()]
     bad = [f for f in fmts if f not in ALL_FORMATS]
@@ -160,7 +160,7 @@ def _add_compare(sub: Any) -> None:
 
 def _add_serve_mock(sub: Any) -> None:
     try:
-        mock_cli = importlib.import_module("pytest_iterate.mock.cli")
+        mock_cli = importlib.import_module("pytest_iterate.doubles.mock.cli")
     except ImportError:
         p = sub.add_parser("serve-mock", help="serve the project's mock endpoint (not installed)")
         p.set_defaults(_mock_missing=True)
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _shapes(args: argparse.Namespace) -> list[Any]:
-    from harness.loads import ClosedLoop, ConstantRate, Poisson
+    from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
 
     shapes: list[Any] = [ClosedLoop(c) for c in args.concurrency or []]
     shapes += [ConstantRate(r) for r in args.rate or []]
@@ -193,11 +193,11 @@ def _shapes(args: argparse.Namespace) -> list[Any]:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from harness.progress import Progress
-    from harness.reports import build_report, write_reports
-    from harness.runner import run_load, saturate
-    from harness.stats import all_failed, error_kinds_text
-    from harness.targets import open_target
+    from pytest_iterate.harness.progress import Progress
+    from pytest_iterate.harness.reports import build_report, write_reports
+    from pytest_iterate.harness.runner import run_load, saturate
+    from pytest_iterate.harness.stats import all_failed, error_kinds_text
+    from pytest_iterate.harness.targets import open_target
 
     overrides: dict[str, Any] = {}
     if args.no_cache:
@@ -271,7 +271,7 @@ async def _run(args: argparse.Namespace) -> int:
         samples=samples,
     )
     if args.pushgateway:
-        from harness.reports.prom_report import push
+        from pytest_iterate.harness.reports.prom_report import push
 
         push(report, args.pushgateway)
     print("reports: " + ", ".join(str(p) for p in paths))
@@ -291,8 +291,8 @@ def _ms(v: Any) -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from harness.compare import BaselineMissing, compare, load_baseline
-    from harness.reports.json_report import load
+    from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline
+    from pytest_iterate.harness.reports.json_report import load
 
     try:
         baseline = load_baseline(args.baseline)
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _compare(args)
     if getattr(args, "_mock_missing", False):
         print(
-            "serve-mock needs the project's mock (pytest_iterate.mock.cli), which is not installed",
+            "serve-mock needs the project's mock (pytest_iterate.doubles.mock.cli), which is not installed",
             file=sys.stderr,
         )
         return 2

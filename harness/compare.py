@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.stats import mann_whitney_u, percentile
+from pytest_iterate.harness.stats import mann_whitney_u, percentile
 
 __all__ = [
     "BaselineMissing",
@@ -49,7 +49,7 @@ class BaselineMissing(FileNotFoundError):
 
 def load_baseline(path: Path | str) -> dict[str, Any]:
     """Read a baseline report (file, or a folder holding ``iterate-report.json``)."""
-    from harness.reports.json_report import FILENAME, load
+    from pytest_iterate.harness.reports.json_report import FILENAME, load
 
     p = Path(path)
     target = p / FILENAME if p.is_dir() else p

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from harness.samples import RequestSample
+from pytest_iterate.harness.samples import RequestSample
 
 __all__ = ["Progress", "progress_enabled"]
 

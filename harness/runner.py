@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.loads import ClosedLoop, ConstantRate, LoadShape
-from harness.samples import RequestSample, error_kind_of, sample_from_pipeline_result
-from harness.stats import summarize
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape
+from pytest_iterate.harness.samples import RequestSample, error_kind_of, sample_from_pipeline_result
+from pytest_iterate.harness.stats import summarize
 
 __all__ = [
     "Outcome",
@@ -43,7 +43,7 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 
 class ProgressSink(Protocol):
-    """What the runner reports progress to (see :class:`harness.progress.Progress`)."""
+    """What the runner reports progress to (see :class:`pytest_iterate.harness.progress.Progress`)."""
 
     def update(self, sample: RequestSample) -> None: ...
 

@@ -154,7 +154,7 @@ def sample_from_pipeline_result(result: Any, scheduled_s: float, start_s: float)
 def sample_from_llm_response(
     response: Any, scheduled_s: float, start_s: float, end_s: float | None = None
 ) -> RequestSample:
-    """Adapt an :class:`~pytest_iterate.pipeline.types.LLMResponse` (ttft_s, total_s,
+    """Adapt an :class:`~pytest_iterate.client.types.LLMResponse` (ttft_s, total_s,
     chunk_times_s relative to ``start_s``). ``end_s`` overrides ``start_s + total_s``."""
     total = float(getattr(response, "total_s", 0.0) or 0.0)
     end = end_s if end_s is not None else start_s + total

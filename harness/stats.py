@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.samples import RequestSample
+from pytest_iterate.harness.samples import RequestSample
 
 __all__ = [
     "DEFAULT_SAMPLE_CAP",

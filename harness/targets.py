@@ -6,9 +6,9 @@ design request through the project's :class:`~pytest_iterate.pipeline.runner.Pip
 
 Targets:
 
-* ``mock`` — the project's loopback mock server (``pytest_iterate.mock.server``) with
+* ``mock`` — the project's loopback mock server (``pytest_iterate.doubles.mock.server``) with
   latency ``profile`` (default ``v1``); the harness's own fixed-latency
-  :class:`~harness.loopback.LoopbackServer` if the project mock is not installed.
+  :class:`~pytest_iterate.doubles.loopback.LoopbackServer` if the project mock is not installed.
 * ``inprocess`` — the project's mock core behind a respx router (no socket).
 * ``loopback`` — always the harness's own fixed-latency loopback server.
 * any ``http(s)://`` base URL — a real OpenAI-compatible endpoint.
@@ -37,22 +37,22 @@ class Target:
 @contextlib.asynccontextmanager
 async def _project_mock_server(profile: str | None) -> AsyncIterator[tuple[str, str]]:
     """The project's loopback mock server: yields (base_url, label)."""
-    server_mod = importlib.import_module("pytest_iterate.mock.server")
+    server_mod = importlib.import_module("pytest_iterate.doubles.mock.server")
     name = profile or "v1"
     async with server_mod.MockServer(profile=name) as server:
-        yield str(server.base_url), f"pytest_iterate.mock.MockServer (profile {name})"
+        yield str(server.base_url), f"pytest_iterate.doubles.mock.MockServer (profile {name})"
 
 
 @contextlib.asynccontextmanager
 async def _project_mock_inprocess(profile: str | None) -> AsyncIterator[tuple[str, str]]:
     """The project's in-process mock (a respx router over the mock core)."""
-    core_mod = importlib.import_module("pytest_iterate.mock.core")
-    router_mod = importlib.import_module("pytest_iterate.mock.respx_router")
-    from pytest_iterate.pipeline.config import MOCK_BASE_URL
+    core_mod = importlib.import_module("pytest_iterate.doubles.mock.core")
+    router_mod = importlib.import_module("pytest_iterate.doubles.mock.respx_router")
+    from pytest_iterate.client.config import MOCK_BASE_URL
 
     name = profile or "v1"
     with router_mod.mock_router(core_mod.MockLLM(name), MOCK_BASE_URL):
-        yield MOCK_BASE_URL, f"pytest_iterate.mock in-process (profile {name})"
+        yield MOCK_BASE_URL, f"pytest_iterate.doubles.mock in-process (profile {name})"
 
 
 @contextlib.asynccontextmanager
@@ -68,17 +68,17 @@ async def _endpoint(
         return
     if target == "mock":
         try:
-            importlib.import_module("pytest_iterate.mock.server")
+            importlib.import_module("pytest_iterate.doubles.mock.server")
         except ImportError:
             pass  # the project mock is not installed: fall back to our own loopback server
         else:
             async with _project_mock_server(profile) as pair:
                 yield pair
             return
-    from harness.loopback import LoopbackServer
+    from pytest_iterate.doubles.loopback import LoopbackServer
 
     async with LoopbackServer(latency_s=mock_latency_s) as srv:
-        yield srv.base_url, f"harness.loopback (fixed {mock_latency_s:g} s)"
+        yield srv.base_url, f"pytest_iterate.doubles.loopback (fixed {mock_latency_s:g} s)"
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +104,7 @@ async def open_target(
             async with _raw_target(base_url, info) as t:
                 yield t
             return
-        from pytest_iterate.pipeline.config import IterateConfig
+        from pytest_iterate.client.config import IterateConfig
         from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
         path = workload or str(standard_workload_path())
@@ -140,7 +140,7 @@ async def _raw_target(base_url: str, info: dict[str, Any]) -> AsyncIterator[Targ
             async with session.post(url, json=body) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
-                    from pytest_iterate.pipeline.errors import error_for_status
+                    from pytest_iterate.client.errors import error_for_status
 
                     raise error_for_status(resp.status, url=url, body=data)
 

@@ -18,27 +18,27 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "IterateConfig": "pytest_iterate.pipeline.config",
-    "IterateMetrics": "pytest_iterate.pipeline.metrics",
-    "LLMClient": "pytest_iterate.pipeline.client",
-    "LLMRequest": "pytest_iterate.pipeline.types",
-    "LLMResponse": "pytest_iterate.pipeline.types",
-    "Usage": "pytest_iterate.pipeline.types",
-    "GuardWarning": "pytest_iterate.pipeline.types",
-    "IterateError": "pytest_iterate.pipeline.errors",
-    "Busy": "pytest_iterate.pipeline.errors",
-    "ContextOverflow": "pytest_iterate.pipeline.errors",
+    "IterateConfig": "pytest_iterate.client.config",
+    "IterateMetrics": "pytest_iterate.client.metrics",
+    "LLMClient": "pytest_iterate.client.client",
+    "LLMRequest": "pytest_iterate.client.types",
+    "LLMResponse": "pytest_iterate.client.types",
+    "Usage": "pytest_iterate.client.types",
+    "GuardWarning": "pytest_iterate.client.types",
+    "IterateError": "pytest_iterate.client.errors",
+    "Busy": "pytest_iterate.client.errors",
+    "ContextOverflow": "pytest_iterate.client.errors",
     "Pipeline": "pytest_iterate.pipeline.runner",
     "PipelineResult": "pytest_iterate.pipeline.runner",
     "DesignRequest": "pytest_iterate.pipeline.design",
     "load_workload": "pytest_iterate.pipeline.workload",
-    "ResponseCache": "pytest_iterate.pipeline.cache.tiered",
-    "batch_llm_call": "pytest_iterate.pipeline.batch",
-    "batch_llm_call_results": "pytest_iterate.pipeline.batch",
-    "TokenCounter": "pytest_iterate.pipeline.tokens.counter",
-    "TokenGuard": "pytest_iterate.pipeline.tokens.guard",
-    "MockLLM": "pytest_iterate.mock.core",
-    "MockServer": "pytest_iterate.mock.server",
+    "ResponseCache": "pytest_iterate.cache.tiered",
+    "batch_llm_call": "pytest_iterate.batch.call",
+    "batch_llm_call_results": "pytest_iterate.batch.call",
+    "TokenCounter": "pytest_iterate.tokens.counter",
+    "TokenGuard": "pytest_iterate.tokens.guard",
+    "MockLLM": "pytest_iterate.doubles.mock.core",
+    "MockServer": "pytest_iterate.doubles.mock.server",
 }
 
 __all__ = [
@@ -81,17 +81,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
-    from pytest_iterate.mock.core import MockLLM
-    from pytest_iterate.mock.server import MockServer
-    from pytest_iterate.pipeline.batch import batch_llm_call, batch_llm_call_results
-    from pytest_iterate.pipeline.cache.tiered import ResponseCache
-    from pytest_iterate.pipeline.client import LLMClient
-    from pytest_iterate.pipeline.config import IterateConfig
+    from pytest_iterate.batch.call import batch_llm_call, batch_llm_call_results
+    from pytest_iterate.cache.tiered import ResponseCache
+    from pytest_iterate.client.client import LLMClient
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.errors import Busy, ContextOverflow, IterateError
+    from pytest_iterate.client.metrics import IterateMetrics
+    from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse, Usage
+    from pytest_iterate.doubles.mock.core import MockLLM
+    from pytest_iterate.doubles.mock.server import MockServer
     from pytest_iterate.pipeline.design import DesignRequest
-    from pytest_iterate.pipeline.errors import Busy, ContextOverflow, IterateError
-    from pytest_iterate.pipeline.metrics import IterateMetrics
     from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
-    from pytest_iterate.pipeline.tokens.counter import TokenCounter
-    from pytest_iterate.pipeline.tokens.guard import TokenGuard
-    from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse, Usage
     from pytest_iterate.pipeline.workload import load_workload
+    from pytest_iterate.tokens.counter import TokenCounter
+    from pytest_iterate.tokens.guard import TokenGuard

@@ -1,8 +1,7 @@
 """Where the shipped data (workloads, mock profiles, cassettes) lives.
 
-In a wheel the repository's ``fixtures/`` folder is packaged as
-``pytest_iterate/_fixtures``; in a source checkout (editable install) it is the
-repository's own ``fixtures/``.
+``pytest_iterate/_fixtures`` is the repository's ``fixtures/`` folder: a symlink in a
+source checkout (editable install), real files in a wheel.
 """
 
 from __future__ import annotations
@@ -13,8 +12,4 @@ __all__ = ["fixtures_dir"]
 
 
 def fixtures_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    packaged = here / "_fixtures"
-    if packaged.is_dir():
-        return packaged
-    return here.parent / "fixtures"
+    return Path(__file__).parent / "_fixtures"

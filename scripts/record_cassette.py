@@ -4,8 +4,8 @@
 Every unique request of ``fixtures/workloads/designs.jsonl`` (as
 :class:`~pytest_iterate.pipeline.prompts.PromptBuilder` builds it: temperature 0, the
 design's own ``max_tokens`` unless ``--max-tokens`` says otherwise) goes through the real
-client stack (:class:`~pytest_iterate.pipeline.client.LLMClient` over aiohttp) with a
-:class:`~pytest_iterate.cassettes.CassetteTransport` under it, once whole and once
+client stack (:class:`~pytest_iterate.client.client.LLMClient` over aiohttp) with a
+:class:`~pytest_iterate.doubles.cassettes.CassetteTransport` under it, once whole and once
 streamed (``--shapes``). Duplicates are sent once: the cassette is keyed on the body.
 
     scripts/real_endpoint.sh start
@@ -26,12 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_iterate.cassettes import RECORD_MODES, cassette_transport
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.types import LLMRequest
+from pytest_iterate.doubles.cassettes import RECORD_MODES, cassette_transport
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.prompts import PromptBuilder
-from pytest_iterate.pipeline.types import LLMRequest
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from harness.samples import RequestSample
+    from pytest_iterate.harness.samples import RequestSample
 
 __all__ = ["ALL_FORMATS", "REPORT_SCHEMA", "build_report", "write_reports"]
 
@@ -78,23 +78,23 @@ def write_reports(
     paths: list[Path] = []
     for fmt in formats:
         if fmt == "json":
-            from harness.reports import json_report
+            from pytest_iterate.harness.reports import json_report
 
             paths.append(json_report.write(report, out_dir))
         elif fmt == "md":
-            from harness.reports import markdown_report
+            from pytest_iterate.harness.reports import markdown_report
 
             paths.append(markdown_report.write(report, out_dir))
         elif fmt == "html":
-            from harness.reports import html_report
+            from pytest_iterate.harness.reports import html_report
 
             paths.append(html_report.write(report, out_dir, samples=samples))
         elif fmt == "benchmark":
-            from harness.reports import benchmark_json
+            from pytest_iterate.harness.reports import benchmark_json
 
             paths.append(benchmark_json.write(report, out_dir))
         elif fmt == "prom":
-            from harness.reports import prom_report
+            from pytest_iterate.harness.reports import prom_report
 
             paths.append(prom_report.write(report, out_dir))
     return paths

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.stats import percentile
+from pytest_iterate.harness.stats import percentile
 
 __all__ = ["FILENAME", "PYTEST_BENCHMARK_VERSION", "benchmark_stats", "render", "write"]
 

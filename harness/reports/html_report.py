@@ -13,12 +13,12 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.reports import _svg
-from harness.reports._fmt import fmt_num, fmt_s
-from harness.reports.markdown_report import render as render_markdown
+from pytest_iterate.harness.reports import _svg
+from pytest_iterate.harness.reports._fmt import fmt_num, fmt_s
+from pytest_iterate.harness.reports.markdown_report import render as render_markdown
 
 if TYPE_CHECKING:
-    from harness.samples import RequestSample
+    from pytest_iterate.harness.samples import RequestSample
 
 __all__ = ["FILENAME", "render", "write"]
 

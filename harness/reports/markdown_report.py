@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.reports._fmt import fmt_num, fmt_s
+from pytest_iterate.harness.reports._fmt import fmt_num, fmt_s
 
 __all__ = ["FILENAME", "render", "write"]
 

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_iterate.pipeline.metrics import METRIC_NAMES
+from pytest_iterate.client.metrics import METRIC_NAMES
 
 if TYPE_CHECKING:
-    from pytest_iterate.options import IterateOptions
     from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
+    from pytest_iterate.plugin.options import IterateOptions
 
 __all__ = ["METRIC_NAMES", "NeedsMock", "NoMeasurement", "ScenarioResult", "ScenarioRunner",
            "available_cores"]
@@ -94,7 +94,7 @@ def _unique(items: Sequence[Any]) -> list[Any]:
 @contextlib.contextmanager
 def _captured_stage_logs() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     """A private logger writing the pipeline's JSON stage logs into memory."""
-    from pytest_iterate.pipeline.telemetry import JsonFormatter
+    from pytest_iterate.client.telemetry import JsonFormatter
 
     stream = io.StringIO()
     logger = logging.getLogger("pytest_iterate.acceptance.stage_logs")
@@ -127,7 +127,7 @@ def _stage_log_counts(text: str) -> dict[str, int]:
 def _require_an_answer(name: str, summary: Mapping[str, Any], results: Sequence[PipelineResult]) -> None:
     """Raise :class:`NoMeasurement` when no request of the run got an answer (a refusal
     by the token guard counts as an answer: it is the policy working)."""
-    from harness.stats import all_failed
+    from pytest_iterate.harness.stats import all_failed
 
     if all_failed(summary, ignore=("ContextOverflow",)):
         first = next(r.error for r in results if r.error is not None)
@@ -139,7 +139,7 @@ def _require_an_answer(name: str, summary: Mapping[str, Any], results: Sequence[
 
 def _errors_note(summary: Mapping[str, Any]) -> str:
     """``"; 3 of 100 requests failed (RequestTimeout 3)"`` or ``""``."""
-    from harness.stats import error_kinds_text
+    from pytest_iterate.harness.stats import error_kinds_text
 
     if not summary.get("errors"):
         return ""
@@ -230,8 +230,8 @@ class ScenarioRunner:
     async def _pipeline(self, base_url: str, *, logger: logging.Logger | None = None,
                         **overrides: Any) -> AsyncIterator[Pipeline]:
         """A pipeline built from the options and ``[tool.iterate]``; cassette wired when asked."""
-        from pytest_iterate.pipeline.config import IterateConfig
-        from pytest_iterate.pipeline.metrics import IterateMetrics
+        from pytest_iterate.client.config import IterateConfig
+        from pytest_iterate.client.metrics import IterateMetrics
         from pytest_iterate.pipeline.runner import Pipeline
 
         opts = self.options
@@ -241,8 +241,8 @@ class ScenarioRunner:
         metrics = IterateMetrics()
         client = None
         if opts.cassette is not None:
-            from pytest_iterate.cassettes import cassette_transport
-            from pytest_iterate.pipeline.client import LLMClient
+            from pytest_iterate.client.client import LLMClient
+            from pytest_iterate.doubles.cassettes import cassette_transport
 
             transport = cassette_transport(opts.record_mode, opts.cassette, replay_timing=opts.replay_timing)
             client = LLMClient(config, transport=transport, metrics=metrics)
@@ -260,7 +260,7 @@ class ScenarioRunner:
     @contextlib.asynccontextmanager
     async def _endpoint(self, faults: Mapping[str, float] | None = None,
                         context_window: int | None = None) -> AsyncIterator[Any]:
-        from pytest_iterate.acceptance.endpoint import open_endpoint
+        from pytest_iterate.endpoint import open_endpoint
 
         opts = self.options
         if faults and not opts.is_mock:
@@ -276,7 +276,7 @@ class ScenarioRunner:
         """Probe a real endpoint once per session, so a wrong URL fails every criterion in
         seconds, with the reason, instead of after a workload of retries. A replay-only
         cassette needs no server and is not probed."""
-        from pytest_iterate.acceptance.endpoint import probe_endpoint
+        from pytest_iterate.endpoint import probe_endpoint
 
         if self.options.cassette is not None and self.options.record_mode == "none":
             return
@@ -290,8 +290,8 @@ class ScenarioRunner:
     async def _drive(self, name: str, pipeline: Pipeline, items: Sequence[Any], concurrency: int,
                      **extra: Any) -> tuple[dict[str, Any], list[PipelineResult], float]:
         """Closed-loop run of ``items`` through ``pipeline``; (summary, results in send order, cpu %)."""
-        from harness.loads import ClosedLoop
-        from harness.runner import run_load
+        from pytest_iterate.harness.loads import ClosedLoop
+        from pytest_iterate.harness.runner import run_load
 
         results: list[PipelineResult] = []
 
@@ -357,7 +357,7 @@ class ScenarioRunner:
         return ScenarioResult("standard", summary, results, observed, notes, pipeline.metrics, cache_dir)
 
     async def _sweep(self, level: int) -> ScenarioResult:
-        from pytest_iterate.pipeline.errors import RequestTimeout
+        from pytest_iterate.client.errors import RequestTimeout
 
         name = f"concurrency_{level}"
         items = _unique(self._workload())[: 2 * level]
@@ -376,7 +376,7 @@ class ScenarioRunner:
         return ScenarioResult(name, summary, results, observed, notes)
 
     async def _faults(self) -> ScenarioResult:
-        from pytest_iterate.pipeline.errors import IterateError
+        from pytest_iterate.client.errors import IterateError
 
         items = self._workload()
         level = max(self.options.concurrency)
@@ -404,7 +404,7 @@ class ScenarioRunner:
         return ScenarioResult("faults", summary, results, observed, notes)
 
     async def _long_context(self) -> ScenarioResult:
-        from pytest_iterate.pipeline.errors import ClientError
+        from pytest_iterate.client.errors import ClientError
 
         items = self._workload(long=True)
         async with self._endpoint(context_window=LONG_CONTEXT_WINDOW) as ep:
@@ -423,7 +423,7 @@ class ScenarioRunner:
         return ScenarioResult("long_context", summary, results, observed, notes)
 
     async def _saturation(self) -> ScenarioResult:
-        from pytest_iterate.pipeline.errors import Busy
+        from pytest_iterate.client.errors import Busy
 
         items = _unique(self._workload())[:12]
         async with self._endpoint() as ep, self._pipeline(
@@ -453,7 +453,7 @@ class ScenarioRunner:
         async def scrape() -> tuple[str, str]:
             import aiohttp
 
-            from pytest_iterate.pipeline.metrics_server import MetricsServer
+            from pytest_iterate.client.metrics_server import MetricsServer
 
             async with (
                 MetricsServer(standard.metrics) as server,

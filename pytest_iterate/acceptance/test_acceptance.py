@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_iterate.session import get_session
+from pytest_iterate.plugin.session import get_session
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

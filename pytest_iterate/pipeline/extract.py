@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_iterate.pipeline.types import GuardWarning
+from pytest_iterate.client.types import GuardWarning
 
 __all__ = ["Artifact", "CodeBlock", "extract_artifact", "extract_code", "find_blocks", "validate_code"]
 

@@ -1,7 +1,7 @@
 """Prompt templates for design requests.
 
 :class:`PromptBuilder` turns a :class:`~pytest_iterate.pipeline.design.DesignRequest`
-into a chat :class:`~pytest_iterate.pipeline.types.LLMRequest`. The deterministic
+into a chat :class:`~pytest_iterate.client.types.LLMRequest`. The deterministic
 parts (the system instructions for each language and their token counts) are built
 once per builder and reused for every request; only the user message is new.
 
@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pytest_iterate.client.types import LLMRequest, Message
 from pytest_iterate.pipeline.design import DesignRequest
-from pytest_iterate.pipeline.types import LLMRequest, Message
 
 __all__ = ["DEFAULT_SYSTEM_TEMPLATE", "PromptBuilder", "TextCounter"]
 
@@ -40,7 +40,7 @@ _REPLY_PRIMING = 3
 
 
 class TextCounter(Protocol):
-    """The counting seam: ``pytest_iterate.pipeline.tokens.TokenCounter`` fits it."""
+    """The counting seam: ``pytest_iterate.tokens.TokenCounter`` fits it."""
 
     def count_text(self, text: str) -> int: ...
 
@@ -118,7 +118,7 @@ class PromptBuilder:
     def _get_counter(self) -> TextCounter:
         if self._counter is None:
             try:
-                from pytest_iterate.pipeline.tokens import TokenCounter
+                from pytest_iterate.tokens import TokenCounter
 
                 self._counter = TokenCounter()
             except ImportError:  # the token guard package is optional at build time

@@ -29,18 +29,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.telemetry import StageRecorder, StageTiming, enable_json_logs, get_logger
+from pytest_iterate.client.types import GuardWarning, Usage
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact
-from pytest_iterate.pipeline.metrics import IterateMetrics
 from pytest_iterate.pipeline.prompts import PromptBuilder
 from pytest_iterate.pipeline.stages import Services, Stage, StageContext, default_stages
 from pytest_iterate.pipeline.store import ArtifactStore
-from pytest_iterate.pipeline.telemetry import StageRecorder, StageTiming, enable_json_logs, get_logger
-from pytest_iterate.pipeline.types import GuardWarning, Usage
 from pytest_iterate.pipeline.workers import WorkerPool
 
 if TYPE_CHECKING:
-    from pytest_iterate.pipeline.config import IterateConfig
+    from pytest_iterate.client.config import IterateConfig
 
 __all__ = ["Pipeline", "PipelineResult"]
 
@@ -116,7 +116,7 @@ class Pipeline:
             self._log_handler = enable_json_logs(logger=logger)
         self.logger = logger
         if client is None:
-            from pytest_iterate.pipeline.client import LLMClient
+            from pytest_iterate.client.client import LLMClient
 
             client = LLMClient(config, metrics=self.metrics)
             self._owned.append(client)
@@ -134,7 +134,7 @@ class Pipeline:
         self.guard = guard
         single_flight: Any = None
         if cache is not None:
-            from pytest_iterate.pipeline.cache.singleflight import SingleFlight
+            from pytest_iterate.cache.singleflight import SingleFlight
 
             single_flight = SingleFlight()
         self.services = Services(
@@ -163,13 +163,13 @@ class Pipeline:
         metrics = parts.pop("metrics", None) or IterateMetrics()
         owned: list[Any] = []
         if "cache" not in parts and config.cache_enabled:
-            from pytest_iterate.pipeline.cache.tiered import ResponseCache
+            from pytest_iterate.cache.tiered import ResponseCache
 
             parts["cache"] = ResponseCache(config, metrics)
             owned.append(parts["cache"])
         if "guard" not in parts:
-            from pytest_iterate.pipeline.tokens.counter import TokenCounter
-            from pytest_iterate.pipeline.tokens.guard import TokenGuard
+            from pytest_iterate.tokens.counter import TokenCounter
+            from pytest_iterate.tokens.guard import TokenGuard
 
             counter = TokenCounter()  # one memo for the builder's and the guard's counts
             parts["guard"] = TokenGuard(config, metrics=metrics, counter=counter)

@@ -25,17 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pytest_iterate.client.errors import HTTPStatusError
+from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse, Usage
 from pytest_iterate.pipeline.design import DesignRequest
-from pytest_iterate.pipeline.errors import HTTPStatusError
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
-from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse, Usage
 
 if TYPE_CHECKING:
-    from pytest_iterate.pipeline.config import IterateConfig
-    from pytest_iterate.pipeline.metrics import IterateMetrics
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.metrics import IterateMetrics
+    from pytest_iterate.client.telemetry import StageRecorder
     from pytest_iterate.pipeline.prompts import PromptBuilder
     from pytest_iterate.pipeline.store import ArtifactStore
-    from pytest_iterate.pipeline.telemetry import StageRecorder
     from pytest_iterate.pipeline.workers import WorkerPool
 
 __all__ = [
@@ -131,7 +131,7 @@ class CacheLookupStage:
     async def __call__(self, ctx: StageContext) -> None:
         s = ctx.services
         assert ctx.llm_request is not None, "cache_lookup needs prompt_build first"
-        from pytest_iterate.pipeline.cache.keys import cache_key
+        from pytest_iterate.cache.keys import cache_key
 
         ctx.cache_key = cache_key(ctx.llm_request, base_url=s.base_url, default_model=s.model)
         if s.cache is None or not s.cache.cacheable(ctx.llm_request):
@@ -245,7 +245,7 @@ def _relearn_after_context_error(ctx: StageContext, exc: HTTPStatusError) -> lis
     guard = ctx.services.guard
     if guard is None or exc.status != 400 or ctx.llm_request is None or ctx.extra.get("context_retry"):
         return None
-    from pytest_iterate.pipeline.tokens.windows import is_context_error_text, parse_context_error
+    from pytest_iterate.tokens.windows import is_context_error_text, parse_context_error
 
     text = exc.body.decode("utf-8", "replace") + " " + str(exc)
     if exc.code != "context_length_exceeded" and not is_context_error_text(text):

@@ -2,7 +2,7 @@
 
 Blank lines and lines starting with ``#`` are skipped. The whole file is validated
 before anything is returned, so a caller never gets half a workload: the first bad
-line raises :class:`~pytest_iterate.pipeline.errors.WorkloadError` whose message
+line raises :class:`~pytest_iterate.client.errors.WorkloadError` whose message
 names the file, the line number and what is wrong (bad JSON, a missing field, a
 duplicated id with different content, ...).
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pytest_iterate.client.errors import WorkloadError
 from pytest_iterate.pipeline.design import DesignRequest
-from pytest_iterate.pipeline.errors import WorkloadError
 
 __all__ = ["load_workload", "long_context_workload_path", "standard_workload_path"]
 

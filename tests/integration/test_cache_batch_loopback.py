@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from pytest_iterate.pipeline.batch import EndpointCapabilities, batch_llm_call, batch_llm_call_results
-from pytest_iterate.pipeline.cache import CachingCaller, ResponseCache
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.packing import format_packed_answer, parse_packed_prompt
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.batch.call import EndpointCapabilities, batch_llm_call, batch_llm_call_results
+from pytest_iterate.batch.packing import format_packed_answer, parse_packed_prompt
+from pytest_iterate.cache import CachingCaller, ResponseCache
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.types import LLMRequest
 
 CHUNKS = ["The ", "answer ", "is 4."]
 

@@ -12,13 +12,13 @@ import httpx
 import pytest
 from aiohttp import web
 
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.errors import BadResponse, RateLimited
-from pytest_iterate.pipeline.metrics import CONTENT_TYPE_LATEST, METRIC_NAMES, IterateMetrics
-from pytest_iterate.pipeline.metrics_server import ThreadedMetricsServer, serve_metrics
-from pytest_iterate.pipeline.telemetry import StageRecorder
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import BadResponse, RateLimited
+from pytest_iterate.client.metrics import CONTENT_TYPE_LATEST, METRIC_NAMES, IterateMetrics
+from pytest_iterate.client.metrics_server import ThreadedMetricsServer, serve_metrics
+from pytest_iterate.client.telemetry import StageRecorder
+from pytest_iterate.client.types import LLMRequest
 
 WORDS = ["Hel", "lo ", "wor", "ld ✓"]
 
@@ -251,7 +251,7 @@ async def test_html_body_is_bad_response_with_status_and_first_bytes(
 
 
 async def test_user_given_httpx_client_not_closed(upstream: tuple[str, Upstream]) -> None:
-    from pytest_iterate.pipeline.transport.httpx_transport import HttpxTransport
+    from pytest_iterate.client.transport.httpx_transport import HttpxTransport
 
     base, _ = upstream
     async with httpx.AsyncClient() as own:
@@ -263,7 +263,7 @@ async def test_user_given_httpx_client_not_closed(upstream: tuple[str, Upstream]
 async def test_connection_refused_is_connect_error() -> None:
     import socket
 
-    from pytest_iterate.pipeline.errors import ConnectError
+    from pytest_iterate.client.errors import ConnectError
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,7 +313,7 @@ def test_threaded_metrics_server_from_sync_code() -> None:
 async def test_connection_dropped_mid_stream_is_stream_error(
     upstream: tuple[str, Upstream], transport: str
 ) -> None:
-    from pytest_iterate.pipeline.errors import StreamError
+    from pytest_iterate.client.errors import StreamError
 
     base, _ = upstream
     cfg = IterateConfig(base_url=base + "/cut/v1", transport=transport, max_attempts=2)  # type: ignore[arg-type]
@@ -355,7 +355,7 @@ async def test_slow_stream_outlives_the_read_timeout_while_data_keeps_coming(
 async def test_silence_fails_fast_with_a_timeout_naming_the_bound(
     upstream: tuple[str, Upstream], transport: str, path: str, timeouts: dict[str, float], match: str | None
 ) -> None:
-    from pytest_iterate.pipeline.errors import RequestTimeout
+    from pytest_iterate.client.errors import RequestTimeout
 
     base, _ = upstream
     cfg = IterateConfig(

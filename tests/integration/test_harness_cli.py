@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, main
+from pytest_iterate.harness.cli import build_parser, main
 
 
 def test_run_sweep_writes_reports_and_compare_gates(
@@ -144,7 +144,7 @@ def test_help_lists_the_commands() -> None:
 def test_run_drives_the_pipeline_against_the_project_mock(
     target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("pytest_iterate.mock.server")
+    pytest.importorskip("pytest_iterate.doubles.mock.server")
     monkeypatch.chdir(tmp_path)  # the pipeline's cache folder lands here
     code = main(
         [
@@ -173,7 +173,7 @@ def test_run_drives_the_pipeline_against_the_project_mock(
     assert scenario["requests"] == 12 and scenario["errors"] == 0
     assert {"prompt_build", "llm_call", "post_process"} <= set(scenario["stages"])
     assert scenario["tokens"]["completion"] > 0 and scenario["ttft_s"]["count"] == 12
-    assert report["run"]["target"].startswith("pytest_iterate.mock")
+    assert report["run"]["target"].startswith("pytest_iterate.doubles.mock")
 
 
 def test_run_where_every_request_fails_exits_1_and_says_so(

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
-from harness.loads import ClosedLoop, ConstantRate, Poisson
-from harness.loopback import LoopbackServer
-from harness.runner import run_load
+from pytest_iterate.doubles.loopback import LoopbackServer
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
+from pytest_iterate.harness.runner import run_load
 
 # Long enough that a busy shared runner's scheduling noise (a few ms per request) stays well
 # inside the 5 % bound (25 ms); at 0.2 s the Poisson case flaked under load.

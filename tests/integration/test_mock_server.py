@@ -13,14 +13,14 @@ import time
 import aiohttp
 import pytest
 
-from pytest_iterate.mock.core import MockLLM
-from pytest_iterate.mock.faults import FaultPlan
-from pytest_iterate.mock.profiles import Distribution, LatencyProfile
-from pytest_iterate.mock.server import MockServer
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import LLMRequest
+from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.faults import FaultPlan
+from pytest_iterate.doubles.mock.profiles import Distribution, LatencyProfile
+from pytest_iterate.doubles.mock.server import MockServer
 
 openai = pytest.importorskip("openai")
 MSG = [{"role": "user", "content": "Task: Build a trie\nLanguage: python"}]
@@ -141,7 +141,7 @@ def test_cli_prints_its_url_serves_and_stops_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "pytest_iterate.mock.cli",
+            "pytest_iterate.doubles.mock.cli",
             "--profile",
             "fast",
             "--port",
@@ -179,7 +179,7 @@ def test_cli_prints_its_url_serves_and_stops_on_sigterm() -> None:
 
 def test_cli_rejects_a_bad_fault_in_one_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pytest_iterate.mock.cli", "--fault", "418=0.1", "--port", "0"],
+        [sys.executable, "-m", "pytest_iterate.doubles.mock.cli", "--fault", "418=0.1", "--port", "0"],
         capture_output=True,
         text=True,
         timeout=30,

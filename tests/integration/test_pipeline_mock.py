@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pytest_iterate.pipeline.config import IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.pipeline.runner import Pipeline
 from pytest_iterate.pipeline.stages import STAGE_NAMES
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
@@ -115,7 +115,7 @@ async def test_100_designs_in_order_timed_stored_and_cached(endpoint: Endpoint, 
 async def test_malformed_workload_line_names_file_and_line_and_writes_nothing(
     endpoint: Endpoint, tmp_path: Path
 ) -> None:
-    from pytest_iterate.pipeline.errors import WorkloadError
+    from pytest_iterate.client.errors import WorkloadError
 
     lines = standard_workload_path().read_text(encoding="utf-8").splitlines()
     bad_at = 40
@@ -139,9 +139,9 @@ async def test_malformed_workload_line_names_file_and_line_and_writes_nothing(
 
 async def test_100_designs_on_the_project_mock_fast_profile(tmp_path: Path) -> None:
     """The same run against helper B's MockServer (fast profile) once it is in the package."""
-    server_mod = pytest.importorskip("pytest_iterate.mock.server")
-    core_mod = pytest.importorskip("pytest_iterate.mock.core")
-    profiles = pytest.importorskip("pytest_iterate.mock.profiles")
+    server_mod = pytest.importorskip("pytest_iterate.doubles.mock.server")
+    core_mod = pytest.importorskip("pytest_iterate.doubles.mock.core")
+    profiles = pytest.importorskip("pytest_iterate.doubles.mock.profiles")
     core = core_mod.MockLLM(profiles.load_profile("fast"), seed=1)
     server = server_mod.MockServer(core, host="127.0.0.1", port=0)
     await server.start()
@@ -173,9 +173,9 @@ async def test_100_designs_on_the_project_mock_fast_profile(tmp_path: Path) -> N
 
 async def test_100_designs_on_the_project_mock_in_process(tmp_path: Path) -> None:
     """MockLLM (fast profile) behind its respx router: answers sized by the profile, usage counted."""
-    from pytest_iterate.mock.core import MockLLM
-    from pytest_iterate.mock.profiles import load_profile
-    from pytest_iterate.mock.respx_router import mock_router
+    from pytest_iterate.doubles.mock.core import MockLLM
+    from pytest_iterate.doubles.mock.profiles import load_profile
+    from pytest_iterate.doubles.mock.respx_router import mock_router
 
     core = MockLLM(load_profile("fast"), seed=3)
     cfg = IterateConfig.load(

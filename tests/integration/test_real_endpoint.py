@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
+from pytest_iterate.client.transport.base import TransportResponse
+from pytest_iterate.client.types import LLMRequest
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.runner import Pipeline
-from pytest_iterate.pipeline.transport.aiohttp_transport import AiohttpTransport
-from pytest_iterate.pipeline.transport.base import TransportResponse
-from pytest_iterate.pipeline.types import LLMRequest
 from pytest_iterate.pipeline.workload import (
     load_workload,
     long_context_workload_path,
@@ -167,8 +167,8 @@ SHORT = [
 
 async def test_cached_second_run_makes_no_server_call(real_endpoint: str, tmp_path: Path) -> None:
     """Answers that end by themselves (partial ones are never cached) come from disk the 2nd time."""
-    from pytest_iterate.pipeline.cache.layer import CachingCaller
-    from pytest_iterate.pipeline.cache.tiered import ResponseCache
+    from pytest_iterate.cache.layer import CachingCaller
+    from pytest_iterate.cache.tiered import ResponseCache
 
     cfg = _config(real_endpoint, tmp_path)
     requests = [

@@ -87,9 +87,9 @@ def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Py
     pytester.makepyfile(test_fixtures="""
         import httpx
         import pytest
-        from pytest_iterate.pipeline.config import MOCK_BASE_URL
+        from pytest_iterate.client.config import MOCK_BASE_URL
         from pytest_iterate.pipeline.design import DesignRequest
-        from pytest_iterate.pipeline.types import LLMRequest
+        from pytest_iterate.client.types import LLMRequest
 
         REQ = LLMRequest(messages=({"role": "user", "content": "say hi"},), max_tokens=16)
 
@@ -130,7 +130,7 @@ def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Py
 
 
 def test_a_run_where_every_request_failed_misses_any_budget() -> None:
-    from pytest_iterate.budget import Budget, violations
+    from pytest_iterate.plugin.budget import Budget, violations
 
     summary = {"name": "bench:t#1", "requests": 5, "errors": 5, "error_rate": 1.0,
                "errors_by_kind": {"ConnectError": 5}, "latency_s": {"mean": 0.01, "p95": 0.02}}

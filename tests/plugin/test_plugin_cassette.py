@@ -11,7 +11,7 @@ pytest_plugins = ["pytester"]
 
 def test_record_then_replay_without_the_endpoint(pytester: pytest.Pytester,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_iterate.mock import MockLLM, MockServer
+    from pytest_iterate.doubles.mock import MockLLM, MockServer
 
     for name in list(os.environ):
         if name.startswith("ITERATE") or name.endswith("API_KEY"):

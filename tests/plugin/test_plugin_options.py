@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_iterate.options import OPTIONS, resolve
+from pytest_iterate.plugin.options import OPTIONS, resolve
 
 pytest_plugins = ["pytester"]
 

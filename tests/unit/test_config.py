@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iterate.pipeline.config import MOCK_BASE_URL, IterateConfig
-from pytest_iterate.pipeline.errors import ConfigError
+from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.errors import ConfigError
 
 
 def write_pyproject(tmp_path: Path, body: str) -> Path:

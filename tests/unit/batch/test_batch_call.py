@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_iterate.pipeline.batch import (
+from pytest_iterate.batch.call import (
     EndpointCapabilities,
     batch_llm_call,
     batch_llm_call_results,
 )
-from pytest_iterate.pipeline.errors import ClientError, ConfigError, ServerError
-from pytest_iterate.pipeline.packing import item_header, parse_packed_prompt
-from pytest_iterate.pipeline.types import LLMRequest, LLMResponse
+from pytest_iterate.batch.packing import item_header, parse_packed_prompt
+from pytest_iterate.client.errors import ClientError, ConfigError, ServerError
+from pytest_iterate.client.types import LLMRequest, LLMResponse
 
 
 def answer_of(prompt: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_iterate.pipeline.packing import (
+from pytest_iterate.batch.packing import (
     format_packed_answer,
     pack_prompts,
     parse_packed_prompt,

@@ -11,7 +11,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from pytest_iterate.pipeline.cache.disk import DiskStore
+from pytest_iterate.cache.disk import DiskStore
 
 N_PER_WORKER = 150
 

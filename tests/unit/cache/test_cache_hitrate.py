@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from pytest_iterate.pipeline.cache import CachingCaller, ResponseCache
-from pytest_iterate.pipeline.config import IterateConfig
+from pytest_iterate.cache import CachingCaller, ResponseCache
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.types import LLMRequest, LLMResponse
 from pytest_iterate.pipeline.design import DesignRequest
-from pytest_iterate.pipeline.types import LLMRequest, LLMResponse
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
 

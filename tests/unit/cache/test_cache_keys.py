@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_iterate.pipeline.cache.keys import (
+from pytest_iterate.cache.keys import (
     DENY_FIELDS,
     cache_key,
     cache_key_from_body,
     normalize_base_url,
 )
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.types import LLMRequest
 
 BASE = "http://127.0.0.1:8000/v1"
 BODY = {

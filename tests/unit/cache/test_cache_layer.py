@@ -11,11 +11,11 @@ import httpx
 import pytest
 import respx
 
-from pytest_iterate.pipeline.cache import CachingCaller, ResponseCache
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.errors import ServerError
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.cache import CachingCaller, ResponseCache
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import ServerError
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
 
 BASE = "http://llm.test/v1"
 

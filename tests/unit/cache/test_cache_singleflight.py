@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pytest_iterate.pipeline.cache import SingleFlight
+from pytest_iterate.cache import SingleFlight
 
 
 async def test_failure_goes_to_every_waiter_and_the_key_is_forgotten() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iterate.pipeline.cache import MemoryLRU, ResponseCache
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse, Usage
+from pytest_iterate.cache import MemoryLRU, ResponseCache
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse, Usage
 
 DET = LLMRequest(messages=({"role": "user", "content": "hi"},), params={"temperature": 0})
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iterate.cassettes.format import (
+from pytest_iterate.client.errors import CassetteError, IterateError
+from pytest_iterate.doubles.cassettes.format import (
     Interaction,
     Timing,
     filter_headers,
@@ -15,7 +16,6 @@ from pytest_iterate.cassettes.format import (
     scrub,
     write_cassette,
 )
-from pytest_iterate.pipeline.errors import CassetteError, IterateError
 
 
 def _interaction(key: str = "v1:abc", *, chunks: tuple[str, ...] | None = None) -> Interaction:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from pytest_iterate._data import fixtures_dir
-from pytest_iterate.cassettes import cassette_transport, read_cassette
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.types import LLMRequest
+from pytest_iterate.doubles.cassettes import cassette_transport, read_cassette
 from pytest_iterate.pipeline.prompts import PromptBuilder
-from pytest_iterate.pipeline.types import LLMRequest
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
 CASSETTE = fixtures_dir() / "cassettes" / "smollm2-standard.jsonl"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from pytest_iterate.cassettes import CassetteTransport, cassette_transport, read_cassette
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.errors import CassetteError, ConfigError
-from pytest_iterate.pipeline.transport.aiohttp_transport import AiohttpTransport
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import CassetteError, ConfigError
+from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
+from pytest_iterate.client.types import LLMRequest
+from pytest_iterate.doubles.cassettes import CassetteTransport, cassette_transport, read_cassette
 
 SECRET = "sk-test-CASSETTE-0123456789abcdef"
 KEY_ENV = "ITERATE_CASSETTE_TEST_KEY"
@@ -276,7 +276,7 @@ async def test_repeated_key_replays_in_order_then_repeats_the_last(
     lines = read_cassette(path)
     from dataclasses import replace
 
-    from pytest_iterate.cassettes import write_cassette
+    from pytest_iterate.doubles.cassettes import write_cassette
 
     body = lines[0].body or ""
     write_cassette(path, [lines[0], replace(lines[0], body=body.replace("a: ", "second: "))])

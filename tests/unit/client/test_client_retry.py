@@ -11,9 +11,9 @@ import httpx
 import pytest
 import respx
 
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.errors import (
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import (
     BadResponse,
     ClientError,
     ConfigError,
@@ -23,8 +23,8 @@ from pytest_iterate.pipeline.errors import (
     ServerError,
     StreamError,
 )
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import LLMRequest
 
 BASE = "http://api.test/v1"
 CHAT = BASE + "/chat/completions"
@@ -345,8 +345,8 @@ async def test_completions_list_prompt_fills_texts_in_index_order(client: LLMCli
 
 @respx.mock
 async def test_mock_host_uses_httpx_transport_automatically() -> None:
-    from pytest_iterate.pipeline.config import MOCK_BASE_URL
-    from pytest_iterate.pipeline.transport.httpx_transport import HttpxTransport
+    from pytest_iterate.client.config import MOCK_BASE_URL
+    from pytest_iterate.client.transport.httpx_transport import HttpxTransport
 
     respx.post(MOCK_BASE_URL + "/chat/completions").mock(return_value=ok_json("mocked"))
     async with LLMClient(IterateConfig(base_url=MOCK_BASE_URL)) as c:
@@ -358,7 +358,7 @@ async def test_mock_host_uses_httpx_transport_automatically() -> None:
 async def test_saturated_client_answers_busy_fast_and_does_not_retry(sleeps: Sleeps) -> None:
     import asyncio
 
-    from pytest_iterate.pipeline.errors import Busy
+    from pytest_iterate.client.errors import Busy
 
     gate = asyncio.Event()
 

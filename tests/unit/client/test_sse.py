@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_iterate.pipeline.errors import BadResponse, StreamError
-from pytest_iterate.pipeline.sse import SSEEvent, SSEParser, StreamDecoder
+from pytest_iterate.client.errors import BadResponse, StreamError
+from pytest_iterate.client.sse import SSEEvent, SSEParser, StreamDecoder
 
 
 def parse_all(chunks: list[bytes]) -> list[SSEEvent]:

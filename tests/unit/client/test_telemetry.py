@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.telemetry import (
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.telemetry import (
     JsonFormatter,
     StageRecorder,
     StageTiming,

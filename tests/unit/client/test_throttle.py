@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from pytest_iterate.pipeline.errors import Busy
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.throttle import Throttle, parse_reset_duration
+from pytest_iterate.client.errors import Busy
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.throttle import Throttle, parse_reset_duration
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.compare import BaselineMissing, compare, load_baseline, parse_rule
-from harness.samples import RequestSample
-from harness.stats import summarize
+from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline, parse_rule
+from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.stats import summarize
 
 RULES = ["p95:10%", "mean:5%", "error_rate:+0.5"]
 

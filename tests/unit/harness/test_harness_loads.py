@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from harness.loads import ClosedLoop, ConstantRate, Poisson, parse_load
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson, parse_load
 
 
 def test_parse_load_accepts_the_three_shapes() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.reports import REPORT_SCHEMA, build_report, write_reports
-from harness.reports.benchmark_json import benchmark_stats
-from harness.samples import RequestSample
-from harness.stats import summarize
+from pytest_iterate.harness.reports import REPORT_SCHEMA, build_report, write_reports
+from pytest_iterate.harness.reports.benchmark_json import benchmark_stats
+from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.stats import summarize
 
 
 def _samples(seed: int, base: float, n: int = 200) -> list[RequestSample]:
@@ -137,7 +137,7 @@ def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[dict, 
     import http.server
     import threading
 
-    from harness.reports.prom_report import push
+    from pytest_iterate.harness.reports.prom_report import push
 
     received: list[tuple[str, str, bytes]] = []
 

@@ -7,10 +7,10 @@ import io
 
 import pytest
 
-from harness.loads import ClosedLoop, ConstantRate, Poisson
-from harness.progress import Progress, progress_enabled
-from harness.runner import Outcome, meets_slo, parse_slo, run_load, saturate
-from harness.samples import RequestSample
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
+from pytest_iterate.harness.progress import Progress, progress_enabled
+from pytest_iterate.harness.runner import Outcome, meets_slo, parse_slo, run_load, saturate
+from pytest_iterate.harness.samples import RequestSample
 
 
 class FakeTime:

@@ -9,8 +9,12 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from harness.samples import RequestSample, sample_from_llm_response, sample_from_pipeline_result
-from harness.stats import distribution, mann_whitney_u, percentile, summarize
+from pytest_iterate.harness.samples import (
+    RequestSample,
+    sample_from_llm_response,
+    sample_from_pipeline_result,
+)
+from pytest_iterate.harness.stats import distribution, mann_whitney_u, percentile, summarize
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 95, 99, 99.9, 100])

@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from pytest_iterate.mock.core import MockLLM
-from pytest_iterate.mock.faults import FaultPlan
-from pytest_iterate.mock.profiles import LatencyProfile
-from pytest_iterate.mock.ratelimit import RateLimiter
-from pytest_iterate.mock.respx_router import mock_router
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import MOCK_BASE_URL, IterateConfig
-from pytest_iterate.pipeline.errors import BadResponse, ClientError, RequestTimeout
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.types import LLMRequest
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.errors import BadResponse, ClientError, RequestTimeout
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import LLMRequest
+from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.faults import FaultPlan
+from pytest_iterate.doubles.mock.profiles import LatencyProfile
+from pytest_iterate.doubles.mock.ratelimit import RateLimiter
+from pytest_iterate.doubles.mock.respx_router import mock_router
 
 
 class Sleeps:

@@ -8,10 +8,10 @@ import statistics
 
 import pytest
 
-from pytest_iterate.mock.faults import FAULT_KINDS, FaultPlan, parse_fault
-from pytest_iterate.mock.profiles import Distribution, LatencyProfile, load_profile, shipped_profiles
-from pytest_iterate.mock.ratelimit import RateLimiter, format_reset
-from pytest_iterate.pipeline.errors import ConfigError
+from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.doubles.mock.faults import FAULT_KINDS, FaultPlan, parse_fault
+from pytest_iterate.doubles.mock.profiles import Distribution, LatencyProfile, load_profile, shipped_profiles
+from pytest_iterate.doubles.mock.ratelimit import RateLimiter, format_reset
 
 
 def test_shipped_profiles_load_and_v1_is_about_2_3_s() -> None:

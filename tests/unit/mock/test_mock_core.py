@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from pytest_iterate.mock.core import MockLLM, MockReply
-from pytest_iterate.mock.faults import FaultPlan
-from pytest_iterate.mock.profiles import Distribution, LatencyProfile
-from pytest_iterate.mock.ratelimit import RateLimiter
-from pytest_iterate.pipeline.packing import pack_prompts, split_packed_answer
-from pytest_iterate.pipeline.tokens import TokenCounter
+from pytest_iterate.batch.packing import pack_prompts, split_packed_answer
+from pytest_iterate.doubles.mock.core import MockLLM, MockReply
+from pytest_iterate.doubles.mock.faults import FaultPlan
+from pytest_iterate.doubles.mock.profiles import Distribution, LatencyProfile
+from pytest_iterate.doubles.mock.ratelimit import RateLimiter
+from pytest_iterate.tokens import TokenCounter
 
 CHAT = "/v1/chat/completions"
 

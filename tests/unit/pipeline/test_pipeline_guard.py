@@ -10,12 +10,12 @@ import httpx
 import pytest
 import respx
 
-from pytest_iterate.pipeline.config import MOCK_BASE_URL, IterateConfig
-from pytest_iterate.pipeline.errors import ContextOverflow
+from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.errors import ContextOverflow
 from pytest_iterate.pipeline.runner import Pipeline
-from pytest_iterate.pipeline.tokens.counter import TokenCounter
-from pytest_iterate.pipeline.tokens.guard import TokenGuard
 from pytest_iterate.pipeline.workload import load_workload, long_context_workload_path
+from pytest_iterate.tokens.counter import TokenCounter
+from pytest_iterate.tokens.guard import TokenGuard
 
 WINDOW = 2048
 

@@ -14,12 +14,13 @@ import httpx
 import pytest
 import respx
 
-from pytest_iterate.pipeline.cache.tiered import ResponseCache
-from pytest_iterate.pipeline.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.cache.tiered import ResponseCache
+from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.errors import Busy, RateLimited
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse
 from pytest_iterate.pipeline.design import DesignRequest
-from pytest_iterate.pipeline.errors import Busy, RateLimited
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
-from pytest_iterate.pipeline.metrics import IterateMetrics
 from pytest_iterate.pipeline.runner import Pipeline
 from pytest_iterate.pipeline.stages import (
     STAGE_NAMES,
@@ -30,7 +31,6 @@ from pytest_iterate.pipeline.stages import (
     replace_stage,
 )
 from pytest_iterate.pipeline.store import ArtifactStore
-from pytest_iterate.pipeline.types import GuardWarning, LLMRequest, LLMResponse
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
 Answer = Callable[[dict[str, Any]], tuple[str, float]]

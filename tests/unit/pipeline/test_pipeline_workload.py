@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_iterate.client.errors import WorkloadError
 from pytest_iterate.pipeline.design import DesignRequest
-from pytest_iterate.pipeline.errors import WorkloadError
 from pytest_iterate.pipeline.workload import (
     load_workload,
     long_context_workload_path,

@@ -13,9 +13,9 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_iterate.pipeline.errors import ConfigError
-from pytest_iterate.pipeline.tokens import PromptPiece, TokenCounter
-from pytest_iterate.pipeline.tokens.counter import load_encoding
+from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.tokens import PromptPiece, TokenCounter
+from pytest_iterate.tokens.counter import load_encoding
 
 # The example_messages of the OpenAI cookbook "How to count tokens with tiktoken",
 # num_tokens_from_messages: 129 prompt tokens for gpt-3.5-turbo-0613 / gpt-4 (cl100k),
@@ -147,7 +147,7 @@ _OFFLINE_SCRIPT = textwrap.dedent(
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
 
-    from pytest_iterate.pipeline.tokens import TokenCounter
+    from pytest_iterate.tokens import TokenCounter
 
     c = TokenCounter()
     print(c.count_text("hello world"), c.count_messages([{"role": "user", "content": "hello world"}]))

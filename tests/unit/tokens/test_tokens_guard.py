@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.errors import ConfigError, ContextOverflow
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.tokens import RatioLearner, TokenCounter, TokenGuard
-from pytest_iterate.pipeline.tokens.guard import cut_marker
-from pytest_iterate.pipeline.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import ConfigError, ContextOverflow
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.tokens import RatioLearner, TokenCounter, TokenGuard
+from pytest_iterate.tokens.guard import cut_marker
 
 COUNTER = TokenCounter()
 WORDS = st.sampled_from(

@@ -16,12 +16,12 @@ import httpx
 import pytest
 import respx
 
-from pytest_iterate.pipeline.client import LLMClient
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.errors import ClientError, ContextOverflow, error_for_status
-from pytest_iterate.pipeline.metrics import IterateMetrics
-from pytest_iterate.pipeline.tokens import GuardingCaller, TokenCounter, TokenGuard
-from pytest_iterate.pipeline.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import ClientError, ContextOverflow, error_for_status
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.tokens import GuardingCaller, TokenCounter, TokenGuard
 
 BASE = "http://api.test/v1"
 CHAT = BASE + "/chat/completions"

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_iterate.pipeline.config import IterateConfig
-from pytest_iterate.pipeline.tokens import (
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.tokens import (
     ContextWindows,
     RatioLearner,
     context_window_for,
     parse_context_error,
 )
-from pytest_iterate.pipeline.tokens.windows import is_context_error_text
+from pytest_iterate.tokens.windows import is_context_error_text
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,319 @@
+"""batch_llm_call: many short prompts, fewer calls, answers in the order asked.
+
+Three strategies, chosen per endpoint:
+
+``native``
+    Several prompts in one ``/v1/completions`` request (``prompt`` is a list); the
+    answers come back as ``response.texts``. Not every server supports it (the
+    llama.cpp server answers 500), so the first native request to an endpoint is a
+    probe: its outcome is remembered in an :class:`EndpointCapabilities` and an
+    endpoint that refused is never asked again; its prompts fall back to ``packed``.
+``packed``
+    Several short prompts in one chat request built by
+    :func:`~pytest_iterate.batch.packing.pack_prompts`; the answer is cut with
+    :func:`~pytest_iterate.batch.packing.split_packed_answer`. Items that fail to
+    split (or the last item of an answer cut at ``max_tokens``) are retried one by one.
+``concurrent``
+    One plain chat request per prompt.
+
+``auto`` uses native where the endpoint supports it (probing an unknown endpoint),
+packed for prompts of at most ``pack_max_chars`` characters, and concurrent for the
+rest. In every strategy duplicates are sent once, at most ``concurrency`` calls are
+in flight (one ``asyncio.Semaphore``), and answers are returned in input order.
+
+:func:`batch_llm_call_results` keeps going when an item fails and returns each
+item's answer or error in place, with ``calls_made`` (calls to the caller, probes and
+per-item retries included) and ``calls_saved`` (prompts minus calls made; negative
+when fallbacks cost more calls than they saved). :func:`batch_llm_call` returns the
+answers and raises the first item's error if any failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pytest_iterate.batch.packing import pack_prompts, split_packed_answer
+from pytest_iterate.client.errors import BadResponse, ConfigError, HTTPStatusError, IterateError
+from pytest_iterate.client.types import LLMRequest, LLMResponse
+
+if TYPE_CHECKING:
+    from pytest_iterate.client.types import Caller
+
+__all__ = [
+    "BatchResult",
+    "EndpointCapabilities",
+    "Strategy",
+    "batch_llm_call",
+    "batch_llm_call_results",
+]
+
+Strategy = Literal["auto", "native", "packed", "concurrent"]
+_STRATEGIES = ("auto", "native", "packed", "concurrent")
+
+
+@dataclass(slots=True)
+class EndpointCapabilities:
+    """What each endpoint is known to support, learnt once and kept by its owner.
+
+    Give the same object to every batch sent to an endpoint (the pipeline owns one)
+    so the native-batching probe runs once. ``None`` means not known yet.
+    """
+
+    native_batch: dict[str, bool] = field(default_factory=dict)
+
+    def supports_native(self, endpoint: str) -> bool | None:
+        return self.native_batch.get(endpoint)
+
+    def remember_native(self, endpoint: str, supported: bool) -> None:
+        self.native_batch[endpoint] = supported
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Answers (or errors) in input order, and what the batch cost."""
+
+    results: list[str | None]
+    errors: list[BaseException | None]
+    calls_made: int = 0
+    cache_hits: int = 0  # calls answered by a cache layer under the caller
+    strategies: dict[str, int] = field(default_factory=dict)  # unique prompts served by each
+
+    @property
+    def calls_saved(self) -> int:
+        return len(self.results) - self.calls_made
+
+    @property
+    def ok(self) -> bool:
+        return all(e is None for e in self.errors)
+
+    def texts(self) -> list[str]:
+        """The answers; raises the first item's error if any item failed."""
+        for error in self.errors:
+            if error is not None:
+                raise error
+        return [r if r is not None else "" for r in self.results]
+
+
+async def batch_llm_call(
+    prompts: Sequence[str],
+    caller: Caller | None = None,
+    *,
+    client: Any = None,
+    strategy: Strategy = "auto",
+    concurrency: int = 8,
+    pack_size: int = 8,
+    pack_max_chars: int = 2000,
+    max_tokens: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    capabilities: EndpointCapabilities | None = None,
+    endpoint: str | None = None,
+) -> list[str]:
+    """Answer every prompt; order preserved. See :func:`batch_llm_call_results`."""
+    result = await batch_llm_call_results(
+        prompts,
+        caller,
+        client=client,
+        strategy=strategy,
+        concurrency=concurrency,
+        pack_size=pack_size,
+        pack_max_chars=pack_max_chars,
+        max_tokens=max_tokens,
+        params=params,
+        model=model,
+        capabilities=capabilities,
+        endpoint=endpoint,
+    )
+    return result.texts()
+
+
+async def batch_llm_call_results(
+    prompts: Sequence[str],
+    caller: Caller | None = None,
+    *,
+    client: Any = None,
+    strategy: Strategy = "auto",
+    concurrency: int = 8,
+    pack_size: int = 8,
+    pack_max_chars: int = 2000,
+    max_tokens: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    capabilities: EndpointCapabilities | None = None,
+    endpoint: str | None = None,
+) -> BatchResult:
+    """Answer every prompt, keeping each item's answer or error in place.
+
+    ``caller`` is any :class:`~pytest_iterate.client.types.Caller` (the cached
+    pipeline, say); ``client`` an :class:`~pytest_iterate.client.client.LLMClient`
+    whose ``call`` is used when no caller is given. ``max_tokens`` is per item (a
+    packed request asks for ``max_tokens * items``). ``endpoint`` names the endpoint
+    in ``capabilities`` (default: the client's ``base_url``). Without
+    ``capabilities`` a fresh one is used, so an unknown endpoint is probed again.
+    """
+    if strategy not in _STRATEGIES:
+        raise ConfigError(f"strategy={strategy!r} is not valid; valid values: {', '.join(_STRATEGIES)}")
+    for name, value in (("concurrency", concurrency), ("pack_size", pack_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
+    if caller is None:
+        if client is None:
+            raise ConfigError("batch_llm_call needs a caller or a client")
+        caller = client.call
+    if endpoint is None:
+        endpoint = str(getattr(client, "base_url", None) or getattr(caller, "base_url", None) or "default")
+    run = _BatchRun(
+        caller=caller,
+        semaphore=asyncio.Semaphore(concurrency),
+        max_tokens=max_tokens,
+        params=dict(params or {}),
+        model=model,
+        capabilities=capabilities if capabilities is not None else EndpointCapabilities(),
+        endpoint=endpoint,
+    )
+    unique: list[str] = list(dict.fromkeys(prompts))
+    answers = await run.answer(unique, strategy, pack_size, pack_max_chars)
+    result = BatchResult(
+        results=[answers[p][0] for p in prompts],
+        errors=[answers[p][1] for p in prompts],
+        calls_made=run.calls,
+        cache_hits=run.cache_hits,
+        strategies=run.served,
+    )
+    return result
+
+
+Outcome = tuple[str | None, BaseException | None]
+
+
+@dataclass(slots=True)
+class _BatchRun:
+    caller: Caller
+    semaphore: asyncio.Semaphore
+    max_tokens: int | None
+    params: dict[str, Any]
+    model: str | None
+    capabilities: EndpointCapabilities
+    endpoint: str
+    calls: int = 0
+    cache_hits: int = 0
+    served: dict[str, int] = field(default_factory=dict)
+    out: dict[str, Outcome] = field(default_factory=dict)
+
+    async def answer(
+        self, unique: list[str], strategy: Strategy, pack_size: int, pack_max_chars: int
+    ) -> dict[str, Outcome]:
+        rest = unique
+        if strategy in ("auto", "native") and len(unique) > 1:
+            rest = await self._native_all(unique, pack_size)
+            if strategy == "native":
+                strategy = "packed"  # what a refusing endpoint falls back to
+        if strategy in ("auto", "packed"):
+            short = [p for p in rest if len(p) <= pack_max_chars]
+            long = [p for p in rest if len(p) > pack_max_chars]
+            groups = [short[i : i + pack_size] for i in range(0, len(short), pack_size)]
+            await asyncio.gather(*(self._packed(g) for g in groups), *(self._single(p) for p in long))
+        else:
+            await asyncio.gather(*(self._single(p) for p in rest))
+        return self.out
+
+    # -- strategies -----------------------------------------------------------
+    async def _native_all(self, unique: list[str], pack_size: int) -> list[str]:
+        """Serve what native batching can; return the prompts left for other strategies."""
+        if self.capabilities.supports_native(self.endpoint) is False:
+            return unique
+        groups = [unique[i : i + pack_size] for i in range(0, len(unique), pack_size)]
+        left: list[str] = []
+        if self.capabilities.supports_native(self.endpoint) is None:
+            first, groups = groups[0], groups[1:]  # the probe goes alone
+            if not await self._native(first, probe=True):
+                return unique
+        results = await asyncio.gather(*(self._native(g, probe=False) for g in groups))
+        for group, served in zip(groups, results, strict=True):
+            if not served:
+                left.extend(group)
+        return left
+
+    async def _native(self, group: list[str], *, probe: bool) -> bool:
+        if len(group) == 1 and not probe:
+            return False
+        request = LLMRequest(
+            prompt=tuple(group),
+            endpoint="completions",
+            model=self.model,
+            max_tokens=self.max_tokens,
+            params=self.params,
+        )
+        try:
+            response = await self._call(request)
+        except (HTTPStatusError, BadResponse):
+            self.capabilities.remember_native(self.endpoint, False)
+            return False
+        except IterateError:
+            return False  # not an answer about support: try again another way, remember nothing
+        texts = response.texts
+        if texts is None or len(texts) != len(group):
+            self.capabilities.remember_native(self.endpoint, False)
+            return False
+        self.capabilities.remember_native(self.endpoint, True)
+        for prompt, text in zip(group, texts, strict=True):
+            self._done(prompt, (text, None), "native")
+        return True
+
+    async def _packed(self, group: list[str]) -> None:
+        if len(group) == 1:
+            await self._single(group[0])
+            return
+        request = LLMRequest(
+            messages=({"role": "user", "content": pack_prompts(group)},),
+            model=self.model,
+            max_tokens=None if self.max_tokens is None else self.max_tokens * len(group),
+            params=self.params,
+        )
+        try:
+            response = await self._call(request)
+        except IterateError:
+            await asyncio.gather(*(self._single(p) for p in group))
+            return
+        parts = split_packed_answer(response.text, len(group))
+        if response.partial:  # cut short: the last item found may be incomplete
+            found = [i for i, p in enumerate(parts) if p is not None]
+            if found:
+                parts[found[-1]] = None
+        retry = []
+        for prompt, part in zip(group, parts, strict=True):
+            if part is None:
+                retry.append(prompt)
+            else:
+                self._done(prompt, (part, None), "packed")
+        await asyncio.gather(*(self._single(p) for p in retry))
+
+    async def _single(self, prompt: str) -> None:
+        request = LLMRequest(
+            messages=({"role": "user", "content": prompt},),
+            model=self.model,
+            max_tokens=self.max_tokens,
+            params=self.params,
+        )
+        try:
+            response = await self._call(request)
+        except Exception as exc:  # kept in place: one failing item must not lose the others
+            self._done(prompt, (None, exc), "concurrent")
+            return
+        self._done(prompt, (response.text, None), "concurrent")
+
+    # -- plumbing -------------------------------------------------------------
+    async def _call(self, request: LLMRequest) -> LLMResponse:
+        async with self.semaphore:
+            self.calls += 1
+            response = await self.caller(request)
+        if response.cache_tier is not None:
+            self.cache_hits += 1
+        return response
+
+    def _done(self, prompt: str, outcome: Outcome, strategy: str) -> None:
+        self.out[prompt] = outcome
+        self.served[strategy] = self.served.get(strategy, 0) + 1

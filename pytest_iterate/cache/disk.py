@@ -1,0 +1,164 @@
+"""The disk tier: a diskcache folder holding JSON text, safe across processes.
+
+diskcache keeps its index in SQLite (WAL mode), so several processes (pytest-xdist
+workers, a benchmark next to a test run) can read and write one folder at once.
+Values are stored as JSON text, never pickled: :class:`_JsonOnlyDisk` refuses to
+unpickle anything it finds, so a foreign or damaged entry cannot run code. Every
+failure to read (garbage in a value, a damaged SQLite file, a locked or missing
+folder) is logged as a warning and reads as a miss; a damaged entry is removed.
+
+TTL: the expiry time (wall clock, injectable) is stored in the entry and checked on
+read; diskcache's own ``expire=`` is set as well so expired rows get culled.
+
+Calls are synchronous: one read of a small entry takes tens of microseconds (see
+``benchmarks/bench_cache.py``), so :class:`~pytest_iterate.cache.tiered.ResponseCache`
+reads on the event loop and moves writes (an SQLite commit) to a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DiskStore"]
+
+log = logging.getLogger("pytest_iterate.cache")
+
+_ENTRY_VERSION = 1
+
+
+def _json_only_disk() -> type[Any]:
+    import diskcache
+
+    class _JsonOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+        """A diskcache Disk that never unpickles: a pickled value or key is an error."""
+
+        def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+            if mode == diskcache.core.MODE_PICKLE:
+                raise ValueError("refusing a pickled cache value (this cache stores JSON only)")
+            return super().fetch(mode, filename, value, read)
+
+        def get(self, key: Any, raw: bool) -> Any:
+            if not raw:
+                raise ValueError("refusing a pickled cache key (this cache stores JSON only)")
+            return super().get(key, raw)
+
+    return _JsonOnlyDisk
+
+
+class DiskStore:
+    """JSON entries in a diskcache folder, opened on first use.
+
+    If the folder cannot be opened at all (a damaged database file), the store logs
+    one warning and acts as an empty, read-only-nothing tier for the rest of its life.
+    """
+
+    def __init__(self, folder: str | Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.folder = Path(folder)
+        self._wall_clock = wall_clock
+        self._cache: Any = None
+        self._broken = False
+
+    # -- opening --------------------------------------------------------------
+    def _open(self) -> Any:
+        if self._cache is not None or self._broken:
+            return self._cache
+        import diskcache
+
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(str(self.folder), disk=_json_only_disk(), timeout=5)
+        except (sqlite3.Error, OSError) as exc:
+            self._broken = True
+            log.warning("disk cache at %s cannot be opened, disk tier disabled: %s", self.folder, exc)
+        return self._cache
+
+    @property
+    def usable(self) -> bool:
+        return self._open() is not None
+
+    # -- entries --------------------------------------------------------------
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored payload for ``key``, or None (missing, expired, damaged, unreadable)."""
+        cache = self._open()
+        if cache is None:
+            return None
+        try:
+            raw = cache.get(key, default=None)
+        except (sqlite3.Error, OSError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("disk cache read failed for %s, treated as a miss: %s", key, exc)
+            self._discard(key)
+            return None
+        if raw is None:
+            return None
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            entry = json.loads(text)
+            if not isinstance(entry, dict) or entry.get("v") != _ENTRY_VERSION:
+                raise ValueError("not a cache entry of this version")
+            payload = entry["payload"]
+            if not isinstance(payload, dict):
+                raise ValueError("payload is not an object")
+            expires_at = entry.get("expires_at")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("disk cache entry %s is damaged, treated as a miss: %s", key, exc)
+            self._discard(key)
+            return None
+        if expires_at is not None and self._wall_clock() >= float(expires_at):
+            self._discard(key)
+            return None
+        return payload
+
+    def put(self, key: str, payload: dict[str, Any], ttl_s: float | None = None) -> bool:
+        """Store ``payload`` (plain JSON types) under ``key``; False if the store failed."""
+        cache = self._open()
+        if cache is None:
+            return False
+        expires_at = None if ttl_s is None else self._wall_clock() + ttl_s
+        text = json.dumps(
+            {"v": _ENTRY_VERSION, "expires_at": expires_at, "payload": payload},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        try:
+            cache.set(key, text, expire=ttl_s)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("disk cache write failed for %s: %s", key, exc)
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        self._discard(key)
+
+    def clear(self) -> None:
+        cache = self._open()
+        if cache is None:
+            return
+        try:
+            cache.clear()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("disk cache clear failed at %s: %s", self.folder, exc)
+
+    def __len__(self) -> int:
+        cache = self._open()
+        try:
+            return 0 if cache is None else len(cache)
+        except sqlite3.Error:
+            return 0
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def _discard(self, key: str) -> None:
+        try:
+            if self._cache is not None:
+                self._cache.delete(key)
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("could not delete damaged disk cache entry %s: %s", key, exc)

@@ -1,0 +1,259 @@
+"""ResponseCache: the memory tier in front of the disk tier, with stats and metrics.
+
+A lookup asks memory, then disk; a disk hit is promoted to memory. Every hit returns
+a fresh :class:`LLMResponse` (the stored entry cannot be changed by a caller) with
+``cache_tier`` ("memory" or "disk") and ``cache_key`` set. Lookups are counted per
+tier in Python (:meth:`ResponseCache.stats`) and in
+``iterate_cache_requests_total{tier,result}``.
+
+What is stored: text, finish_reason, usage, model, chunks, chunk_times_s and texts
+(plain JSON on disk). What is refused: partial responses the token guard made
+(truncate, split, shrink_output), responses that report an error, and
+non-deterministic requests (neither temperature 0 nor a seed) unless
+``config.cache_nondeterministic``. An answer the model stopped at ``max_tokens`` is
+stored: it is the endpoint's deterministic answer to this very request (``max_tokens``
+is part of the key), and it replays still flagged (``finish_reason="length"``).
+Errors and ``Busy`` are exceptions and never reach :meth:`ResponseCache.put`.
+
+Disk reads stay on the event loop (about 10 us for a small entry, versus about
+120 us for a hop through ``asyncio.to_thread``); writes, which commit to SQLite and
+may wait on another process's lock, run in a thread.
+
+>>> import asyncio
+>>> from pytest_iterate.client.config import IterateConfig
+>>> cache = ResponseCache(IterateConfig(cache_dir="/nonexistent", cache_enabled=False))
+>>> asyncio.run(cache.get("v1:abc")) is None, cache.enabled
+(True, False)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_iterate.cache.disk import DiskStore
+from pytest_iterate.cache.memory import MemoryLRU
+from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
+
+if TYPE_CHECKING:
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.metrics import IterateMetrics
+
+__all__ = ["CacheStats", "ResponseCache", "TierStats"]
+
+_REFUSED_FINISH = frozenset({"error", "busy", "content_filter"})
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def lookups(self) -> int:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hits": self.hits, "misses": self.misses, "hit_rate": self.hit_rate}
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counts per tier; ``overall`` counts a lookup once (a hit in either tier, or a miss).
+
+    ``disk`` only sees lookups that missed memory.
+    """
+
+    memory: TierStats
+    disk: TierStats
+    overall: TierStats
+    stores: int = 0
+    refused: int = 0
+
+    @property
+    def hits(self) -> int:
+        return self.overall.hits
+
+    @property
+    def misses(self) -> int:
+        return self.overall.misses
+
+    @property
+    def hit_rate(self) -> float:
+        return self.overall.hit_rate
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.overall.to_json(),
+            "memory": self.memory.to_json(),
+            "disk": self.disk.to_json(),
+            "stores": self.stores,
+            "refused": self.refused,
+        }
+
+
+class ResponseCache:
+    """Two-tier response cache configured by ``cache_*`` fields of :class:`IterateConfig`.
+
+    ``cache_dir`` relative paths resolve against the current directory when the cache
+    is made. ``clock`` (monotonic) drives memory TTLs, ``wall_clock`` disk TTLs.
+    With ``cache_enabled=False`` every method is a cheap no-op and nothing touches disk.
+    """
+
+    def __init__(
+        self,
+        config: IterateConfig,
+        metrics: IterateMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.enabled = config.cache_enabled
+        self.ttl_s = config.cache_ttl_s
+        self._metrics = metrics
+        self._memory: MemoryLRU[dict[str, Any]] = MemoryLRU(config.cache_memory_size, clock=clock)
+        self.folder = Path(config.cache_dir).resolve() if self.enabled else Path(config.cache_dir)
+        self._disk = DiskStore(self.folder, wall_clock=wall_clock) if self.enabled else None
+        self._counts = {"memory_hit": 0, "memory_miss": 0, "disk_hit": 0, "disk_miss": 0}
+        self._children: dict[str, Any] = {}  # labelled counters, looked up once
+        if metrics is not None:
+            for name in self._counts:
+                tier, result = name.split("_")
+                self._children[name] = metrics.cache_requests.labels(tier=tier, result=result)
+        self._stores = 0
+        self._refused = 0
+
+    # -- policy ---------------------------------------------------------------
+    def cacheable(self, request: LLMRequest) -> bool:
+        """Whether answers to ``request`` may be stored (and identical calls coalesced)."""
+        return self.enabled and (request.deterministic or self.config.cache_nondeterministic)
+
+    # -- lookups --------------------------------------------------------------
+    async def get(self, key: str, *, record: bool = True) -> LLMResponse | None:
+        """The stored response for ``key`` as a fresh object, or None.
+
+        ``record=False`` looks without counting (the single-flight re-check uses it).
+        """
+        if not self.enabled:
+            return None
+        payload = self._memory.get(key)
+        if payload is not None:
+            if record:
+                self._count("memory", "hit")
+            return _response_from(payload, key, "memory")
+        if record:
+            self._count("memory", "miss")
+        assert self._disk is not None
+        payload = self._disk.get(key)
+        if payload is None:
+            if record:
+                self._count("disk", "miss")
+            return None
+        if record:
+            self._count("disk", "hit")
+        self._memory.put(key, payload, self.ttl_s)
+        return _response_from(payload, key, "disk")
+
+    async def put(self, key: str, request: LLMRequest, response: LLMResponse) -> bool:
+        """Store ``response`` under ``key`` if the policy allows; True when stored."""
+        if not self.enabled:
+            return False
+        if (
+            not self.cacheable(request)
+            or _guarded(response)
+            or response.finish_reason in _REFUSED_FINISH
+            or response.cache_tier is not None
+        ):
+            self._refused += 1
+            return False
+        payload = _payload_of(response)
+        self._memory.put(key, payload, self.ttl_s)
+        assert self._disk is not None
+        # A failed disk write is logged by the store; the memory tier holds the entry anyway.
+        await asyncio.to_thread(self._disk.put, key, payload, self.ttl_s)
+        self._stores += 1
+        return True
+
+    # -- housekeeping ---------------------------------------------------------
+    def stats(self) -> CacheStats:
+        c = self._counts
+        return CacheStats(
+            memory=TierStats(c["memory_hit"], c["memory_miss"]),
+            disk=TierStats(c["disk_hit"], c["disk_miss"]),
+            overall=TierStats(c["memory_hit"] + c["disk_hit"], c["disk_miss"]),
+            stores=self._stores,
+            refused=self._refused,
+        )
+
+    def reset_stats(self) -> None:
+        for name in self._counts:
+            self._counts[name] = 0
+        self._stores = self._refused = 0
+
+    def clear(self) -> None:
+        """Drop every entry in both tiers (the counters are kept)."""
+        self._memory.clear()
+        if self._disk is not None:
+            self._disk.clear()
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
+
+    def _count(self, tier: str, result: str) -> None:
+        name = f"{tier}_{result}"
+        self._counts[name] += 1
+        child = self._children.get(name)
+        if child is not None:
+            child.inc()
+
+
+def _guarded(response: LLMResponse) -> bool:
+    """True when the token guard changed the request (truncate, split, shrink_output...).
+
+    A ``length`` stop alone does not count: the model stopping at ``max_tokens`` is the
+    endpoint's deterministic answer to this very request (``max_tokens`` is in the key),
+    so it is stored and replays still flagged as cut (``finish_reason="length"``).
+    """
+    return any(w.action != "length" for w in response.warnings)
+
+
+def _payload_of(response: LLMResponse) -> dict[str, Any]:
+    usage = response.usage
+    return {
+        "text": response.text,
+        "finish_reason": response.finish_reason,
+        "usage": None if usage is None else [usage.prompt_tokens, usage.completion_tokens],
+        "model": response.model,
+        "chunks": list(response.chunks),
+        "chunk_times_s": list(response.chunk_times_s),
+        "texts": None if response.texts is None else list(response.texts),
+    }
+
+
+def _response_from(payload: dict[str, Any], key: str, tier: str) -> LLMResponse:
+    usage = payload.get("usage")
+    texts = payload.get("texts")
+    return LLMResponse(
+        text=str(payload.get("text", "")),
+        finish_reason=payload.get("finish_reason"),
+        usage=None if not usage else Usage(int(usage[0]), int(usage[1])),
+        model=payload.get("model"),
+        ttft_s=0.0,
+        total_s=0.0,
+        attempts=1,
+        chunks=[str(c) for c in payload.get("chunks") or ()],
+        chunk_times_s=[float(t) for t in payload.get("chunk_times_s") or ()],
+        cache_tier=tier,
+        cache_key=key,
+        texts=None if texts is None else [str(t) for t in texts],
+    )

@@ -1,0 +1,275 @@
+"""Retry policy: which failures retry, how long to wait, how many attempts.
+
+Built from tenacity strategy objects (:class:`RetryIfTransient`,
+:class:`WaitRetryAfterOrBackoff`, ``stop_after_attempt``) driven by
+``tenacity.AsyncRetrying``. :class:`RetryingCaller` wraps any
+:class:`~pytest_iterate.client.types.Caller`.
+
+What retries (:func:`retry_reason` gives the metric label):
+
+* ``RateLimited`` (429) -> ``"429"``; ``ServerError`` (5xx: 500, 502, 503, 529...) -> ``"5xx"``;
+  408 -> ``"timeout"``; 409 -> ``"409"``;
+* ``RequestTimeout`` -> ``"timeout"``; ``ConnectError`` (refused, reset) -> ``"connect"``;
+* ``BadResponse`` whose ``retryable`` is true -> ``"bad_response"``: every
+  ``StreamError`` (a stream cut before ``[DONE]``, an error event inside a stream,
+  stream data that is not JSON) and a 2xx body that is not JSON at all (malformed,
+  truncated, an HTML page). A well-formed JSON answer of the wrong shape (no
+  ``choices``, a missing field) is not retried: it would come back the same.
+
+Never retried: any other 4xx (``ClientError``: 400, 401, 403, 404, 422...),
+``Busy``, ``ConfigError``, ``ContextOverflow``.
+
+Waiting: ``retry-after-ms`` first, then ``Retry-After`` (seconds or an HTTP date),
+capped at ``retry_after_cap_s``; otherwise exponential backoff with full jitter,
+``uniform(0, min(backoff_max_s, backoff_initial_s * 2 ** (attempt - 1)))``.
+After the last attempt the last mapped error is raised (never ``tenacity.RetryError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+from tenacity.retry import retry_base
+from tenacity.wait import wait_base
+
+from pytest_iterate.client.errors import (
+    BadResponse,
+    ConnectError,
+    HTTPStatusError,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+)
+from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
+
+if TYPE_CHECKING:
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.metrics import IterateMetrics
+
+__all__ = [
+    "RetryIfTransient",
+    "RetryPolicy",
+    "RetryingCaller",
+    "WaitRetryAfterOrBackoff",
+    "parse_retry_after",
+    "retry_reason",
+]
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+def retry_reason(exc: BaseException | None) -> str | None:
+    """The low-cardinality reason label when ``exc`` should be retried, else None."""
+    if isinstance(exc, HTTPStatusError):
+        if isinstance(exc, RateLimited):
+            return "429"
+        if isinstance(exc, ServerError):
+            return "5xx"
+        if exc.status == 408:
+            return "timeout"
+        if exc.status == 409:
+            return "409"
+        return None
+    if isinstance(exc, RequestTimeout):
+        return "timeout"
+    if isinstance(exc, ConnectError):
+        return "connect"
+    if isinstance(exc, BadResponse):
+        return "bad_response" if exc.retryable else None
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date).
+
+    ``headers`` should do case-insensitive lookups (aiohttp's and httpx's do); for a
+    plain dict the lower-case and the canonical spelling are tried.
+    Unparseable or negative values give None; a date in the past gives 0.
+
+    >>> parse_retry_after({"retry-after-ms": "1500"})
+    1.5
+    >>> parse_retry_after({"Retry-After": "2"})
+    2.0
+    >>> parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=lambda: 1445412470.0)
+    10.0
+    """
+    ms = headers.get("retry-after-ms") or headers.get("Retry-After-Ms")
+    if ms:
+        try:
+            value = float(ms) / 1000.0
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = headers.get("retry-after") or headers.get("Retry-After")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+        return value if value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many attempts and how long to wait; built from the config."""
+
+    max_attempts: int = 3
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 8.0
+    retry_after_cap_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, config: IterateConfig) -> RetryPolicy:
+        return cls(
+            max_attempts=config.max_attempts,
+            backoff_initial_s=config.backoff_initial_s,
+            backoff_max_s=config.backoff_max_s,
+            retry_after_cap_s=config.retry_after_cap_s,
+        )
+
+    def wait_s(self, attempt: int, exc: BaseException | None, rng: random.Random) -> float:
+        """The wait after failed attempt number ``attempt`` (1-based)."""
+        after = getattr(exc, "retry_after_s", None)
+        if after is not None:
+            return float(min(after, self.retry_after_cap_s))
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+        return rng.uniform(0.0, ceiling)
+
+
+class RetryIfTransient(retry_base):
+    """tenacity retry strategy: retry exactly when :func:`retry_reason` gives a reason."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        return retry_reason(outcome.exception()) is not None
+
+
+class WaitRetryAfterOrBackoff(wait_base):
+    """tenacity wait strategy: the server's retry-after (capped), else jittered backoff."""
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        return self.policy.wait_s(retry_state.attempt_number, exc, self.rng)
+
+
+class RetryingCaller:
+    """A Caller that retries ``inner`` by the policy and records attempts and retries.
+
+    The first attempt runs outside tenacity, so a success costs one ``await`` and no
+    retry machinery. On a retryable failure, ``AsyncRetrying`` takes over; it replays
+    that first failure as its attempt 1, so its state (attempt numbers, waits, stop)
+    is exactly that of a loop run by tenacity from the start.
+
+    A streamed attempt that already handed text to ``on_delta`` is not retried (the
+    consumer has seen part of an answer that a retry could not continue); its error
+    is raised.
+    """
+
+    __slots__ = ("_retry", "_retry_counters", "_wait", "inner", "metrics", "policy", "rng", "sleep")
+
+    def __init__(
+        self,
+        inner: Caller,
+        policy: RetryPolicy,
+        *,
+        metrics: IterateMetrics | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.metrics = metrics
+        self.sleep = sleep
+        self.rng = rng if rng is not None else random.Random()
+        self._retry = RetryIfTransient()
+        self._wait = WaitRetryAfterOrBackoff(policy, self.rng)
+        self._retry_counters: dict[str, Any] = {}
+
+    async def __call__(
+        self, request: LLMRequest, /, *, on_delta: Callable[[str], None] | None = None
+    ) -> LLMResponse:
+        seen = [False]
+        tracked = on_delta
+        if on_delta is not None:
+
+            def tracked(delta: str) -> None:
+                seen[0] = True
+                on_delta(delta)
+
+        try:
+            response = await self.inner(request, on_delta=tracked)
+        except Exception as first:
+            if self.policy.max_attempts <= 1 or seen[0] or retry_reason(first) is None:
+                raise
+            return await self._retry_after(request, tracked, seen, first)
+        response.attempts = 1
+        return response
+
+    async def _retry_after(
+        self,
+        request: LLMRequest,
+        on_delta: Callable[[str], None] | None,
+        seen: list[bool],
+        first: BaseException,
+    ) -> LLMResponse:
+        def retry_unless_seen(state: RetryCallState) -> bool:
+            return not seen[0] and self._retry(state)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self._wait,
+            retry=retry_unless_seen,
+            sleep=self.sleep,
+            before_sleep=self._count,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number == 1:
+                        raise first
+                    response = await self.inner(request, on_delta=on_delta)
+                    response.attempts = number
+                    return response
+        except tenacity.RetryError as exc:  # only without reraise; kept as a guard
+            last = exc.last_attempt.exception()
+            if last is not None:
+                raise last from None
+            raise
+        raise AssertionError("unreachable: tenacity ended without a result")  # pragma: no cover
+
+    def _count(self, state: RetryCallState) -> None:
+        outcome = state.outcome
+        if self.metrics is None or outcome is None or not outcome.failed:
+            return
+        reason = retry_reason(outcome.exception()) or "other"
+        counter = self._retry_counters.get(reason)
+        if counter is None:
+            counter = self._retry_counters[reason] = self.metrics.retries.labels(reason)
+        counter.inc()

@@ -1,0 +1,112 @@
+"""``iterate-bench serve-mock``: serve the mock endpoint until Ctrl-C or SIGTERM.
+
+    iterate-bench serve-mock --profile v1 --port 8000 --seed 1 --fault 429=0.02 --fault 503=0.01
+    python -m pytest_iterate.doubles.mock.cli --profile fast --fault 5:hang --rpm 600 --tpm 200000
+
+The first line printed is the base URL (``http://127.0.0.1:8000/v1``), flushed, so a
+script can read it and start its client; ``/metrics`` lives on the same port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "build_parser", "main", "run"]
+
+
+def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument(
+        "--profile",
+        default="v1",
+        help="latency profile: v1, fast, degraded, zero or a JSON file (default v1)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of latencies, faults and answers (default 0)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND=RATE|N:KIND",
+        help="inject a fault: 429=0.02 (rate) or 5:hang (the 5th request); repeatable",
+    )
+    p.add_argument("--retry-after", type=float, default=1.0, help="seconds a 429 asks to wait (default 1)")
+    p.add_argument("--hang", type=float, default=3600.0, help="seconds a hang lasts (default 3600)")
+    p.add_argument("--rpm", type=float, default=None, help="rate limit: requests per minute (default none)")
+    p.add_argument("--tpm", type=float, default=None, help="rate limit: tokens per minute (default none)")
+    return p
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve-mock`` sub-command to an argparse ``subparsers`` object."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve-mock",
+        help="serve the simulated OpenAI-compatible endpoint",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    _configure(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pytest_iterate.doubles.mock.cli", description=__doc__)
+    return _configure(parser)
+
+
+def _core(args: argparse.Namespace) -> Any:
+    from pytest_iterate.doubles.mock.core import MockLLM
+    from pytest_iterate.doubles.mock.faults import FaultPlan
+    from pytest_iterate.doubles.mock.ratelimit import RateLimiter
+
+    plan = FaultPlan.parse(args.fault, retry_after_s=args.retry_after, hang_s=args.hang)
+    limiter = RateLimiter(args.rpm, args.tpm) if (args.rpm or args.tpm) else None
+    return MockLLM(args.profile, seed=args.seed, faults=plan, rate_limit=limiter)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from pytest_iterate.doubles.mock.server import MockServer
+
+    server = MockServer(_core(args), host=args.host, port=args.port)
+    await server.start()
+    print(server.base_url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until stopped; bad options print one line and return 2."""
+    from pytest_iterate.client.errors import ConfigError
+
+    try:
+        _core(args)  # validate profile and faults before binding
+        return asyncio.run(_serve(args))
+    except ConfigError as exc:
+        print(f"serve-mock: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        print(f"serve-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

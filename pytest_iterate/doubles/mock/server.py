@@ -1,0 +1,214 @@
+"""The loopback front end: an aiohttp.web server on 127.0.0.1 over a :class:`MockLLM`.
+
+Any client can talk to it (the official ``openai`` SDK, curl, other languages).
+``GET /metrics`` serves the core's Prometheus registry. A ``reset`` fault closes the
+socket with ``SO_LINGER 0`` (the client sees a connection reset); a ``hang`` sends
+nothing until the client gives up (the handler is cancelled when the client goes).
+
+In the current loop::
+
+    server = MockServer(MockLLM("fast"))
+    await server.start()        # server.base_url == "http://127.0.0.1:PORT/v1"
+    ...
+    await server.stop()
+
+In a background thread with its own loop (sync tests, the openai SDK's sync client,
+benchmarks)::
+
+    server = MockServer(MockLLM("fast")).start_in_thread()
+    ...
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from pytest_iterate.doubles.mock.core import MockLLM
+
+__all__ = ["MockServer"]
+
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Done:
+    """An awaitable that is already finished (``stop()`` in thread mode)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+class MockServer:
+    """Serve ``core`` over HTTP on ``host:port`` (port 0: the OS picks one).
+
+    Without a core, one is built from ``profile`` (a name, a path or a
+    :class:`~.profiles.LatencyProfile`; default ``"v1"``) and ``seed``.
+    """
+
+    def __init__(
+        self,
+        core: MockLLM | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        profile: Any = None,
+        seed: int = 0,
+    ) -> None:
+        if core is None:
+            from pytest_iterate.doubles.mock.core import MockLLM
+
+            core = MockLLM(profile if profile is not None else "v1", seed=seed)
+        self.core = core
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"MockServer({self.core!r}, url={self.base_url if self._runner else None!r})"
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/v1`` once started."""
+        if self._runner is None:
+            raise RuntimeError("MockServer is not started")
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (where ``/metrics`` lives)."""
+        return self.base_url[: -len("/v1")]
+
+    # -- the app ------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        from aiohttp import web
+
+        core = self.core
+
+        async def metrics(request: web.Request) -> web.Response:
+            return web.Response(body=core.exposition(), headers={"Content-Type": _METRICS_TYPE})
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            reply = await core.handle(request.method, request.path, request.headers, body)
+            if reply.fault is None and reply.chunks is None:
+                return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            if reply.fault == "reset":
+                _reset(request)
+                raise asyncio.CancelledError  # nothing more to send on a dead socket
+            if reply.fault == "hang":
+                await asyncio.sleep(reply.hang_s)
+                _reset(request)
+                raise asyncio.CancelledError
+            assert reply.chunks is not None
+            resp = web.StreamResponse(status=reply.status, headers=reply.headers)
+            resp.enable_chunked_encoding()
+            chunks = reply.chunks
+            try:
+                await resp.prepare(request)
+                async for chunk in chunks:
+                    await resp.write(chunk)
+                await resp.write_eof()
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+    # -- same loop ----------------------------------------------------------------------
+    async def start(self) -> MockServer:
+        """Start serving in the running loop; fills in ``port`` when it was 0."""
+        from aiohttp import web
+
+        runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)  # the asyncio Server knows the real port
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        self._runner = runner
+        return self
+
+    async def _stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def stop(self) -> Any:
+        """Stop: awaitable in loop mode, blocking (and also awaitable) in thread mode."""
+        if self._thread is None:
+            return self._stop()
+        loop, thread = self._loop, self._thread
+        assert loop is not None
+        asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._thread = self._loop = None
+        return _Done()
+
+    async def __aenter__(self) -> MockServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stop()
+
+    # -- background thread --------------------------------------------------------------
+    def start_in_thread(self) -> MockServer:
+        """Serve from a daemon thread with its own event loop; returns once listening."""
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="iterate-mock-server", daemon=True)
+        self._thread.start()
+        ready.wait(timeout=30)
+        if failure:
+            self._thread.join()
+            self._thread = self._loop = None
+            raise failure[0]
+        return self
+
+
+def _reset(request: web.Request) -> None:
+    """Drop the connection so the peer sees a reset (RST), not a clean close."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

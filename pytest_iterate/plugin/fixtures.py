@@ -1,0 +1,222 @@
+"""The fixtures the plugin gives every test (with or without ``--iterate``).
+
+=====================  ======================================================================
+``iterate_options``    the resolved :class:`~pytest_iterate.plugin.options.IterateOptions`
+``mock_llm``           an in-process :class:`~pytest_iterate.doubles.mock.MockLLM` served on
+                       ``MOCK_BASE_URL`` through a respx router (httpx only); knobs via
+                       indirect parametrization: ``{"profile": "fast", "faults": {"429": 0.1}}``;
+                       call log in ``mock_llm.calls``
+``mock_llm_server``    the loopback mock server (own thread and loop, port 0): its base URL
+                       (a ``str`` with ``.core``, the MockLLM behind it); same knobs
+``iterate_config``     an :class:`~pytest_iterate.client.config.IterateConfig` for the
+                       endpoint (the loopback mock by default), cache in ``tmp_path``
+``iterate_metrics``    a fresh :class:`~pytest_iterate.client.metrics.IterateMetrics`
+``llm_client``         an :class:`~pytest_iterate.client.client.LLMClient` (async, closed after)
+``llm_cache``          a :class:`~pytest_iterate.cache.tiered.ResponseCache` in ``tmp_path``
+``token_guard``        a :class:`~pytest_iterate.tokens.TokenGuard`
+``llm_pipeline``       the cached :class:`~pytest_iterate.pipeline.runner.Pipeline`, every stage
+``iterate_bench``      ``await iterate_bench(...)`` runs a workload through a pipeline with a load
+                       shape and returns the scenario statistics (``pytest_iterate.harness.stats.summarize``);
+                       with ``--iterate`` they go into the report; ``iterate_budget`` checks them
+=====================  ======================================================================
+
+Async fixtures use ``pytest_asyncio.fixture`` with the function loop scope, so they
+work in strict and auto mode. Heavy modules are imported inside the fixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from pytest_iterate.plugin.session import get_options, get_session
+
+__all__ = [
+    "BENCH_KEY",
+    "IterateBench",
+    "MockServerURL",
+    "iterate_bench",
+    "iterate_config",
+    "iterate_metrics",
+    "iterate_options",
+    "llm_cache",
+    "llm_client",
+    "llm_pipeline",
+    "mock_llm",
+    "mock_llm_server",
+    "token_guard",
+]
+
+BENCH_KEY = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def _knobs(request: pytest.FixtureRequest) -> dict[str, Any]:
+    param = getattr(request, "param", None)
+    knobs = dict(param) if isinstance(param, dict) else {}
+    knobs.setdefault("profile", get_options(request.config).profile)
+    return knobs
+
+
+@pytest.fixture
+def iterate_options(request: pytest.FixtureRequest) -> Any:
+    return get_options(request.config)
+
+
+@pytest.fixture
+def mock_llm(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The simulator in-process: httpx calls to ``MOCK_BASE_URL`` are answered by it."""
+    from pytest_iterate.doubles.mock import mock_router
+    from pytest_iterate.endpoint import build_mock_core
+
+    core = build_mock_core(**_knobs(request))
+    with mock_router(core):
+        yield core
+
+
+class MockServerURL(str):
+    """The mock server's base URL; ``.core`` is the MockLLM answering it (stats, call log)."""
+
+    core: Any
+    server: Any
+
+
+@pytest.fixture
+def mock_llm_server(request: pytest.FixtureRequest) -> Iterator[MockServerURL]:
+    """The loopback mock server in a background thread (any event loop can call it)."""
+    from pytest_iterate.doubles.mock import MockServer
+    from pytest_iterate.endpoint import build_mock_core
+
+    core = build_mock_core(**_knobs(request))
+    server = MockServer(core)
+    server.start_in_thread()
+    try:
+        url = MockServerURL(server.base_url)
+        url.core, url.server = core, server
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def iterate_config(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Pipeline settings for the session's endpoint; nothing is written outside ``tmp_path``."""
+    from pytest_iterate.client.config import IterateConfig
+
+    opts = get_options(request.config)
+    base_url = str(request.getfixturevalue("mock_llm_server")) if opts.is_mock else opts.endpoint
+    pyproject = request.config.rootpath / "pyproject.toml"
+    return IterateConfig.load(
+        {"base_url": base_url, "model": opts.model, "api_key_env": opts.api_key_env,
+         "cache_dir": str(tmp_path / "iterate-cache"), "store_path": ":memory:"},
+        pyproject=pyproject if pyproject.is_file() else None,
+    )
+
+
+@pytest.fixture
+def iterate_metrics() -> Any:
+    from pytest_iterate.client.metrics import IterateMetrics
+
+    return IterateMetrics()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def llm_client(iterate_config: Any, iterate_metrics: Any) -> AsyncIterator[Any]:
+    from pytest_iterate.client.client import LLMClient
+
+    async with LLMClient(iterate_config, metrics=iterate_metrics) as client:
+        yield client
+
+
+@pytest.fixture
+def llm_cache(iterate_config: Any, iterate_metrics: Any) -> Iterator[Any]:
+    from pytest_iterate.cache.tiered import ResponseCache
+
+    cache = ResponseCache(iterate_config, iterate_metrics)
+    try:
+        yield cache
+    finally:
+        close = getattr(cache, "close", None)
+        if close is not None:
+            close()
+
+
+@pytest.fixture
+def token_guard(iterate_config: Any, iterate_metrics: Any) -> Any:
+    from pytest_iterate.tokens import TokenGuard
+
+    return TokenGuard(iterate_config, metrics=iterate_metrics)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def llm_pipeline(iterate_config: Any, iterate_metrics: Any) -> AsyncIterator[Any]:
+    from pytest_iterate.pipeline.runner import Pipeline
+
+    async with Pipeline.from_config(iterate_config, metrics=iterate_metrics) as pipeline:
+        yield pipeline
+
+
+class IterateBench:
+    """``await bench(workload=None, *, pipeline=None, concurrency=None, load=None, requests=None,
+    name=None)``.
+
+    ``workload``: a JSONL path or a list of design requests (default: the session's
+    workload); ``pipeline``: a pipeline to drive (default: a fresh cached pipeline on
+    ``config``); ``load``: a shape string (``closed:5``, ``rate:10``, ``poisson:10``) or
+    ``concurrency`` for a closed loop (default: the top ``--iterate-concurrency``).
+    Returns the scenario statistics; each run is kept in :attr:`runs`.
+    """
+
+    def __init__(self, item: pytest.Item, config: Any) -> None:
+        self._item = item
+        self._config = config
+        self.runs: list[dict[str, Any]] = []
+
+    async def __call__(
+        self,
+        workload: str | Path | Sequence[Any] | None = None,
+        *,
+        pipeline: Any | None = None,
+        concurrency: int | None = None,
+        load: str | None = None,
+        requests: int | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        from pytest_iterate.harness.loads import ClosedLoop, parse_load
+        from pytest_iterate.harness.runner import run_load
+        from pytest_iterate.pipeline.runner import Pipeline
+        from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
+
+        opts = get_options(self._item.config)
+        if workload is None or isinstance(workload, (str, Path)):
+            items = load_workload(workload or opts.workload or standard_workload_path())
+        else:
+            items = list(workload)  # type: ignore[arg-type]
+        shape = parse_load(load) if load else ClosedLoop(concurrency or max(opts.concurrency))
+        label = name or f"bench:{self._item.nodeid}#{len(self.runs) + 1}"
+        owned = pipeline is None
+        pipe: Any = Pipeline.from_config(self._config) if owned else pipeline
+        try:
+            run = await run_load(pipe.run, items, shape, requests=requests or len(items))
+        finally:
+            if owned:
+                await pipe.aclose()
+        summary = run.summary(label, extra={"test": self._item.nodeid})
+        self.runs.append(summary)
+        self._item.stash.setdefault(BENCH_KEY, []).append(summary)
+        session = get_session(self._item.config)
+        if session is not None:
+            session.add_bench(summary)
+        lat = summary["latency_s"]
+        self._item.user_properties.append((f"{label}.mean_s", lat.get("mean")))
+        self._item.user_properties.append((f"{label}.p95_s", lat.get("p95")))
+        return summary
+
+
+@pytest.fixture
+def iterate_bench(request: pytest.FixtureRequest, iterate_config: Any) -> IterateBench:
+    """Run a workload through a pipeline with a load shape; see :class:`IterateBench`."""
+    return IterateBench(request.node, iterate_config)
