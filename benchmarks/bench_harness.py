@@ -47,11 +47,11 @@ async def trial(session: aiohttp.ClientSession, url: str, rps: float, seconds: f
     s = result.summary()
     return {
         "rps": rps,
-        "achieved": s["throughput_rps"] or 0.0,
-        "lag_p99": s["scheduling_lag_s"]["p99"],
-        "lat_p50": s["latency_s"]["p50"],
-        "lat_p99": s["latency_s"]["p99"],
-        "errors": s["errors"],
+        "achieved": s.throughput_rps or 0.0,
+        "lag_p99": s.scheduling_lag_s.p99,
+        "lat_p50": s.latency_s.p50,
+        "lat_p99": s.latency_s.p99,
+        "errors": s.errors,
     }
 
 

@@ -1,12 +1,21 @@
 """The pytest-iterate benchmarking harness: load shapes, runner, statistics, reports, comparison.
 
-Modules (one idea each): :mod:`pytest_iterate.harness.samples` (per-request records),
-:mod:`pytest_iterate.harness.loads` (closed loop, constant rate, poisson), :mod:`pytest_iterate.harness.runner`
-(``run_load``, ``saturate``), :mod:`pytest_iterate.harness.stats` (``summarize``),
-:mod:`pytest_iterate.harness.progress`, :mod:`pytest_iterate.harness.reports` (``build_report``, ``write_reports``),
-:mod:`pytest_iterate.harness.compare` (baseline gating), :mod:`pytest_iterate.harness.cli` (``iterate-bench``).
-Definitions of every measurement: ``harness/DEFINITIONS.md``. Importing this package
-imports nothing else.
+Installed as ``pytest_iterate.harness``. Modules (one idea each):
+
+    samples.py      RequestSample: what one request did, on the runner's clock
+    loads.py        load shapes: closed loop, constant rate, poisson
+    runner.py       run_load (drive a send coroutine with a shape), saturate
+    stats.py        summarize: raw samples -> ScenarioSummary; mann_whitney_u
+    summary.py      the typed results: ScenarioSummary, CriterionResult, Report (JSON in and out)
+    fmt.py          how numbers are shown
+    progress.py     the live progress line
+    reports/        one writer per format (JSON, Markdown, HTML, benchmark JSON, Prometheus)
+    compare.py      baseline gating
+    targets.py      what iterate-bench sends to: the pipeline or raw HTTP, on an endpoint
+    cli.py          iterate-bench
+
+Definitions of every measurement: ``DEFINITIONS.md`` next to this file. Importing this
+package imports nothing else.
 """
 
 __all__: list[str] = []

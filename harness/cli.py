@@ -17,11 +17,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from pytest_iterate.doubles.mock import cli as mock_cli
+from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline, parse_rule
+from pytest_iterate.harness.fmt import seconds
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
+from pytest_iterate.harness.progress import Progress
+from pytest_iterate.harness.reports import ALL_FORMATS, json_report, prom_report, write_reports
+from pytest_iterate.harness.runner import parse_slo, run_load, saturate
+from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.summary import CriterionResult, Report, ScenarioSummary
+from pytest_iterate.harness.targets import open_target
 
 __all__ = ["build_parser", "main"]
 
@@ -81,8 +91,6 @@ def _float_list(text: str) -> list[float]:
 
 
 def _slo(text: str) -> dict[str, float]:
-    from pytest_iterate.harness.runner import parse_slo
-
     try:
         return parse_slo(text)
     except ValueError as exc:
@@ -90,8 +98,6 @@ def _slo(text: str) -> dict[str, float]:
 
 
 def _rule(text: str) -> str:
-    from pytest_iterate.harness.compare import parse_rule
-
     try:
         parse_rule(text)
     except ValueError as exc:
@@ -100,8 +106,6 @@ def _rule(text: str) -> str:
 
 
 def _formats(text: str) -> list[str]:
-    from pytest_iterate.harness.reports import ALL_FORMATS
-
     fmts = [f.strip() for f in text.split(",") if f.strip()]
     bad = [f for f in fmts if f not in ALL_FORMATS]
     if bad or not fmts:
@@ -159,12 +163,6 @@ def _add_compare(sub: Any) -> None:
 
 
 def _add_serve_mock(sub: Any) -> None:
-    try:
-        mock_cli = importlib.import_module("pytest_iterate.doubles.mock.cli")
-    except ImportError:
-        p = sub.add_parser("serve-mock", help="serve the project's mock endpoint (not installed)")
-        p.set_defaults(_mock_missing=True)
-        return
     before = set(sub.choices)
     mock_cli.add_parser(sub)
     added = set(sub.choices) - before
@@ -184,8 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _shapes(args: argparse.Namespace) -> list[Any]:
-    from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
-
     shapes: list[Any] = [ClosedLoop(c) for c in args.concurrency or []]
     shapes += [ConstantRate(r) for r in args.rate or []]
     shapes += [Poisson(r, seed=args.seed) for r in args.poisson or []]
@@ -193,18 +189,12 @@ def _shapes(args: argparse.Namespace) -> list[Any]:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from pytest_iterate.harness.progress import Progress
-    from pytest_iterate.harness.reports import build_report, write_reports
-    from pytest_iterate.harness.runner import run_load, saturate
-    from pytest_iterate.harness.stats import all_failed, error_kinds_text
-    from pytest_iterate.harness.targets import open_target
-
     overrides: dict[str, Any] = {}
     if args.no_cache:
         overrides["cache_enabled"] = False
-    scenarios: list[dict[str, Any]] = []
-    criteria: list[dict[str, Any]] = []
-    samples: dict[str, list[Any]] = {}
+    scenarios: list[ScenarioSummary] = []
+    criteria: list[CriterionResult] = []
+    samples: dict[str, list[RequestSample]] = {}
     async with open_target(
         args.target,
         workload=args.workload,
@@ -224,15 +214,8 @@ async def _run(args: argparse.Namespace) -> int:
             )
             scenarios = sweep.scenarios
             bound = ", ".join(f"{k}<={v:g}" for k, v in args.slo.items())
-            criteria.append(
-                {
-                    "id": "saturation.max_rps",
-                    "threshold": bound,
-                    "unit": "req/s",
-                    "observed": sweep.best_rps,
-                    "passed": sweep.best_rps is not None,
-                }
-            )
+            criteria.append(CriterionResult(id="saturation.max_rps", threshold=bound, unit="req/s",
+                                            observed=sweep.best_rps, passed=sweep.best_rps is not None))
             print(
                 f"highest rate meeting {bound}: "
                 f"{sweep.best_rps if sweep.best_rps is not None else 'none'} req/s"
@@ -253,17 +236,17 @@ async def _run(args: argparse.Namespace) -> int:
                     objectives={"latency_s": args.slo["p95"]} if args.slo and "p95" in args.slo else None
                 )
                 scenarios.append(summary)
-                samples[summary["name"]] = result.samples
-                lat = summary["latency_s"]
+                samples[summary.name] = result.samples
+                lat = summary.latency_s
+                kinds = summary.error_kinds_text()
                 print(
-                    f"{summary['name']}: {summary['requests']} requests, {summary['errors']} errors"
-                    f"{f' ({kinds})' if (kinds := error_kinds_text(summary)) else ''}, "
-                    f"{(summary['throughput_rps'] or 0):.1f} req/s, "
-                    f"mean {_ms(lat['mean'])}, p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])}, lag p99 "
-                    f"{_ms(summary['scheduling_lag_s']['p99'])}"
+                    f"{summary.name}: {summary.requests} requests, {summary.errors} errors"
+                    f"{f' ({kinds})' if kinds else ''}, {(summary.throughput_rps or 0):.1f} req/s, "
+                    f"mean {seconds(lat.mean)}, p95 {seconds(lat.p95)}, p99 {seconds(lat.p99)}, lag p99 "
+                    f"{seconds(summary.scheduling_lag_s.p99)}"
                 )
         run_info = {"tool": "iterate-bench", **target.info}
-    report = build_report(run_info, criteria, scenarios)
+    report = Report.build(run_info, criteria, scenarios)
     paths = write_reports(
         report,
         Path(args.report_dir),
@@ -271,11 +254,9 @@ async def _run(args: argparse.Namespace) -> int:
         samples=samples,
     )
     if args.pushgateway:
-        from pytest_iterate.harness.reports.prom_report import push
-
-        push(report, args.pushgateway)
+        prom_report.push(report, args.pushgateway)
     print("reports: " + ", ".join(str(p) for p in paths))
-    empty = [sc["name"] for sc in scenarios if all_failed(sc)]
+    empty = [sc.name for sc in scenarios if sc.all_failed()]
     if empty:
         print(
             f"iterate-bench run: nothing measured: every request failed in {', '.join(empty)} "
@@ -286,21 +267,14 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ms(v: Any) -> str:
-    return "-" if v is None else f"{float(v) * 1000:.1f} ms"
-
-
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline
-    from pytest_iterate.harness.reports.json_report import load
-
     try:
         baseline = load_baseline(args.baseline)
     except BaselineMissing as exc:
         print(str(exc))
         return 0
     try:
-        current = load(args.current)
+        current = json_report.load(args.current)
     except (OSError, ValueError) as exc:
         print(f"cannot read the current report {args.current}: {exc}", file=sys.stderr)
         return 2
@@ -324,12 +298,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "compare":
         return _compare(args)
-    if getattr(args, "_mock_missing", False):
-        print(
-            "serve-mock needs the project's mock (pytest_iterate.doubles.mock.cli), which is not installed",
-            file=sys.stderr,
-        )
-        return 2
     if hasattr(args, "_mock_run"):
         return int(args._mock_run(args) or 0)
     parser.error(f"unknown command {args.command!r}")

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pytest_iterate.harness.stats import mann_whitney_u, percentile
+from pytest_iterate.harness.reports import json_report
+from pytest_iterate.harness.stats import mann_whitney_u
+from pytest_iterate.harness.summary import STATS, Report, ScenarioSummary, percentile
 
 __all__ = [
     "BaselineMissing",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 _PCT = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
-_LAT_STATS = (*_PCT, "mean", "max", "min")
+_LAT_STATS = tuple(s for s in STATS if s not in ("stddev", "q1", "q3"))
 _BOOTSTRAP_CAP = 1000  # samples per side fed to the bootstrap (keeps a compare under a second)
 
 
@@ -47,23 +48,22 @@ class BaselineMissing(FileNotFoundError):
     """No baseline report at the given path (first run): a message, not a crash."""
 
 
-def load_baseline(path: Path | str) -> dict[str, Any]:
+def load_baseline(path: Path | str) -> Report:
     """Read a baseline report (file, or a folder holding ``iterate-report.json``)."""
-    from pytest_iterate.harness.reports.json_report import FILENAME, load
-
     p = Path(path)
-    target = p / FILENAME if p.is_dir() else p
+    target = p / json_report.FILENAME if p.is_dir() else p
     if not target.exists():
         raise BaselineMissing(
             f"no baseline report at {target}: nothing to compare against yet. Save one first "
             f"(iterate-bench run --report-dir DIR, or pytest --iterate-save-baseline {target})."
         )
-    return load(target)
+    return json_report.load(target)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One gate: ``metric`` (e.g. ``latency_s.p95``), relative or absolute ``limit``."""
+    """One gate: ``metric`` (``latency_s.p95``, ``error_rate``, ``throughput_rps``), relative or
+    absolute ``limit``."""
 
     text: str
     path: tuple[str, ...]
@@ -74,6 +74,14 @@ class Rule:
     @property
     def stat(self) -> str:
         return self.path[-1]
+
+    def value(self, scenario: ScenarioSummary) -> float | None:
+        """The rule's metric in ``scenario`` (None when the scenario does not have it)."""
+        if self.path == ("error_rate",):
+            return scenario.error_rate
+        if self.path == ("throughput_rps",):
+            return scenario.throughput_rps
+        return scenario.distribution(".".join(self.path[:-1])).stat(self.stat)
 
 
 def parse_rule(text: str) -> Rule:
@@ -105,11 +113,20 @@ def parse_rule(text: str) -> Rule:
             limit /= 100.0  # percentage points -> fraction
     elif metric in ("throughput", "throughput_rps"):
         path, higher_is_worse = ("throughput_rps",), False
-    elif "." in metric and metric.split(".")[-1] in _LAT_STATS:
+    elif "." in metric and metric.split(".")[-1] in _LAT_STATS and _known_distribution(metric):
         path = tuple(metric.split("."))
     else:
         raise ValueError(f"bad rule {text!r}: unknown metric {metric!r}; {accepted}")
     return Rule(text=text.strip(), path=path, limit=limit, relative=relative, higher_is_worse=higher_is_worse)
+
+
+def _known_distribution(metric: str) -> bool:
+    name = metric.rsplit(".", 1)[0]
+    try:
+        ScenarioSummary(name="probe", requests=0).distribution(name)
+    except KeyError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -140,14 +157,6 @@ class Comparison:
     @property
     def passed(self) -> bool:
         return not self.regressions
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "alpha": self.alpha,
-            "missing": self.missing,
-            "rows": [asdict(r) for r in self.rows],
-        }
 
     def table(self) -> str:
         """A plain-text table of deltas with a verdict per row."""
@@ -186,15 +195,6 @@ def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
-def _get(scenario: Mapping[str, Any], path: Sequence[str]) -> float | None:
-    cur: Any = scenario
-    for key in path:
-        if not isinstance(cur, Mapping) or key not in cur:
-            return None
-        cur = cur[key]
-    return float(cur) if isinstance(cur, (int, float)) and not isinstance(cur, bool) else None
-
-
 def _bootstrap_p(a: Sequence[float], b: Sequence[float], q: float, resamples: int, seed: int) -> float:
     """One-sided p-value that percentile ``q`` of ``b`` is not above that of ``a``:
     the share of bootstrap resamples where it is not."""
@@ -229,16 +229,15 @@ def _two_proportion_p(e1: int, n1: int, e2: int, n2: int) -> float:
 
 
 def _significance(
-    rule: Rule, base: Mapping[str, Any], cur: Mapping[str, Any], resamples: int, seed: int
+    rule: Rule, base: ScenarioSummary, cur: ScenarioSummary, resamples: int, seed: int
 ) -> tuple[float | None, str]:
     if rule.path == ("error_rate",):
-        n1, n2 = int(base.get("requests") or 0), int(cur.get("requests") or 0)
-        if n1 and n2:
-            return _two_proportion_p(int(base.get("errors") or 0), n1, int(cur.get("errors") or 0), n2), ""
+        if base.requests and cur.requests:
+            return _two_proportion_p(base.errors, base.requests, cur.errors, cur.requests), ""
         return None, "no counts"
     if rule.path[0] != "latency_s":
         return None, "no samples"
-    a, b = base.get("samples_s") or [], cur.get("samples_s") or []
+    a, b = base.samples_s, cur.samples_s
     if len(a) < 5 or len(b) < 5:
         return None, "no samples"
     stat = rule.stat
@@ -254,8 +253,8 @@ def _significance(
 
 
 def compare(
-    baseline: Mapping[str, Any],
-    current: Mapping[str, Any],
+    baseline: Report,
+    current: Report,
     rules: Sequence[str | Rule],
     *,
     alpha: float = 0.01,
@@ -264,14 +263,14 @@ def compare(
 ) -> Comparison:
     """Apply ``rules`` to every scenario present in both reports (matched by name)."""
     parsed = [r if isinstance(r, Rule) else parse_rule(r) for r in rules]
-    base_by = {str(s.get("name")): s for s in baseline.get("scenarios", [])}
-    cur_by = {str(s.get("name")): s for s in current.get("scenarios", [])}
+    base_by = {s.name: s for s in baseline.scenarios}
+    cur_by = {s.name: s for s in current.scenarios}
     result = Comparison(alpha=alpha)
     result.missing = sorted(set(base_by) ^ set(cur_by))
     for name in [n for n in cur_by if n in base_by]:
         b, c = base_by[name], cur_by[name]
         for rule in parsed:
-            bv, cv = _get(b, rule.path), _get(c, rule.path)
+            bv, cv = rule.value(b), rule.value(c)
             if bv is None or cv is None:
                 result.rows.append(
                     ComparisonRow(

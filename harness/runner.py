@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape
 from pytest_iterate.harness.samples import RequestSample, error_kind_of, sample_from_pipeline_result
 from pytest_iterate.harness.stats import summarize
+from pytest_iterate.harness.summary import ScenarioSummary
 
 __all__ = [
     "Outcome",
@@ -76,16 +77,17 @@ class RunResult:
     warmup: int = 0
 
     def summary(
-        self,
-        name: str | None = None,
-        *,
-        objectives: Mapping[str, float] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        info = {"load": self.shape, "warmup": self.warmup}
-        if extra:
-            info.update(extra)
-        return summarize(name or self.shape, self.samples, self.wall_s, objectives=objectives, extra=info)
+        self, name: str | None = None, *, objectives: Mapping[str, float] | None = None
+    ) -> ScenarioSummary:
+        """The run's statistics, named ``name`` (default: the load shape's label)."""
+        return summarize(
+            name or self.shape,
+            self.samples,
+            self.wall_s,
+            objectives=objectives,
+            load=self.shape,
+            warmup=self.warmup,
+        )
 
 
 def _to_sample(result: Any, scheduled: float, start: float, end: float) -> RequestSample:
@@ -311,11 +313,10 @@ def parse_slo(text: str) -> dict[str, float]:
     return out
 
 
-def meets_slo(summary: Mapping[str, Any], slo: Mapping[str, float]) -> bool:
+def meets_slo(summary: ScenarioSummary, slo: Mapping[str, float]) -> bool:
     """True when every bound of ``slo`` holds for the scenario ``summary``."""
-    lat = summary.get("latency_s") or {}
     for key, bound in slo.items():
-        value = summary.get("error_rate") if key == "error_rate" else lat.get(key)
+        value = summary.error_rate if key == "error_rate" else summary.latency_s.stat(key)
         if value is None or value > bound:
             return False
     return True
@@ -325,11 +326,11 @@ def meets_slo(summary: Mapping[str, Any], slo: Mapping[str, float]) -> bool:
 class SweepResult:
     """Every rate tried (in order) with its summary, and the best rate that met the objective."""
 
-    steps: list[tuple[float, dict[str, Any]]]
+    steps: list[tuple[float, ScenarioSummary]]
     best_rps: float | None
 
     @property
-    def scenarios(self) -> list[dict[str, Any]]:
+    def scenarios(self) -> list[ScenarioSummary]:
         return [s for _, s in sorted(self.steps, key=lambda p: p[0])]
 
 
@@ -358,7 +359,7 @@ async def saturate(
     """
     if factor <= 1:
         raise ValueError(f"factor must be > 1, got {factor!r}")
-    steps: list[tuple[float, dict[str, Any]]] = []
+    steps: list[tuple[float, ScenarioSummary]] = []
 
     async def trial(rps: float) -> bool:
         result = await run_load(
@@ -371,11 +372,10 @@ async def saturate(
             sleep=sleep,
             spin_s=spin_s,
         )
-        summary = result.summary(f"rate:{rps:g}", extra={"rate_rps": rps})
-        achieved = summary.get("throughput_rps") or 0.0
-        ok = meets_slo(summary, slo) and achieved >= 0.9 * rps * (1 - summary.get("error_rate", 0.0))
-        summary["meets_slo"] = ok
-        steps.append((rps, summary))
+        summary = result.summary(f"rate:{rps:g}")
+        achieved = summary.throughput_rps or 0.0
+        ok = meets_slo(summary, slo) and achieved >= 0.9 * rps * (1 - summary.error_rate)
+        steps.append((rps, summary.with_info(rate_rps=rps, meets_slo=ok)))
         return ok
 
     good: float | None = None

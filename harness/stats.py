@@ -2,64 +2,28 @@
 
 Percentiles are exact over the raw samples (linear interpolation between closest
 ranks, as ``numpy.percentile``'s default), never estimated from histogram buckets.
-:func:`summarize` returns one scenario in the shape of DESIGN.md's report.
+:func:`summarize` returns one scenario as a typed
+:class:`~pytest_iterate.harness.summary.ScenarioSummary`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.summary import (
+    CacheCounts,
+    Distribution,
+    Goodput,
+    ScenarioSummary,
+    TokenCounts,
+    percentile,
+)
 
-__all__ = [
-    "DEFAULT_SAMPLE_CAP",
-    "all_failed",
-    "distribution",
-    "error_kinds_text",
-    "mann_whitney_u",
-    "percentile",
-    "summarize",
-]
+__all__ = ["DEFAULT_SAMPLE_CAP", "mann_whitney_u", "percentile", "summarize"]
 
 DEFAULT_SAMPLE_CAP = 5000
-_QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p99_9", 99.9))
-
-
-def percentile(values: Sequence[float], q: float, *, presorted: bool = False) -> float:
-    """The ``q``-th percentile (0..100) with linear interpolation; NaN for no values."""
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile {q!r} is outside 0..100")
-    if not values:
-        return math.nan
-    xs = values if presorted else sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def distribution(values: Iterable[float]) -> dict[str, Any]:
-    """count, mean, min, p50, p90, p95, p99, p99_9, max, stddev, q1, q3 of ``values``.
-
-    Empty input gives ``{"count": 0}`` and ``None`` for the rest (JSON has no NaN).
-    """
-    xs = sorted(float(v) for v in values)
-    n = len(xs)
-    keys = ["mean", "min", *(k for k, _ in _QUANTILES), "max", "stddev", "q1", "q3"]
-    if n == 0:
-        return {"count": 0, **{k: None for k in keys}}
-    mean = math.fsum(xs) / n
-    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
-    out: dict[str, Any] = {"count": n, "mean": mean, "min": xs[0]}
-    for key, q in _QUANTILES:
-        out[key] = percentile(xs, q, presorted=True)
-    out["max"] = xs[-1]
-    out["stddev"] = math.sqrt(var)
-    out["q1"] = percentile(xs, 25.0, presorted=True)
-    out["q3"] = percentile(xs, 75.0, presorted=True)
-    return out
 
 
 def _cap(values: Sequence[float], cap: int) -> list[float]:
@@ -70,9 +34,7 @@ def _cap(values: Sequence[float], cap: int) -> list[float]:
     return [round(values[int(i * step)], 6) for i in range(cap)]
 
 
-def _goodput(
-    samples: Sequence[RequestSample], objectives: Mapping[str, float], wall_s: float
-) -> dict[str, Any]:
+def _goodput(samples: Sequence[RequestSample], objectives: Mapping[str, float], wall_s: float) -> Goodput:
     """Requests that succeeded and met every per-request objective (``latency_s``,
     ``ttft_s``, ``tpot_s``, ``itl_s`` upper bounds)."""
     good = 0
@@ -86,12 +48,8 @@ def _goodput(
                 met = False
                 break
         good += met
-    return {
-        "objectives": dict(objectives),
-        "good_requests": good,
-        "goodput_rps": good / wall_s if wall_s > 0 else None,
-        "fraction": good / len(samples) if samples else None,
-    }
+    return Goodput(dict(objectives), good, good / wall_s if wall_s > 0 else None,
+                   good / len(samples) if samples else None)
 
 
 def summarize(
@@ -101,76 +59,61 @@ def summarize(
     *,
     objectives: Mapping[str, float] | None = None,
     sample_cap: int = DEFAULT_SAMPLE_CAP,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    load: str | None = None,
+    warmup: int = 0,
+) -> ScenarioSummary:
     """One scenario of the report, from raw samples over ``wall_s`` seconds of run.
 
     ``latency_s`` counts from scheduled send times; ``service_s`` from actual sends;
     ``scheduling_lag_s`` is their difference. ``samples_s`` keeps (capped) raw
-    latencies in send order for later significance tests, ``timeline`` pairs of
-    (scheduled offset, latency) for plots. ``extra`` keys (e.g. the load shape) are
-    merged in.
+    latencies in send order for later significance tests, ``timeline`` triples of
+    (scheduled offset, latency, ok) for plots. Callers add what they know beyond the
+    samples with :meth:`ScenarioSummary.replace` / :meth:`~ScenarioSummary.with_info`.
     """
     ordered = sorted(samples, key=lambda s: s.scheduled_s)
     n = len(ordered)
-    errors = [s for s in ordered if not s.ok]
     by_kind: dict[str, int] = {}
-    for s in errors:
-        kind = s.error_kind or "error"
-        by_kind[kind] = by_kind.get(kind, 0) + 1
+    for s in ordered:
+        if not s.ok:
+            kind = s.error_kind or "error"
+            by_kind[kind] = by_kind.get(kind, 0) + 1
     ok = [s for s in ordered if s.ok]
     latencies = [s.latency_s for s in ordered]
-    prompt = sum(s.prompt_tokens for s in ordered)
     completion = sum(s.completion_tokens for s in ok)
-    hits = sum(1 for s in ordered if s.cache_hit)
     tiers: dict[str, int] = {}
     for s in ordered:
         if s.cache_tier is not None:
             tiers[s.cache_tier] = tiers.get(s.cache_tier, 0) + 1
+    hits = sum(tiers.values())
     stage_names: list[str] = []
     for s in ordered:
-        for st in s.stages:
-            if st not in stage_names:
-                stage_names.append(st)
-    stages = {st: distribution(s.stages[st] for s in ordered if st in s.stages) for st in stage_names}
+        stage_names.extend(st for st in s.stages if st not in stage_names)
     t0 = ordered[0].scheduled_s if ordered else 0.0
-    out: dict[str, Any] = {
-        "name": name,
-        "requests": n,
-        "errors": len(errors),
-        "error_rate": len(errors) / n if n else 0.0,
-        "errors_by_kind": by_kind,
-        "wall_s": wall_s,
-        "throughput_rps": len(ok) / wall_s if wall_s > 0 else None,
-        "output_tokens_per_s": completion / wall_s if wall_s > 0 else None,
-        "latency_s": distribution(latencies),
-        "service_s": distribution(s.service_s for s in ordered),
-        "scheduling_lag_s": distribution(s.lag_s for s in ordered),
-        "ttft_s": distribution(v for s in ok if (v := s.ttft_s) is not None),
-        "itl_s": distribution(v for s in ok if (v := s.itl_s) is not None),
-        "tpot_s": distribution(v for s in ok if (v := s.tpot_s) is not None),
-        "stages": stages,
-        "cache": {
-            "hits": hits,
-            "misses": n - hits,
-            "hit_rate": hits / n if n else 0.0,
-            "by_tier": tiers,
-        },
-        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
-        "retries": sum(s.retries for s in ordered),
-        "samples_s": _cap(latencies, sample_cap),
-        "timeline": [
-            [round(s.scheduled_s - t0, 6), round(s.latency_s, 6), int(s.ok)]
-            for s in (
-                ordered if n <= sample_cap else [ordered[int(i * n / sample_cap)] for i in range(sample_cap)]
-            )
-        ],
-    }
-    if objectives:
-        out["goodput"] = _goodput(ordered, objectives, wall_s)
-    if extra:
-        out.update(extra)
-    return out
+    shown = ordered if n <= sample_cap else [ordered[int(i * n / sample_cap)] for i in range(sample_cap)]
+    return ScenarioSummary(
+        name=name,
+        requests=n,
+        errors=n - len(ok),
+        errors_by_kind=by_kind,
+        wall_s=wall_s,
+        throughput_rps=len(ok) / wall_s if wall_s > 0 else None,
+        output_tokens_per_s=completion / wall_s if wall_s > 0 else None,
+        latency_s=Distribution.of(latencies),
+        service_s=Distribution.of(s.service_s for s in ordered),
+        scheduling_lag_s=Distribution.of(s.lag_s for s in ordered),
+        ttft_s=Distribution.of(v for s in ok if (v := s.ttft_s) is not None),
+        itl_s=Distribution.of(v for s in ok if (v := s.itl_s) is not None),
+        tpot_s=Distribution.of(v for s in ok if (v := s.tpot_s) is not None),
+        stages={st: Distribution.of(s.stages[st] for s in ordered if st in s.stages) for st in stage_names},
+        cache=CacheCounts(hits=hits, misses=n - hits, by_tier=tiers),
+        tokens=TokenCounts(prompt=sum(s.prompt_tokens for s in ordered), completion=completion),
+        retries=sum(s.retries for s in ordered),
+        samples_s=tuple(_cap(latencies, sample_cap)),
+        timeline=tuple((round(s.scheduled_s - t0, 6), round(s.latency_s, 6), int(s.ok)) for s in shown),
+        goodput=_goodput(ordered, objectives, wall_s) if objectives else None,
+        load=load,
+        warmup=warmup,
+    )
 
 
 def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
@@ -206,18 +149,3 @@ def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float
     z = (abs(u1 - mu) - 0.5) / math.sqrt(sigma2)  # continuity correction
     p = math.erfc(max(z, 0.0) / math.sqrt(2.0))
     return u1, min(1.0, p)
-
-
-def error_kinds_text(summary: Mapping[str, Any]) -> str:
-    """``"ConnectError 4, RequestTimeout 1"`` from a summary's ``errors_by_kind`` ("" if none)."""
-    kinds = summary.get("errors_by_kind") or {}
-    return ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
-
-
-def all_failed(summary: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> bool:
-    """True when the run had requests and every one failed with an error kind not in
-    ``ignore``: nothing was measured, and its latencies are those of errors."""
-    requests = summary.get("requests") or 0
-    kinds = summary.get("errors_by_kind") or {}
-    counted = (summary.get("errors") or 0) - sum(kinds.get(k, 0) for k in ignore)
-    return bool(requests) and counted >= requests

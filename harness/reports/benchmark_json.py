@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_iterate.harness.stats import percentile
+from pytest_iterate.harness.summary import Report, ScenarioSummary, percentile
 
 __all__ = ["FILENAME", "PYTEST_BENCHMARK_VERSION", "benchmark_stats", "render", "write"]
 
@@ -43,8 +44,6 @@ def _machine_info() -> dict[str, Any]:
 
 
 def _cpu_count() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
@@ -122,29 +121,22 @@ def benchmark_stats(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _first(d: Mapping[str, Any], keys: tuple[str, ...], default: float) -> float:
-    for key in keys:
-        if d.get(key) is not None:
-            return float(d[key])
-    return default
-
-
-def _stats_from_summary(s: Mapping[str, Any]) -> dict[str, Any] | None:
-    lat = s.get("latency_s") or {}
-    if not isinstance(lat, Mapping) or lat.get("mean") is None:
+def _stats_from_summary(s: ScenarioSummary) -> dict[str, Any] | None:
+    lat = s.latency_s
+    if lat.mean is None:
         return None
-    n = int(lat.get("count") or s.get("requests") or 1)
-    mean = float(lat["mean"])
-    median = _first(lat, ("p50",), mean)
-    q1 = _first(lat, ("q1", "p50"), mean)
-    q3 = _first(lat, ("q3", "p50"), mean)
-    mn = _first(lat, ("min",), q1)
-    mx = _first(lat, ("max",), q3)
+    n = lat.count or s.requests or 1
+    mean = lat.mean
+    median = lat.p50 if lat.p50 is not None else mean
+    q1 = lat.q1 if lat.q1 is not None else median
+    q3 = lat.q3 if lat.q3 is not None else median
+    mn = lat.min if lat.min is not None else q1
+    mx = lat.max if lat.max is not None else q3
     return {
         "min": mn,
         "max": mx,
         "mean": mean,
-        "stddev": float(lat.get("stddev") or 0.0),
+        "stddev": lat.stddev or 0.0,
         "rounds": n,
         "median": median,
         "iqr": q3 - q1,
@@ -161,26 +153,29 @@ def _stats_from_summary(s: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def render(report: Mapping[str, Any], *, include_data: bool = False) -> dict[str, Any]:
+def render(report: Report, *, include_data: bool = False) -> dict[str, Any]:
     """The pytest-benchmark document for ``report``; ``include_data`` adds raw ``data``."""
     benchmarks = []
-    for s in report.get("scenarios", []):
-        name = str(s.get("name", "scenario"))
-        raw = s.get("samples_s") or []
+    for s in report.scenarios:
+        raw = s.samples_s
         stats = benchmark_stats(raw) if raw else _stats_from_summary(s)
         if stats is None:
             continue
         if include_data and raw:
             stats["data"] = list(raw)
-        params = {k: s[k] for k in ("load", "concurrency", "rate_rps") if k in s}
+        params = {"load": s.load, "concurrency": s.concurrency, "rate_rps": s.info.get("rate_rps")}
         benchmarks.append(
             {
                 "group": "pytest-iterate",
-                "name": name,
-                "fullname": f"pytest-iterate::{name}",
-                "params": params or None,
+                "name": s.name,
+                "fullname": f"pytest-iterate::{s.name}",
+                "params": {k: v for k, v in params.items() if v is not None} or None,
                 "param": None,
-                "extra_info": {k: s.get(k) for k in ("requests", "errors", "throughput_rps") if k in s},
+                "extra_info": {
+                    "requests": s.requests,
+                    "errors": s.errors,
+                    "throughput_rps": s.throughput_rps,
+                },
                 "options": {
                     "disable_gc": False,
                     "timer": "perf_counter",
@@ -201,7 +196,7 @@ def render(report: Mapping[str, Any], *, include_data: bool = False) -> dict[str
     }
 
 
-def write(report: Mapping[str, Any], folder: Path) -> Path:
+def write(report: Report, folder: Path) -> Path:
     path = Path(folder) / FILENAME
     path.write_text(json.dumps(render(report), indent=2) + "\n", encoding="utf-8")
     return path

@@ -8,17 +8,15 @@ the file contains no external reference at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from pytest_iterate.harness.fmt import number, seconds
 from pytest_iterate.harness.reports import _svg
-from pytest_iterate.harness.reports._fmt import fmt_num, fmt_s
 from pytest_iterate.harness.reports.markdown_report import render as render_markdown
-
-if TYPE_CHECKING:
-    from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.summary import Report, ScenarioSummary
 
 __all__ = ["FILENAME", "render", "write"]
 
@@ -30,57 +28,50 @@ td:first-child,th:first-child,.note{text-align:left}.pass{color:#2a7}.fail{color
 .plot{margin:1em 1em 1em 0;border:1px solid #eee}"""
 
 
-def _latencies(s: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] | None) -> list[float]:
-    name = str(s.get("name"))
-    if samples and name in samples:
-        return [x.latency_s for x in samples[name]]
-    return [float(v) for v in s.get("samples_s") or []]
+Samples = Mapping[str, Sequence[RequestSample]]
 
 
-def _timeline(
-    s: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] | None
-) -> list[tuple[float, float]]:
-    name = str(s.get("name"))
-    if samples and name in samples and samples[name]:
-        t0 = min(x.scheduled_s for x in samples[name])
-        return [(x.scheduled_s - t0, x.latency_s) for x in samples[name]]
-    return [(float(p[0]), float(p[1])) for p in s.get("timeline") or []]
+def _latencies(s: ScenarioSummary, samples: Samples | None) -> list[float]:
+    if samples and s.name in samples:
+        return [x.latency_s for x in samples[s.name]]
+    return list(s.samples_s)
 
 
-def plots(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] | None = None) -> list[str]:
+def _timeline(s: ScenarioSummary, samples: Samples | None) -> list[tuple[float, float]]:
+    if samples and samples.get(s.name):
+        t0 = min(x.scheduled_s for x in samples[s.name])
+        return [(x.scheduled_s - t0, x.latency_s) for x in samples[s.name]]
+    return [(offset, latency) for offset, latency, _ok in s.timeline]
+
+
+def plots(report: Report, samples: Samples | None = None) -> list[str]:
     """The SVG plots of ``report`` (empty ones are skipped)."""
-    scenarios = list(report.get("scenarios", []))
+    scenarios = report.scenarios
     out = [
         _svg.histogram(
             "Latency distribution (from scheduled send)",
-            [(str(s.get("name")), _latencies(s, samples)) for s in scenarios],
+            [(s.name, _latencies(s, samples)) for s in scenarios],
         ),
         _svg.scatter(
             "Latency over time",
-            [(str(s.get("name")), _timeline(s, samples)) for s in scenarios],
+            [(s.name, _timeline(s, samples)) for s in scenarios],
             "time since first scheduled send (s)",
             "latency (s)",
         ),
     ]
     rows = []
     for s in scenarios:
-        segs = [
-            (st, float(d["mean"]))
-            for st, d in (s.get("stages") or {}).items()
-            if isinstance(d, Mapping) and d.get("mean") is not None
-        ]
+        segs = [(st, d.mean) for st, d in s.stages.items() if d.mean is not None]
         if segs:
-            rows.append((str(s.get("name")), segs))
+            rows.append((s.name, segs))
     out.append(_svg.stacked_bars("Per-stage breakdown (mean)", rows, "mean stage duration"))
     # scenarios marked "sweep" are the points of one load sweep; without marks (an
     # iterate-bench run) every scenario is
-    swept = [s for s in scenarios if s.get("sweep")] or scenarios
+    swept = [s for s in scenarios if s.sweep] or list(scenarios)
     sweep = [
-        (float(s["throughput_rps"]), float(s["latency_s"]["p95"]), str(s.get("name")))
+        (s.throughput_rps, s.latency_s.p95, s.name)
         for s in swept
-        if s.get("throughput_rps") is not None
-        and isinstance(s.get("latency_s"), Mapping)
-        and s["latency_s"].get("p95") is not None
+        if s.throughput_rps is not None and s.latency_s.p95 is not None
     ]
     if len(sweep) >= 2:
         out.append(
@@ -89,16 +80,15 @@ def plots(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] 
     return [p for p in out if p]
 
 
-def _table(report: Mapping[str, Any]) -> str:
+def _table(report: Report) -> str:
     rows = []
-    for c in report.get("criteria", []):
-        verdict = c.get("passed")
-        cls, word = ("pass", "pass") if verdict else (("fail", "FAIL") if verdict is False else ("", "skip"))
+    for c in report.criteria:
+        cls, word = {"PASS": ("pass", "pass"), "FAIL": ("fail", "FAIL"), "SKIP": ("", "skip")}[c.verdict]
         rows.append(
-            f"<tr><td>{escape(str(c['id']))}</td><td class='{cls}'>{word}</td>"
-            f"<td>{escape(fmt_num(c.get('observed'), 3))}</td>"
-            f"<td>{escape(fmt_num(c.get('threshold'), 3))}</td><td>{escape(str(c.get('unit', '')))}</td>"
-            f"<td class='note'>{escape(str(c.get('note') or ''))}</td></tr>"
+            f"<tr><td>{escape(c.id)}</td><td class='{cls}'>{word}</td>"
+            f"<td>{escape(number(c.observed, 3))}</td>"
+            f"<td>{escape(number(c.threshold, 3))}</td><td>{escape(c.unit)}</td>"
+            f"<td class='note'>{escape(c.note)}</td></tr>"
         )
     crit = (
         (
@@ -109,28 +99,21 @@ def _table(report: Mapping[str, Any]) -> str:
         else ""
     )
     srows = []
-    for s in report.get("scenarios", []):
-        lat = s.get("latency_s") or {}
-        lag = s.get("scheduling_lag_s") or {}
-        srows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{escape(str(v))}</td>"
-                for v in (
-                    s.get("name"),
-                    s.get("requests"),
-                    s.get("errors"),
-                    fmt_num(s.get("throughput_rps"), 1),
-                    fmt_s(lat.get("mean")),
-                    fmt_s(lat.get("p50")),
-                    fmt_s(lat.get("p95")),
-                    fmt_s(lat.get("p99")),
-                    fmt_s(lat.get("max")),
-                    fmt_s(lag.get("p99")),
-                )
-            )
-            + "</tr>"
+    for s in report.scenarios:
+        lat = s.latency_s
+        cells = (
+            s.name,
+            s.requests,
+            s.errors,
+            number(s.throughput_rps, 1),
+            seconds(lat.mean),
+            seconds(lat.p50),
+            seconds(lat.p95),
+            seconds(lat.p99),
+            seconds(lat.max),
+            seconds(s.scheduling_lag_s.p99),
         )
+        srows.append("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in cells) + "</tr>")
     scen = (
         (
             "<h2>Scenarios</h2><table><tr><th>scenario</th><th>requests</th><th>errors</th><th>req/s</th>"
@@ -144,15 +127,12 @@ def _table(report: Mapping[str, Any]) -> str:
     return crit + scen
 
 
-def render(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]] | None = None) -> str:
-    run = report.get("run", {})
+def render(report: Report, samples: Samples | None = None) -> str:
     meta = "".join(
-        f"<li>{escape(str(k))}: {escape(str(v))}</li>"
-        for k, v in run.items()
-        if isinstance(v, (str, int, float))
+        f"<li>{escape(str(k))}: {escape(str(v))}</li>" for k, v in report.run.items() if v is not None
     )
     figs = "".join(f"<figure>{p}</figure>" for p in plots(report, samples))
-    if not any(s.get("stages") for s in report.get("scenarios", [])):
+    if not any(s.stages for s in report.scenarios):
         figs += "<p>No per-stage timings in this report (raw HTTP runs have no pipeline stages).</p>"
     md = escape(render_markdown(report))
     return (
@@ -163,9 +143,7 @@ def render(report: Mapping[str, Any], samples: Mapping[str, list[RequestSample]]
     )
 
 
-def write(
-    report: Mapping[str, Any], folder: Path, samples: Mapping[str, list[RequestSample]] | None = None
-) -> Path:
+def write(report: Report, folder: Path, samples: Samples | None = None) -> Path:
     path = Path(folder) / FILENAME
     path.write_text(render(report, samples), encoding="utf-8")
     return path

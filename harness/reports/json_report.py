@@ -1,45 +1,42 @@
-"""``iterate-report.json``: the report dict as JSON (schema ``pytest-iterate/report/v1``)."""
+"""``iterate-report.json``: the report as JSON (schema ``pytest-iterate/report/v1``)."""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+
+from pytest_iterate.harness.summary import Report, ReportError
 
 __all__ = ["FILENAME", "load", "render", "write"]
 
 FILENAME = "iterate-report.json"
 
 
-def _clean(value: Any) -> Any:
-    """Replace NaN/inf (not valid JSON) with None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+def render(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
 
 
-def render(report: Mapping[str, Any]) -> str:
-    return json.dumps(_clean(report), indent=2, sort_keys=False, default=str) + "\n"
-
-
-def write(report: Mapping[str, Any], folder: Path) -> Path:
+def write(report: Report, folder: Path) -> Path:
     path = Path(folder) / FILENAME
     path.write_text(render(report), encoding="utf-8")
     return path
 
 
-def load(path: Path | str) -> dict[str, Any]:
-    """Read a report written by :func:`write` (or a folder holding one)."""
+def load(path: Path | str) -> Report:
+    """Read a report written by :func:`write` (or a folder holding one).
+
+    Raises :class:`ReportError` naming the file and what is wrong with it, and
+    ``FileNotFoundError`` when there is no such file.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / FILENAME
-    data = json.loads(p.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or "scenarios" not in data:
-        raise ValueError(f"{p} is not a pytest-iterate report (no 'scenarios' key)")
-    return data
+    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ReportError(f"{p} is not a pytest-iterate report: not JSON ({exc})") from None
+    try:
+        return Report.from_json(data)
+    except ReportError as exc:
+        raise ReportError(f"{p} is not a pytest-iterate report: {exc}") from None

@@ -6,9 +6,10 @@ and per criterion; optionally pushed to a Pushgateway (CI jobs are short-lived).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pytest_iterate.harness.summary import Report
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -19,7 +20,7 @@ FILENAME = "metrics.prom"
 _QUANTILES = ("p50", "p90", "p95", "p99", "p99_9", "max", "mean")
 
 
-def build_registry(report: Mapping[str, Any]) -> CollectorRegistry:
+def build_registry(report: Report) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry, Gauge
 
     reg = CollectorRegistry(auto_describe=True)
@@ -49,51 +50,42 @@ def build_registry(report: Mapping[str, Any]) -> CollectorRegistry:
     thr = Gauge("iterate_criterion_threshold", "Threshold of an acceptance criterion", ["id"], registry=reg)
     ok = Gauge("iterate_criterion_passed", "1 if the criterion passed, 0 if not", ["id"], registry=reg)
 
-    def _num(v: Any) -> float | None:
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    for s in report.get("scenarios", []):
-        name = str(s.get("name", "scenario"))
-        for gauge, key in ((lat, "latency_s"), (ttft, "ttft_s"), (lag, "scheduling_lag_s")):
-            d = s.get(key) or {}
+    for s in report.scenarios:
+        for gauge, dist in ((lat, s.latency_s), (ttft, s.ttft_s), (lag, s.scheduling_lag_s)):
             for q in _QUANTILES:
-                if isinstance(d, Mapping) and (v := _num(d.get(q))) is not None:
-                    gauge.labels(name, q).set(v)
-        for st, d in (s.get("stages") or {}).items():
-            if isinstance(d, Mapping) and (v := _num(d.get("mean"))) is not None:
-                stage.labels(name, st).set(v)
-        for gauge, v in (
-            (reqs, s.get("requests")),
-            (errs, s.get("errors")),
-            (rps, s.get("throughput_rps")),
-            (hit, (s.get("cache") or {}).get("hit_rate")),
-        ):
-            if (x := _num(v)) is not None:
-                gauge.labels(name).set(x)
-    for c in report.get("criteria", []):
-        cid = str(c["id"])
-        if (v := _num(c.get("observed"))) is not None:
-            obs.labels(cid).set(v)
-        if (v := _num(c.get("threshold"))) is not None:
-            thr.labels(cid).set(v)
-        if isinstance(c.get("passed"), bool):
-            ok.labels(cid).set(1.0 if c["passed"] else 0.0)
+                if (v := dist.stat(q)) is not None:
+                    gauge.labels(s.name, q).set(v)
+        for st, d in s.stages.items():
+            if d.mean is not None:
+                stage.labels(s.name, st).set(d.mean)
+        reqs.labels(s.name).set(s.requests)
+        errs.labels(s.name).set(s.errors)
+        hit.labels(s.name).set(s.cache.hit_rate)
+        if s.throughput_rps is not None:
+            rps.labels(s.name).set(s.throughput_rps)
+    for c in report.criteria:
+        if c.observed is not None:
+            obs.labels(c.id).set(c.observed)
+        if isinstance(c.threshold, (int, float)):
+            thr.labels(c.id).set(c.threshold)
+        if c.passed is not None:
+            ok.labels(c.id).set(1.0 if c.passed else 0.0)
     return reg
 
 
-def render(report: Mapping[str, Any]) -> str:
+def render(report: Report) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(build_registry(report)).decode("utf-8")
 
 
-def write(report: Mapping[str, Any], folder: Path) -> Path:
+def write(report: Report, folder: Path) -> Path:
     path = Path(folder) / FILENAME
     path.write_text(render(report), encoding="utf-8")
     return path
 
 
-def push(report: Mapping[str, Any], gateway: str, job: str = "pytest-iterate-bench") -> None:
+def push(report: Report, gateway: str, job: str = "pytest-iterate-bench") -> None:
     """Push the report's gauges to a Pushgateway at ``gateway`` (``host:port`` or URL)."""
     from prometheus_client import push_to_gateway
 

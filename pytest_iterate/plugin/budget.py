@@ -15,10 +15,13 @@ not a number is a ``pytest.UsageError`` at collection time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:  # the plugin loads this module on every pytest start: no harness import at run time
+    from pytest_iterate.harness.summary import ScenarioSummary
 
 __all__ = ["BUDGET_KEYS", "MARKER", "MARKER_HELP", "Budget", "budget_from_marker", "violations"]
 
@@ -30,16 +33,16 @@ MARKER_HELP = (
 
 
 class _Key(NamedTuple):
-    path: tuple[str, ...]
+    read: Callable[[ScenarioSummary], float | None]
     upper: bool  # True: observed must be <= budget
     unit: str
 
 
 BUDGET_KEYS: Mapping[str, _Key] = {
-    "mean": _Key(("latency_s", "mean"), True, "s"),
-    "p95": _Key(("latency_s", "p95"), True, "s"),
-    "error_rate": _Key(("error_rate",), True, ""),
-    "hit_rate": _Key(("cache", "hit_rate"), False, ""),
+    "mean": _Key(lambda s: s.latency_s.mean, True, "s"),
+    "p95": _Key(lambda s: s.latency_s.p95, True, "s"),
+    "error_rate": _Key(lambda s: s.error_rate, True, ""),
+    "hit_rate": _Key(lambda s: s.cache.hit_rate, False, ""),
 }
 
 
@@ -64,37 +67,23 @@ def budget_from_marker(mark: pytest.Mark, where: str) -> Budget:
     return Budget(limits)
 
 
-def _get(summary: Mapping[str, Any], path: Sequence[str]) -> float | None:
-    node: Any = summary
-    for part in path:
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, (int, float)) else None
-
-
 def _show(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}".strip() if unit else f"{value:.2%}"
 
 
-def violations(budget: Budget, summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+def violations(budget: Budget, summaries: Sequence[ScenarioSummary]) -> list[str]:
     """One line per budget missed by one of ``summaries`` (empty: within budget)."""
-    from pytest_iterate.harness.stats import (  # not at import: the plugin loads this module
-        all_failed,
-        error_kinds_text,
-    )
-
     lines: list[str] = []
     for summary in summaries:
-        if all_failed(summary):  # latency of errors would pass a latency budget
-            kinds = error_kinds_text(summary)
-            lines.append(f"{summary.get('name', 'bench')}: nothing measured: all {summary['requests']} "
-                         "requests failed" + (f" ({kinds})" if kinds else ""))
+        name = summary.name
+        if summary.all_failed():  # latency of errors would pass a latency budget
+            kinds = summary.error_kinds_text()
+            lines.append(f"{name}: nothing measured: all {summary.requests} requests failed"
+                         + (f" ({kinds})" if kinds else ""))
             continue
         for key, limit in budget.limits.items():
             spec = BUDGET_KEYS[key]
-            observed = _get(summary, spec.path)
-            name = summary.get("name", "bench")
+            observed = spec.read(summary)
             if observed is None or observed != observed:
                 lines.append(f"{name}: {key} not measured (budget {_show(limit, spec.unit)})")
             elif (observed > limit) if spec.upper else (observed < limit):

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
 
-from pytest_iterate.plugin.session import get_options, get_session
+if TYPE_CHECKING:
+    from pytest_iterate.harness.summary import ScenarioSummary
+
+from pytest_iterate.plugin.state import get_options, get_session
 
 __all__ = [
     "BENCH_KEY",
@@ -51,7 +54,7 @@ __all__ = [
     "token_guard",
 ]
 
-BENCH_KEY = pytest.StashKey[list[dict[str, Any]]]()
+BENCH_KEY = pytest.StashKey[list["ScenarioSummary"]]()
 
 
 def _knobs(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -173,7 +176,7 @@ class IterateBench:
     def __init__(self, item: pytest.Item, config: Any) -> None:
         self._item = item
         self._config = config
-        self.runs: list[dict[str, Any]] = []
+        self.runs: list[ScenarioSummary] = []
 
     async def __call__(
         self,
@@ -184,7 +187,7 @@ class IterateBench:
         load: str | None = None,
         requests: int | None = None,
         name: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ScenarioSummary:
         from pytest_iterate.harness.loads import ClosedLoop, parse_load
         from pytest_iterate.harness.runner import run_load
         from pytest_iterate.pipeline.runner import Pipeline
@@ -204,15 +207,14 @@ class IterateBench:
         finally:
             if owned:
                 await pipe.aclose()
-        summary = run.summary(label, extra={"test": self._item.nodeid})
+        summary = run.summary(label).with_info(test=self._item.nodeid)
         self.runs.append(summary)
         self._item.stash.setdefault(BENCH_KEY, []).append(summary)
         session = get_session(self._item.config)
         if session is not None:
             session.add_bench(summary)
-        lat = summary["latency_s"]
-        self._item.user_properties.append((f"{label}.mean_s", lat.get("mean")))
-        self._item.user_properties.append((f"{label}.p95_s", lat.get("p95")))
+        self._item.user_properties.append((f"{label}.mean_s", summary.latency_s.mean))
+        self._item.user_properties.append((f"{label}.p95_s", summary.latency_s.p95))
         return summary
 
 

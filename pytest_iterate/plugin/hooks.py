@@ -5,7 +5,7 @@ its resolution), :mod:`pytest_iterate.plugin.session` (per-session state, report
 :mod:`pytest_iterate.plugin.fixtures` and :mod:`pytest_iterate.plugin.budget` (the marker).
 
 Under ``--iterate`` the shipped acceptance suite
-(``pytest_iterate/acceptance/test_acceptance.py``) is added to the paths pytest
+(``pytest_iterate/plugin/acceptance/test_acceptance.py``) is added to the paths pytest
 collects. With pytest-xdist, ``--dist load`` becomes ``loadfile`` (one worker runs the
 acceptance file and its shared scenarios); every worker's
 criteria and ``iterate_bench`` runs travel to the controller, which writes the report.
@@ -20,15 +20,16 @@ from typing import Any
 import pytest
 
 from pytest_iterate.plugin.budget import MARKER, MARKER_HELP, budget_from_marker, violations
+from pytest_iterate.plugin.fixtures import BENCH_KEY
 from pytest_iterate.plugin.options import add_options, is_enabled
-from pytest_iterate.plugin.session import SESSION_KEY, IterateSession, get_options, get_session
+from pytest_iterate.plugin.state import SESSION_KEY, get_options, get_session
 
 pytest_plugins = ["pytest_iterate.plugin.fixtures"]
 
-ACCEPTANCE_FILE = Path(__file__).resolve().parent.parent / "acceptance" / "test_acceptance.py"
+ACCEPTANCE_FILE = Path(__file__).resolve().parent / "acceptance" / "test_acceptance.py"
 # the suite's node id when it is installed outside the rootdir (site-packages): pytest
 # would otherwise give it an empty file part ("::test_criterion[latency.e2e_mean]")
-ACCEPTANCE_NODE_PATH = "pytest_iterate/acceptance/test_acceptance.py"
+ACCEPTANCE_NODE_PATH = "pytest_iterate/plugin/acceptance/test_acceptance.py"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +40,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: {MARKER_HELP}")
     if not is_enabled(config):
         return  # inert: the other options are resolved only if a fixture asks for them
+    # imported here, not at module top: the session pulls in the harness and the acceptance
+    # suite (tens of ms), which a run without --iterate must not pay for
+    from pytest_iterate.plugin.session import IterateSession
+
     config.stash[SESSION_KEY] = IterateSession(config, get_options(config))
     path = str(ACCEPTANCE_FILE)
     if path not in config.args:  # xdist workers may get the controller's args already
@@ -59,7 +64,7 @@ def _group_acceptance_tests(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
-    """Name the shipped suite ``pytest_iterate/acceptance/test_acceptance.py`` in node ids,
+    """Name the shipped suite ``pytest_iterate/plugin/acceptance/test_acceptance.py`` in node ids,
     JUnit class names and xdist's file grouping, wherever the package is installed."""
     if module_path != ACCEPTANCE_FILE or module_path.is_relative_to(parent.config.rootpath):
         return None  # pytest's own id is a path relative to the rootdir: keep it
@@ -78,8 +83,6 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     result = yield
     mark = item.get_closest_marker(MARKER)
     if mark is not None:
-        from pytest_iterate.plugin.fixtures import BENCH_KEY
-
         runs = item.stash.get(BENCH_KEY, [])
         if not runs:
             pytest.fail(f"@pytest.mark.{MARKER} needs at least one iterate_bench run in the test",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from pytest_iterate.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
+from pytest_iterate.plugin.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -109,7 +109,7 @@ def test_saturate_reports_the_highest_rate(tmp_path: Path, capsys: pytest.Captur
     assert "highest rate meeting p95<=0.5: 16.0 req/s" in capsys.readouterr().out
     report = json.loads((tmp_path / "iterate-report.json").read_text())
     assert report["criteria"][0]["id"] == "saturation.max_rps" and report["criteria"][0]["observed"] == 16.0
-    assert [s["rate_rps"] for s in report["scenarios"]] == [1, 2, 4, 8, 16]
+    assert [s["info"]["rate_rps"] for s in report["scenarios"]] == [1, 2, 4, 8, 16]
     assert "Throughput vs p95" in (tmp_path / "iterate-report.html").read_text()
 
 

@@ -42,9 +42,9 @@ async def test_mean_latency_within_5_percent_of_fixed_server_latency(
     async with LoopbackServer(latency_s=LATENCY_S) as srv:
         result = await run_load(_sender(session, srv.base_url), [1], shape, requests=30, warmup=4)
     summary = result.summary()
-    assert summary["errors"] == 0 and summary["requests"] == 30
-    assert summary["latency_s"]["mean"] == pytest.approx(LATENCY_S, rel=0.05)
-    assert summary["latency_s"]["min"] >= LATENCY_S  # nothing measured faster than the server can answer
+    assert summary.errors == 0 and summary.requests == 30
+    assert summary.latency_s.mean == pytest.approx(LATENCY_S, rel=0.05)
+    assert summary.latency_s.min >= LATENCY_S  # nothing measured faster than the server can answer
 
 
 async def test_stall_shows_in_open_loop_and_hides_in_naive_closed_loop(
@@ -64,12 +64,12 @@ async def test_stall_shows_in_open_loop_and_hides_in_naive_closed_loop(
     opened, closed = open_run.summary(), closed_run.summary()
 
     # Open loop: ~half of the requests overlap the stall; percentiles show it.
-    assert opened["latency_s"]["p90"] > 0.5
-    assert opened["latency_s"]["p95"] > 0.6
-    assert opened["latency_s"]["max"] >= 0.95
-    assert opened["scheduling_lag_s"]["p99"] < 0.05  # the harness itself kept the schedule
+    assert opened.latency_s.p90 > 0.5
+    assert opened.latency_s.p95 > 0.6
+    assert opened.latency_s.max >= 0.95
+    assert opened.scheduling_lag_s.p99 < 0.05  # the harness itself kept the schedule
 
     # Naive closed loop: the same stall is one sample among many fast ones.
-    assert closed["latency_s"]["max"] >= 0.95  # it did hit the stall ...
-    assert closed["latency_s"]["p90"] < 0.05  # ... but the percentiles hide it
-    assert closed["latency_s"]["p95"] < 0.05
+    assert closed.latency_s.max >= 0.95  # it did hit the stall ...
+    assert closed.latency_s.p90 < 0.05  # ... but the percentiles hide it
+    assert closed.latency_s.p95 < 0.05

@@ -130,13 +130,14 @@ def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Py
 
 
 def test_a_run_where_every_request_failed_misses_any_budget() -> None:
+    from pytest_iterate.harness.summary import Distribution, ScenarioSummary
     from pytest_iterate.plugin.budget import Budget, violations
 
-    summary = {"name": "bench:t#1", "requests": 5, "errors": 5, "error_rate": 1.0,
-               "errors_by_kind": {"ConnectError": 5}, "latency_s": {"mean": 0.01, "p95": 0.02}}
+    summary = ScenarioSummary(name="bench:t#1", requests=5, errors=5, errors_by_kind={"ConnectError": 5},
+                              latency_s=Distribution.of([0.01, 0.01, 0.01, 0.02, 0.02]))
     # the latency of 5 refused connections is far inside a 2 s budget: that must not pass
     assert violations(Budget({"mean": 2.0}), [summary]) == [
         "bench:t#1: nothing measured: all 5 requests failed (ConnectError 5)"
     ]
-    ok = {**summary, "errors": 1, "error_rate": 0.2}
+    ok = summary.replace(errors=1, errors_by_kind={"ConnectError": 1})
     assert violations(Budget({"mean": 2.0}), [ok]) == []

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iterate.acceptance.criteria import CRITERIA
 from pytest_iterate.pipeline.workload import standard_workload_path
+from pytest_iterate.plugin.acceptance.criteria import CRITERIA
 
 pytest_plugins = ["pytester"]
 
@@ -64,7 +64,8 @@ def test_suite_node_ids_name_the_shipped_file_outside_the_rootdir(pytester: pyte
     result = pytester.runpytest(*FAST, "--collect-only", "-q")
     assert result.ret == 0
     ids = [ln for ln in result.outlines if "test_criterion[" in ln]
-    assert ids == [f"pytest_iterate/acceptance/test_acceptance.py::test_criterion[{c.id}]" for c in CRITERIA]
+    suite = "pytest_iterate/plugin/acceptance/test_acceptance.py"
+    assert ids == [f"{suite}::test_criterion[{c.id}]" for c in CRITERIA]
     # the id is usable: --deselect takes it
     one = ids[0]
     result = pytester.runpytest(*FAST, "--collect-only", "-q", "--deselect", one)
@@ -148,7 +149,7 @@ def test_user_tests_run_next_to_the_suite_and_land_in_the_report(pytester: pytes
         @pytest.mark.asyncio
         async def test_bench(iterate_bench):
             stats = await iterate_bench(requests=8, concurrency=4, name="user-bench")
-            assert stats["requests"] == 8
+            assert stats.requests == 8
     """)
     result = pytester.runpytest(*FAST, "--iterate-criteria=cache.*", "test_user.py")
     result.assert_outcomes(passed=2)

@@ -11,11 +11,12 @@ import pytest
 from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline, parse_rule
 from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.stats import summarize
+from pytest_iterate.harness.summary import Report, ScenarioSummary
 
 RULES = ["p95:10%", "mean:5%", "error_rate:+0.5"]
 
 
-def _report(seed: int, scale: float = 1.0, n: int = 400, errors: int = 0) -> dict:
+def _report(seed: int, scale: float = 1.0, n: int = 400, errors: int = 0) -> Report:
     rng = random.Random(seed)
     samples = []
     for i in range(n):
@@ -29,7 +30,11 @@ def _report(seed: int, scale: float = 1.0, n: int = 400, errors: int = 0) -> dic
                 error_kind=None if i >= errors else "ServerError",
             )
         )
-    return {"scenarios": [summarize("closed:5", samples, n * 0.01)]}
+    return Report.build({}, [], [summarize("closed:5", samples, n * 0.01)])
+
+
+def _only(name: str, throughput_rps: float) -> Report:
+    return Report.build({}, [], [ScenarioSummary(name=name, requests=1, throughput_rps=throughput_rps)])
 
 
 def test_identical_runs_pass() -> None:
@@ -63,9 +68,10 @@ def test_over_threshold_but_within_noise_is_not_a_regression() -> None:
 
 
 def test_without_samples_the_threshold_alone_decides() -> None:
-    base, cur = _report(1), _report(2, scale=1.3)
-    for r in (base, cur):
-        del r["scenarios"][0]["samples_s"]
+    base, cur = (
+        Report.build({}, [], [s.replace(samples_s=()) for s in r.scenarios])
+        for r in (_report(1), _report(2, scale=1.3))
+    )
     result = compare(base, cur, ["p95:10%"])
     assert not result.passed and result.regressions[0].significant is None
     assert "no samples" in result.table()
@@ -79,16 +85,14 @@ def test_error_rate_rule_is_in_percentage_points() -> None:
 
 
 def test_throughput_drop_is_the_bad_direction() -> None:
-    base = {"scenarios": [{"name": "s", "throughput_rps": 100.0}]}
-    assert compare(base, {"scenarios": [{"name": "s", "throughput_rps": 150.0}]}, ["throughput:10%"]).passed
-    assert not compare(
-        base, {"scenarios": [{"name": "s", "throughput_rps": 80.0}]}, ["throughput:10%"]
-    ).passed
+    base = _only("s", 100.0)
+    assert compare(base, _only("s", 150.0), ["throughput:10%"]).passed
+    assert not compare(base, _only("s", 80.0), ["throughput:10%"]).passed
 
 
 def test_missing_scenarios_are_listed_not_failed() -> None:
     base = _report(1)
-    cur = {"scenarios": [{**base["scenarios"][0], "name": "other"}]}
+    cur = Report.build({}, [], [base.scenarios[0].replace(name="other")])
     result = compare(base, cur, RULES)
     assert result.passed and result.missing == ["closed:5", "other"]
     assert "only one report" in result.table()
@@ -111,5 +115,5 @@ def test_parse_rule_forms() -> None:
 def test_missing_baseline_is_a_clear_message(tmp_path: Path) -> None:
     with pytest.raises(BaselineMissing, match=r"no baseline report at .*nothing to compare"):
         load_baseline(tmp_path / "nope.json")
-    (tmp_path / "iterate-report.json").write_text(json.dumps(_report(1)))
-    assert load_baseline(tmp_path)["scenarios"][0]["name"] == "closed:5"
+    (tmp_path / "iterate-report.json").write_text(json.dumps(_report(1).to_json()))
+    assert load_baseline(tmp_path).scenarios[0].name == "closed:5"

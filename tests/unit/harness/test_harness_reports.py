@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pytest_iterate.harness.reports import REPORT_SCHEMA, build_report, write_reports
+from pytest_iterate.harness.reports import REPORT_SCHEMA, write_reports
 from pytest_iterate.harness.reports.benchmark_json import benchmark_stats
+from pytest_iterate.harness.reports.json_report import load
 from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.stats import summarize
+from pytest_iterate.harness.summary import CriterionResult, Report, ReportError
 
 
 def _samples(seed: int, base: float, n: int = 200) -> list[RequestSample]:
@@ -39,25 +41,50 @@ def _samples(seed: int, base: float, n: int = 200) -> list[RequestSample]:
 
 
 @pytest.fixture
-def report_and_samples() -> tuple[dict, dict]:
+def report_and_samples() -> tuple[Report, dict[str, list[RequestSample]]]:
     samples = {"closed:1": _samples(1, 0.05), "closed:5": _samples(2, 0.08), "rate:50": _samples(3, 0.06)}
     scenarios = [summarize(name, ss, 2.0) for name, ss in samples.items()]
     criteria = [
-        {"id": "latency.e2e_mean", "threshold": 3.0, "unit": "s", "observed": 0.05, "passed": True},
-        {"id": "cache.hit_rate_repeat", "threshold": 0.3, "unit": "ratio", "observed": 0.1, "passed": False},
+        CriterionResult(id="latency.e2e_mean", threshold=3.0, unit="s", observed=0.05, passed=True),
+        CriterionResult(id="cache.hit_rate_repeat", threshold=0.3, unit="ratio", observed=0.1, passed=False),
     ]
-    return build_report({"target": "mock"}, criteria, scenarios), samples
+    return Report.build({"target": "mock"}, criteria, scenarios), samples
 
 
-def test_build_report_shape() -> None:
-    r = build_report({"target": "x"}, [{"id": "a", "observed": 1}], [])
-    assert r["schema"] == REPORT_SCHEMA and "datetime" in r["run"]
-    assert r["criteria"] == [{"id": "a", "threshold": None, "unit": "", "observed": 1, "passed": None}]
-    with pytest.raises(ValueError, match="id"):
-        build_report({}, [{"observed": 1}], [])
+def test_report_json_round_trip(tmp_path: Path, report_and_samples: tuple[Report, dict]) -> None:
+    report, _ = report_and_samples
+    data = report.to_json()
+    assert data["schema"] == REPORT_SCHEMA and "datetime" in data["run"]
+    assert data["criteria"][0]["id"] == "latency.e2e_mean" and data["criteria"][1]["passed"] is False
+    (path,) = write_reports(report, tmp_path, formats=("json",))
+    assert load(path) == report
+    assert load(tmp_path) == report  # a folder holding one
 
 
-def test_write_reports_writes_every_format(tmp_path: Path, report_and_samples: tuple[dict, dict]) -> None:
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ("{}", "schema is None"),
+        ('{"schema": "pytest-iterate/report/v1", "scenarios": {}}', "'scenarios' should be a list"),
+        ('{"schema": "pytest-iterate/report/v1", "scenarios": [{"requests": 3}]}', "name should be a string"),
+        ('{"schema": "pytest-iterate/report/v1", "scenarios": [{"name": "s", "requests": -1}]}',
+         "requests should be a whole number"),
+        ('{"schema": "pytest-iterate/report/v1", "scenarios": [{"name": "s", "requests": 1, '
+         '"latency_s": {"mean": "fast"}}]}', "latency_s.mean should be a number"),
+        ("import os\n", "not JSON"),
+    ],
+)
+def test_a_document_that_is_not_a_report_is_refused_naming_the_problem(
+    tmp_path: Path, doc: str, message: str
+) -> None:
+    path = tmp_path / "iterate-report.json"
+    path.write_text(doc.replace("\\n", "\n"))
+    with pytest.raises(ReportError, match=message) as info:
+        load(path)
+    assert str(path) in str(info.value)
+
+
+def test_write_reports_writes_every_format(tmp_path: Path, report_and_samples: tuple[Report, dict]) -> None:
     report, samples = report_and_samples
     paths = write_reports(report, tmp_path / "out", samples=samples)
     assert sorted(p.name for p in paths) == sorted(
@@ -73,7 +100,7 @@ def test_write_reports_writes_every_format(tmp_path: Path, report_and_samples: t
 
 
 def test_html_is_self_contained_with_inline_plots(
-    tmp_path: Path, report_and_samples: tuple[dict, dict]
+    tmp_path: Path, report_and_samples: tuple[Report, dict]
 ) -> None:
     report, samples = report_and_samples
     html = write_reports(report, tmp_path, formats=("html",), samples=samples)[0].read_text()
@@ -87,7 +114,7 @@ def test_html_is_self_contained_with_inline_plots(
     assert html2.count("<svg") == 4
 
 
-def test_metrics_prom_parses_back(tmp_path: Path, report_and_samples: tuple[dict, dict]) -> None:
+def test_metrics_prom_parses_back(tmp_path: Path, report_and_samples: tuple[Report, dict]) -> None:
     report, _ = report_and_samples
     text = write_reports(report, tmp_path, formats=("prom",))[0].read_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -95,7 +122,7 @@ def test_metrics_prom_parses_back(tmp_path: Path, report_and_samples: tuple[dict
         (s.labels["scenario"], s.labels["stat"]): s.value
         for s in families["iterate_bench_latency_seconds"].samples
     }
-    assert lat[("closed:5", "p95")] == pytest.approx(report["scenarios"][1]["latency_s"]["p95"])
+    assert lat[("closed:5", "p95")] == pytest.approx(report.scenarios[1].latency_s.p95)
     passed = {s.labels["id"]: s.value for s in families["iterate_criterion_passed"].samples}
     assert passed == {"latency.e2e_mean": 1.0, "cache.hit_rate_repeat": 0.0}
     assert {s.labels["stage"] for s in families["iterate_bench_stage_seconds"].samples} == {
@@ -118,7 +145,7 @@ def test_benchmark_stats_match_pytest_benchmark() -> None:
 
 
 def test_benchmark_json_is_read_by_pytest_benchmark_compare(
-    tmp_path: Path, report_and_samples: tuple[dict, dict]
+    tmp_path: Path, report_and_samples: tuple[Report, dict]
 ) -> None:
     report, _ = report_and_samples
     path = write_reports(report, tmp_path, formats=("benchmark",))[0]
@@ -133,7 +160,7 @@ def test_benchmark_json_is_read_by_pytest_benchmark_compare(
     assert "Traceback" not in proc.stderr
 
 
-def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[dict, dict]) -> None:
+def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[Report, dict]) -> None:
     import http.server
     import threading
 
@@ -166,14 +193,14 @@ def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[dict, 
 
 def test_criteria_notes_and_skips_reach_markdown_and_html(tmp_path: Path) -> None:
     criteria = [
-        {"id": "latency.e2e_mean", "threshold": 3.0, "unit": "s", "observed": None, "passed": False,
-         "note": "endpoint http://x/v1 is unreachable\n(ConnectError | refused)"},
-        {"id": "errors.rate_with_retries", "threshold": 0.5, "unit": "%", "observed": None, "passed": None,
-         "note": "needs fault injection <mock only>"},
-        {"id": "cache.hit_rate_repeat", "threshold": 30, "unit": "%", "observed": 99, "passed": True,
-         "note": "x" * 400},
+        CriterionResult(id="latency.e2e_mean", threshold=3.0, unit="s", observed=None, passed=False,
+                        note="endpoint http://x/v1 is unreachable\n(ConnectError | refused)"),
+        CriterionResult(id="errors.rate_with_retries", threshold=0.5, unit="%", observed=None, passed=None,
+                        note="needs fault injection <mock only>"),
+        CriterionResult(id="cache.hit_rate_repeat", threshold=30, unit="%", observed=99, passed=True,
+                        note="x" * 400),
     ]
-    write_reports(build_report({"target": "x"}, criteria, []), tmp_path, formats=("md", "html"))
+    write_reports(Report.build({"target": "x"}, criteria, []), tmp_path, formats=("md", "html"))
     md = (tmp_path / "iterate-report.md").read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "`" in ln]
     assert len(rows) == 3  # each note stays inside its one row
@@ -187,19 +214,18 @@ def test_criteria_notes_and_skips_reach_markdown_and_html(tmp_path: Path) -> Non
 
 def test_throughput_plot_takes_only_the_sweep_when_scenarios_mark_one(tmp_path: Path) -> None:
     scenarios = [
-        {**summarize("concurrency_5", _samples(1, 0.05), 2.0), "sweep": True},
-        {**summarize("standard", _samples(2, 0.08), 2.0), "sweep": True},
+        summarize("concurrency_5", _samples(1, 0.05), 2.0).replace(sweep=True),
+        summarize("standard", _samples(2, 0.08), 2.0).replace(sweep=True),
         summarize("repeat", _samples(3, 0.001), 0.1),  # cache hits: not a point of the load sweep
     ]
-    write_reports(build_report({"target": "x"}, [], scenarios), tmp_path, formats=("html",))
+    write_reports(Report.build({"target": "x"}, [], scenarios), tmp_path, formats=("html",))
     html = (tmp_path / "iterate-report.html").read_text()
     start = html.index("Throughput vs p95")
     plot = html[start : html.index("</svg>", start)]
     assert "concurrency_5" in plot and "standard" in plot and "repeat" not in plot
     # unmarked (an iterate-bench run): every scenario is a point
-    for s in scenarios:
-        s.pop("sweep", None)
-    write_reports(build_report({"target": "x"}, [], scenarios), tmp_path, formats=("html",))
+    unmarked = [s.replace(sweep=False) for s in scenarios]
+    write_reports(Report.build({"target": "x"}, [], unmarked), tmp_path, formats=("html",))
     html = (tmp_path / "iterate-report.html").read_text()
     start = html.index("Throughput vs p95")
     assert "repeat" in html[start : html.index("</svg>", start)]

@@ -11,6 +11,7 @@ from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
 from pytest_iterate.harness.progress import Progress, progress_enabled
 from pytest_iterate.harness.runner import Outcome, meets_slo, parse_slo, run_load, saturate
 from pytest_iterate.harness.samples import RequestSample
+from pytest_iterate.harness.summary import Distribution, ScenarioSummary
 
 
 class FakeTime:
@@ -82,8 +83,8 @@ async def test_failures_become_error_samples_and_outcomes_map() -> None:
     by_kind = sorted((s.ok, s.error_kind) for s in result.samples)
     assert by_kind == [(False, "RateLimited"), (False, "TimeoutError"), (True, None)]
     summary = result.summary()
-    assert summary["errors_by_kind"] == {"TimeoutError": 1, "RateLimited": 1}
-    assert summary["retries"] == 2 and summary["cache"]["hits"] == 1 and summary["load"] == "closed:3"
+    assert summary.errors_by_kind == {"TimeoutError": 1, "RateLimited": 1}
+    assert summary.retries == 2 and summary.cache.hits == 1 and summary.load == "closed:3"
 
 
 async def test_closed_loop_never_exceeds_its_concurrency() -> None:
@@ -118,8 +119,9 @@ def test_slo_parsing_and_check() -> None:
     for bad in ("p97=1", "p95", "p95=x", ""):
         with pytest.raises(ValueError, match="objective"):
             parse_slo(bad)
-    summary = {"latency_s": {"p95": 1.5}, "error_rate": 0.0}
+    summary = ScenarioSummary(name="s", requests=3, latency_s=Distribution.of([1.0, 1.2, 1.5]))
     assert meets_slo(summary, {"p95": 2.0}) and not meets_slo(summary, {"p95": 1.0})
+    assert not meets_slo(summary.replace(errors=1), {"p95": 2.0, "error_rate": 0.1})
 
 
 async def test_saturate_bisects_between_pass_and_fail() -> None:
@@ -149,8 +151,9 @@ async def test_saturate_bisects_between_pass_and_fail() -> None:
         spin_s=0,
     )
     assert sweep.best_rps is not None and 80 <= sweep.best_rps <= 100
-    assert any(not s["meets_slo"] for _, s in sweep.steps)
-    assert [s["rate_rps"] for s in sweep.scenarios] == sorted(s["rate_rps"] for s in sweep.scenarios)
+    assert any(not s.info["meets_slo"] for _, s in sweep.steps)
+    rates = [float(s.info["rate_rps"] or 0) for s in sweep.scenarios]
+    assert rates == sorted(rates)
 
 
 def test_progress_quiet_off_tty_and_in_ci() -> None:

@@ -14,7 +14,8 @@ from pytest_iterate.harness.samples import (
     sample_from_llm_response,
     sample_from_pipeline_result,
 )
-from pytest_iterate.harness.stats import distribution, mann_whitney_u, percentile, summarize
+from pytest_iterate.harness.stats import mann_whitney_u, percentile, summarize
+from pytest_iterate.harness.summary import Distribution, ScenarioSummary
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 95, 99, 99.9, 100])
@@ -31,11 +32,11 @@ def test_percentile_rejects_out_of_range_and_empty_is_nan() -> None:
 
 
 def test_distribution_fields() -> None:
-    d = distribution([1.0, 2.0, 3.0, 4.0])
-    assert d["count"] == 4 and d["mean"] == 2.5 and d["min"] == 1.0 and d["max"] == 4.0
-    assert d["p50"] == 2.5 and d["q1"] == 1.75 and d["q3"] == 3.25
-    assert d["stddev"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
-    assert distribution([])["mean"] is None
+    d = Distribution.of([1.0, 2.0, 3.0, 4.0])
+    assert d.count == 4 and d.mean == 2.5 and d.min == 1.0 and d.max == 4.0
+    assert d.p50 == 2.5 and d.q1 == 1.75 and d.q3 == 3.25
+    assert d.stddev == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
+    assert Distribution.of([]).mean is None and Distribution.of([]).to_json()["p95"] is None
 
 
 def test_per_request_definitions() -> None:
@@ -83,7 +84,9 @@ def _samples() -> list[RequestSample]:
 
 
 def test_summarize_has_design_shape_and_counts() -> None:
-    s = summarize("closed:1", _samples(), wall_s=10.0, objectives={"latency_s": 0.25})
+    summary = summarize("closed:1", _samples(), wall_s=10.0, objectives={"latency_s": 0.25})
+    assert ScenarioSummary.from_json(summary.to_json()) == summary
+    s = summary.to_json()
     for key in (
         "name",
         "requests",
@@ -116,8 +119,8 @@ def test_summarize_has_design_shape_and_counts() -> None:
 
 def test_summarize_caps_raw_samples() -> None:
     s = summarize("x", _samples(), 10.0, sample_cap=10)
-    assert len(s["samples_s"]) == 10 and len(s["timeline"]) == 10
-    assert s["latency_s"]["count"] == 100  # statistics still over every sample
+    assert len(s.samples_s) == 10 and len(s.timeline) == 10
+    assert s.latency_s.count == 100  # statistics still over every sample
 
 
 def test_mann_whitney_detects_shift_and_not_equal_draws() -> None:

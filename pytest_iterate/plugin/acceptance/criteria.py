@@ -5,7 +5,7 @@ A criterion passes when ``observed <= threshold`` (direction ``"<="``) or
 also the unit of ``--iterate-threshold id=value`` (``cache.hit_rate_repeat=40`` means
 40 %). ``needs_faults`` criteria inject failures and are skipped against a real
 endpoint; ``scenario`` names the shared run whose results they read
-(:mod:`pytest_iterate.acceptance.scenarios`).
+(:mod:`pytest_iterate.plugin.acceptance.scenarios`).
 
 >>> CRITERIA_BY_ID["latency.e2e_mean"].passes(2.9, 3.0)
 True

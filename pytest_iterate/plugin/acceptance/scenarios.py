@@ -37,16 +37,37 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytest_iterate.client.metrics import METRIC_NAMES
+import aiohttp
 
-if TYPE_CHECKING:
-    from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
-    from pytest_iterate.plugin.options import IterateOptions
+from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.errors import Busy, ClientError, IterateError, RequestTimeout
+from pytest_iterate.client.metrics import METRIC_NAMES, IterateMetrics
+from pytest_iterate.client.metrics_server import MetricsServer
+from pytest_iterate.client.telemetry import JsonFormatter
+from pytest_iterate.doubles.cassettes import cassette_transport
+from pytest_iterate.endpoint import open_endpoint, probe_endpoint
+from pytest_iterate.harness.loads import ClosedLoop
+from pytest_iterate.harness.runner import run_load
+from pytest_iterate.harness.samples import sample_from_pipeline_result
+from pytest_iterate.harness.stats import summarize
+from pytest_iterate.harness.summary import ScenarioSummary
+from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
+from pytest_iterate.pipeline.stages import STAGE_NAMES
+from pytest_iterate.pipeline.workload import load_workload, long_context_workload_path, standard_workload_path
+from pytest_iterate.plugin.acceptance.criteria import CRITERIA_BY_ID
+from pytest_iterate.plugin.options import IterateOptions
 
-__all__ = ["METRIC_NAMES", "NeedsMock", "NoMeasurement", "ScenarioResult", "ScenarioRunner",
-           "available_cores"]
+__all__ = [
+    "METRIC_NAMES",
+    "NeedsMock",
+    "NoMeasurement",
+    "ScenarioResult",
+    "ScenarioRunner",
+    "available_cores",
+]
 
 FAULT_RATES = {"429": 0.01, "503": 0.01}
 LONG_CONTEXT_WINDOW = 2048  # the mock's window for the long-context workload (the real server's n_ctx)
@@ -66,11 +87,11 @@ class NoMeasurement(Exception):
 @dataclass(slots=True)
 class ScenarioResult:
     name: str
-    summary: dict[str, Any]
+    summary: ScenarioSummary | None
     results: list[PipelineResult] = field(default_factory=list)
     observed: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
-    metrics: Any = None  # the run's IterateMetrics
+    metrics: IterateMetrics | None = None  # the run's metrics registry
     cache_dir: str | None = None
 
 
@@ -94,10 +115,8 @@ def _unique(items: Sequence[Any]) -> list[Any]:
 @contextlib.contextmanager
 def _captured_stage_logs() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     """A private logger writing the pipeline's JSON stage logs into memory."""
-    from pytest_iterate.client.telemetry import JsonFormatter
-
     stream = io.StringIO()
-    logger = logging.getLogger("pytest_iterate.acceptance.stage_logs")
+    logger = logging.getLogger("pytest_iterate.plugin.acceptance.stage_logs")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
@@ -117,33 +136,34 @@ def _stage_log_counts(text: str) -> dict[str, int]:
             entry = json.loads(line)
         except ValueError:
             continue
-        if (entry.get("event") == "stage" and entry.get("request_id")
-                and isinstance(entry.get("start_s"), (int, float)) and entry["start_s"] > 0
-                and isinstance(entry.get("duration_s"), (int, float)) and entry["duration_s"] >= 0):
+        if (
+            entry.get("event") == "stage"
+            and entry.get("request_id")
+            and isinstance(entry.get("start_s"), (int, float))
+            and entry["start_s"] > 0
+            and isinstance(entry.get("duration_s"), (int, float))
+            and entry["duration_s"] >= 0
+        ):
             counts[entry["stage"]] = counts.get(entry["stage"], 0) + 1
     return counts
 
 
-def _require_an_answer(name: str, summary: Mapping[str, Any], results: Sequence[PipelineResult]) -> None:
+def _require_an_answer(name: str, summary: ScenarioSummary, results: Sequence[PipelineResult]) -> None:
     """Raise :class:`NoMeasurement` when no request of the run got an answer (a refusal
     by the token guard counts as an answer: it is the policy working)."""
-    from pytest_iterate.harness.stats import all_failed
-
-    if all_failed(summary, ignore=("ContextOverflow",)):
+    if summary.all_failed(ignore=("ContextOverflow",)):
         first = next(r.error for r in results if r.error is not None)
         raise NoMeasurement(
-            f"scenario {name!r}: all {summary['requests']} requests failed against "
-            f"{summary.get('endpoint') or 'the endpoint'}; first error: {type(first).__name__}: {first}"
+            f"scenario {name!r}: all {summary.requests} requests failed against "
+            f"{summary.endpoint or 'the endpoint'}; first error: {type(first).__name__}: {first}"
         )
 
 
-def _errors_note(summary: Mapping[str, Any]) -> str:
+def _errors_note(summary: ScenarioSummary) -> str:
     """``"; 3 of 100 requests failed (RequestTimeout 3)"`` or ``""``."""
-    from pytest_iterate.harness.stats import error_kinds_text
-
-    if not summary.get("errors"):
+    if not summary.errors:
         return ""
-    return f"; {summary['errors']} of {summary['requests']} requests failed ({error_kinds_text(summary)})"
+    return f"; {summary.errors} of {summary.requests} requests failed ({summary.error_kinds_text()})"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -153,8 +173,9 @@ def _mean(values: Sequence[float]) -> float:
 class ScenarioRunner:
     """Runs scenarios lazily, once each; results kept in :attr:`results` (insertion order)."""
 
-    def __init__(self, options: IterateOptions, *, pyproject: Path | None = None,
-                 workdir: Path | None = None) -> None:
+    def __init__(
+        self, options: IterateOptions, *, pyproject: Path | None = None, workdir: Path | None = None
+    ) -> None:
         self.options = options
         self.pyproject = pyproject
         self._own_workdir = workdir is None
@@ -197,13 +218,11 @@ class ScenarioRunner:
         return result
 
     def observe(self, criterion_id: str) -> tuple[float, ScenarioResult]:
-        from pytest_iterate.acceptance.criteria import CRITERIA_BY_ID
-
         scenario = self.get(CRITERIA_BY_ID[criterion_id].scenario)
         return scenario.observed.get(criterion_id, math.nan), scenario
 
-    def summaries(self) -> list[dict[str, Any]]:
-        return [r.summary for r in self.results.values() if r.summary]
+    def summaries(self) -> list[ScenarioSummary]:
+        return [r.summary for r in self.results.values() if r.summary is not None]
 
     def close(self) -> None:
         if self._own_workdir:
@@ -211,12 +230,6 @@ class ScenarioRunner:
 
     # -- parts ------------------------------------------------------------------------
     def _workload(self, long: bool = False) -> list[Any]:
-        from pytest_iterate.pipeline.workload import (
-            load_workload,
-            long_context_workload_path,
-            standard_workload_path,
-        )
-
         if long:
             return load_workload(long_context_workload_path())
         return load_workload(self.options.workload or standard_workload_path())
@@ -227,23 +240,22 @@ class ScenarioRunner:
         return str(path)
 
     @contextlib.asynccontextmanager
-    async def _pipeline(self, base_url: str, *, logger: logging.Logger | None = None,
-                        **overrides: Any) -> AsyncIterator[Pipeline]:
+    async def _pipeline(
+        self, base_url: str, *, logger: logging.Logger | None = None, **overrides: Any
+    ) -> AsyncIterator[Pipeline]:
         """A pipeline built from the options and ``[tool.iterate]``; cassette wired when asked."""
-        from pytest_iterate.client.config import IterateConfig
-        from pytest_iterate.client.metrics import IterateMetrics
-        from pytest_iterate.pipeline.runner import Pipeline
-
         opts = self.options
-        values = {"base_url": base_url, "model": opts.model, "api_key_env": opts.api_key_env,
-                  "store_path": ":memory:", **overrides}
+        values = {
+            "base_url": base_url,
+            "model": opts.model,
+            "api_key_env": opts.api_key_env,
+            "store_path": ":memory:",
+            **overrides,
+        }
         config = IterateConfig.load(values, pyproject=self.pyproject)
         metrics = IterateMetrics()
         client = None
         if opts.cassette is not None:
-            from pytest_iterate.client.client import LLMClient
-            from pytest_iterate.doubles.cassettes import cassette_transport
-
             transport = cassette_transport(opts.record_mode, opts.cassette, replay_timing=opts.replay_timing)
             client = LLMClient(config, transport=transport, metrics=metrics)
         parts: dict[str, Any] = {"client": client} if client else {}
@@ -258,41 +270,50 @@ class ScenarioRunner:
                 await client.aclose()
 
     @contextlib.asynccontextmanager
-    async def _endpoint(self, faults: Mapping[str, float] | None = None,
-                        context_window: int | None = None) -> AsyncIterator[Any]:
-        from pytest_iterate.endpoint import open_endpoint
-
+    async def _endpoint(
+        self, faults: Mapping[str, float] | None = None, context_window: int | None = None
+    ) -> AsyncIterator[Any]:
         opts = self.options
         if faults and not opts.is_mock:
-            raise NeedsMock("needs fault injection, which only the embedded mock can do: "
-                            f"skipped against {opts.endpoint}")
+            raise NeedsMock(
+                f"needs fault injection, which only the embedded mock can do: skipped against {opts.endpoint}"
+            )
         if not opts.is_mock:
             await self._check_reachable()
-        async with open_endpoint(opts.endpoint, profile=opts.profile, faults=faults,
-                                 context_window=context_window if opts.is_mock else None) as ep:
+        async with open_endpoint(
+            opts.endpoint,
+            profile=opts.profile,
+            faults=faults,
+            context_window=context_window if opts.is_mock else None,
+        ) as ep:
             yield ep
 
     async def _check_reachable(self) -> None:
         """Probe a real endpoint once per session, so a wrong URL fails every criterion in
         seconds, with the reason, instead of after a workload of retries. A replay-only
         cassette needs no server and is not probed."""
-        from pytest_iterate.endpoint import probe_endpoint
-
         if self.options.cassette is not None and self.options.record_mode == "none":
             return
         if not self._probed:
             self._unreachable = await probe_endpoint(self.options.endpoint)
             self._probed = True
         if self._unreachable is not None:
-            raise NoMeasurement(f"endpoint {self.options.endpoint} is unreachable ({self._unreachable}); "
-                                "start the server or fix --iterate-endpoint")
+            raise NoMeasurement(
+                f"endpoint {self.options.endpoint} is unreachable ({self._unreachable}); "
+                "start the server or fix --iterate-endpoint"
+            )
 
-    async def _drive(self, name: str, pipeline: Pipeline, items: Sequence[Any], concurrency: int,
-                     **extra: Any) -> tuple[dict[str, Any], list[PipelineResult], float]:
+    async def _drive(
+        self,
+        name: str,
+        pipeline: Pipeline,
+        items: Sequence[Any],
+        concurrency: int,
+        *,
+        endpoint: str,
+        sweep: bool = False,
+    ) -> tuple[ScenarioSummary, list[PipelineResult], float]:
         """Closed-loop run of ``items`` through ``pipeline``; (summary, results in send order, cpu %)."""
-        from pytest_iterate.harness.loads import ClosedLoop
-        from pytest_iterate.harness.runner import run_load
-
         results: list[PipelineResult] = []
 
         async def send(item: Any) -> Any:
@@ -304,87 +325,97 @@ class ScenarioRunner:
         run = await run_load(send, list(items), ClosedLoop(concurrency), requests=len(items))
         cpu = time.process_time() - cpu0
         cpu_pct = 100.0 * cpu / run.wall_s / available_cores() if run.wall_s > 0 else math.nan
-        summary = run.summary(name, extra={"concurrency": concurrency, "cpu_percent": cpu_pct, **extra})
-        summary["retries"] = sum(max(0, r.attempts - 1) for r in results)
+        summary = run.summary(name).replace(
+            concurrency=concurrency, cpu_percent=cpu_pct, endpoint=endpoint, sweep=sweep
+        )
         _require_an_answer(name, summary, results)
         return summary, results, cpu_pct
 
     # -- scenarios --------------------------------------------------------------------
     async def _standard(self) -> ScenarioResult:
         """The standard run, then (same endpoint, new pipeline, same cache folder) the repeat run."""
-        from pytest_iterate.pipeline.stages import STAGE_NAMES
-
         items = self._workload()
         level = max(self.options.concurrency)
         cache_dir = self._cache_dir("standard")
         with _captured_stage_logs() as (logger, stream):
             async with self._endpoint() as ep:
                 async with self._pipeline(ep.base_url, cache_dir=cache_dir, logger=logger) as pipeline:
-                    summary, results, cpu_pct = await self._drive("standard", pipeline, items, level,
-                                                                  endpoint=ep.label, sweep=True)
+                    summary, results, cpu_pct = await self._drive(
+                        "standard", pipeline, items, level, endpoint=ep.label, sweep=True
+                    )
                 async with self._pipeline(ep.base_url, cache_dir=cache_dir) as again:
-                    repeat_summary, repeat_results, _ = await self._drive("repeat", again, items, level,
-                                                                          endpoint=ep.label)
+                    repeat_summary, repeat_results, _ = await self._drive(
+                        "repeat", again, items, level, endpoint=ep.label
+                    )
             logged = _stage_log_counts(stream.getvalue())
         ok = [r for r in results if r.ok]
-        wall = float(summary["wall_s"])
+        wall = summary.wall_s
         stage_ok = sum(min(logged.get(s, 0), len(results)) for s in STAGE_NAMES)
         observed = {
-            "latency.e2e_mean": float(summary["latency_s"]["mean"]),
+            "latency.e2e_mean": summary.latency_s.mean if summary.latency_s.mean is not None else math.nan,
             "latency.overhead_mean": _mean([r.overhead_s for r in results]),
             "throughput.requests_per_min": 60.0 * len(ok) / wall if wall > 0 else math.nan,
             "throughput.designs_100": wall * 100.0 / len(items) if items else math.nan,
             "cpu.utilization": cpu_pct,
-            "observability.stage_logs": 100.0 * stage_ok / (len(results) * len(STAGE_NAMES)) if results
+            "observability.stage_logs": 100.0 * stage_ok / (len(results) * len(STAGE_NAMES))
+            if results
             else math.nan,
         }
         failed = _errors_note(summary)
-        notes = {"latency.e2e_mean": f"mean over {len(results)} requests{failed}",
-                 "latency.overhead_mean": f"mean over {len(results)} requests{failed}",
-                 "throughput.requests_per_min": f"{len(ok)} answered in {wall:.2f} s{failed}",
-                 "throughput.designs_100": f"{len(items)} designs in {wall:.2f} s at concurrency {level}"
-                                           f"{failed}",
-                 "cpu.utilization": f"process CPU / wall / {available_cores()} cores",
-                 "observability.stage_logs": f"{stage_ok} JSON stage log lines with start_s and duration_s "
-                                             f"of {len(results) * len(STAGE_NAMES)} expected"}
+        notes = {
+            "latency.e2e_mean": f"mean over {len(results)} requests{failed}",
+            "latency.overhead_mean": f"mean over {len(results)} requests{failed}",
+            "throughput.requests_per_min": f"{len(ok)} answered in {wall:.2f} s{failed}",
+            "throughput.designs_100": f"{len(items)} designs in {wall:.2f} s at concurrency {level}{failed}",
+            "cpu.utilization": f"process CPU / wall / {available_cores()} cores",
+            "observability.stage_logs": f"{stage_ok} JSON stage log lines with start_s and duration_s "
+            f"of {len(results) * len(STAGE_NAMES)} expected",
+        }
         hits = sum(1 for r in repeat_results if r.cache_tier)
         self.results["repeat"] = ScenarioResult(
-            "repeat", repeat_summary, repeat_results,
+            "repeat",
+            repeat_summary,
+            repeat_results,
             {"cache.hit_rate_repeat": 100.0 * hits / len(repeat_results) if repeat_results else math.nan},
-            {"cache.hit_rate_repeat": f"{hits}/{len(repeat_results)} answered from the cache on the second "
-                                      "run (new pipeline, same cache folder)"},
+            {
+                "cache.hit_rate_repeat": f"{hits}/{len(repeat_results)} answered from the cache on the "
+                "second run (new pipeline, same cache folder)"
+            },
         )
         return ScenarioResult("standard", summary, results, observed, notes, pipeline.metrics, cache_dir)
 
     async def _sweep(self, level: int) -> ScenarioResult:
-        from pytest_iterate.client.errors import RequestTimeout
-
         name = f"concurrency_{level}"
         items = _unique(self._workload())[: 2 * level]
-        async with self._endpoint() as ep, self._pipeline(ep.base_url, cache_dir=self._cache_dir(name),
-                                                          max_concurrent_requests=max(level, 1)) as pipeline:
-            summary, results, _ = await self._drive(name, pipeline, items, level, endpoint=ep.label,
-                                                    sweep=True)
+        async with (
+            self._endpoint() as ep,
+            self._pipeline(
+                ep.base_url, cache_dir=self._cache_dir(name), max_concurrent_requests=max(level, 1)
+            ) as pipeline,
+        ):
+            summary, results, _ = await self._drive(
+                name, pipeline, items, level, endpoint=ep.label, sweep=True
+            )
         timeouts = sum(1 for r in results if isinstance(r.error, RequestTimeout))
-        wall = float(summary["wall_s"])
+        wall = summary.wall_s
         observed = {
             f"latency.iteration_mean_c{level}": wall / len(results) if results else math.nan,
             f"concurrency.no_timeouts_c{level}": float(timeouts),
         }
-        notes = {f"latency.iteration_mean_c{level}": f"{wall:.2f} s / {len(results)} iterations"
-                                                     f"{_errors_note(summary)}"}
+        notes = {
+            f"latency.iteration_mean_c{level}": f"{wall:.2f} s / {len(results)} iterations"
+            f"{_errors_note(summary)}"
+        }
         return ScenarioResult(name, summary, results, observed, notes)
 
     async def _faults(self) -> ScenarioResult:
-        from pytest_iterate.client.errors import IterateError
-
         items = self._workload()
         level = max(self.options.concurrency)
-        async with self._endpoint(FAULT_RATES) as ep, self._pipeline(
-            ep.base_url, cache_dir=self._cache_dir("faults")
-        ) as pipeline:
-            summary, results, _ = await self._drive("faults", pipeline, items, level, endpoint=ep.label,
-                                                    faults=dict(FAULT_RATES))
+        async with (
+            self._endpoint(FAULT_RATES) as ep,
+            self._pipeline(ep.base_url, cache_dir=self._cache_dir("faults")) as pipeline,
+        ):
+            summary, results, _ = await self._drive("faults", pipeline, items, level, endpoint=ep.label)
             max_attempts = pipeline.config.max_attempts
         failed = [r for r in results if not r.ok]
         beyond = sum(1 for r in results if r.attempts > max_attempts)
@@ -397,38 +428,40 @@ class ScenarioRunner:
         }
         notes = {
             "errors.rate_with_retries": f"{len(failed)} of {len(items)} failed after retries; "
-                                        f"retries {summary['retries']}; injected {injected or FAULT_RATES}",
+            f"retries {summary.retries}; injected {injected or FAULT_RATES}",
             "retries.bounded": f"{beyond} over max_attempts={max_attempts}, {unhandled} unhandled",
         }
-        summary["faults_injected"] = injected
+        summary = summary.with_info(**{f"injected_{kind}": n for kind, n in injected.items()})
         return ScenarioResult("faults", summary, results, observed, notes)
 
     async def _long_context(self) -> ScenarioResult:
-        from pytest_iterate.client.errors import ClientError
-
         items = self._workload(long=True)
         async with self._endpoint(context_window=LONG_CONTEXT_WINDOW) as ep:
             overrides: dict[str, Any] = {"cache_dir": self._cache_dir("long_context")}
             if ep.context_window:
                 overrides["context_window"] = ep.context_window
             async with self._pipeline(ep.base_url, **overrides) as pipeline:
-                summary, results, _ = await self._drive("long_context", pipeline, items,
-                                                        max(self.options.concurrency), endpoint=ep.label)
+                summary, results, _ = await self._drive(
+                    "long_context", pipeline, items, max(self.options.concurrency), endpoint=ep.label
+                )
         over = sum(1 for r in results if isinstance(r.error, ClientError) and r.error.status == 400)
         unflagged = sum(1 for r in results if r.ok and not r.complete and not r.partial)
         flagged = sum(1 for r in results if r.partial or r.warnings)
         observed = {"tokens.no_overflow": float(over + unflagged)}
-        notes = {"tokens.no_overflow": f"{over} over the window, {unflagged} neither complete nor flagged; "
-                                       f"{flagged} flagged partial of {len(results)}{_errors_note(summary)}"}
+        notes = {
+            "tokens.no_overflow": f"{over} over the window, {unflagged} neither complete nor flagged; "
+            f"{flagged} flagged partial of {len(results)}{_errors_note(summary)}"
+        }
         return ScenarioResult("long_context", summary, results, observed, notes)
 
     async def _saturation(self) -> ScenarioResult:
-        from pytest_iterate.client.errors import Busy
-
         items = _unique(self._workload())[:12]
-        async with self._endpoint() as ep, self._pipeline(
-            ep.base_url, cache_enabled=False, max_concurrent_requests=2, max_queue=2
-        ) as pipeline:
+        async with (
+            self._endpoint() as ep,
+            self._pipeline(
+                ep.base_url, cache_enabled=False, max_concurrent_requests=2, max_queue=2
+            ) as pipeline,
+        ):
             tasks = [asyncio.create_task(pipeline.run(item, index=i)) for i, item in enumerate(items)]
             deadline = time.monotonic() + 10.0
             while sum(t.done() for t in tasks) < len(tasks) - 4 and time.monotonic() < deadline:
@@ -441,22 +474,22 @@ class ScenarioRunner:
         with_retry = [r for r in busy if getattr(r.error, "retry_after_s", 0) > 0]
         worst_ms = max((r.total_s * 1000.0 for r in busy), default=math.nan)
         observed = {"degradation.busy_fast": worst_ms if len(with_retry) == len(busy) else math.nan}
-        notes = {"degradation.busy_fast": f"{len(busy)} busy answers of {len(items)} (2 slots, queue 2), "
-                                          f"{len(with_retry)} with retry-after; slowest {worst_ms:.1f} ms"}
-        summary = {"name": "saturation", "requests": len(items), "busy": len(busy),
-                   "busy_latency_ms_max": worst_ms, "errors": len(busy), "endpoint": ep.label}
+        notes = {
+            "degradation.busy_fast": f"{len(busy)} busy answers of {len(items)} (2 slots, queue 2), "
+            f"{len(with_retry)} with retry-after; slowest {worst_ms:.1f} ms"
+        }
+        samples = [sample_from_pipeline_result(r, 0.0, 0.0) for r in done]
+        summary = summarize("saturation", samples, max((s.end_s for s in samples), default=0.0))
+        summary = summary.replace(endpoint=ep.label, concurrency=len(items)).with_info(busy=len(busy))
         return ScenarioResult("saturation", summary, done, observed, notes)
 
     def _metrics(self) -> ScenarioResult:
-        standard = self.get("standard")
+        registry = self.get("standard").metrics
+        assert registry is not None, "the standard scenario keeps its pipeline's metrics"
 
         async def scrape() -> tuple[str, str]:
-            import aiohttp
-
-            from pytest_iterate.client.metrics_server import MetricsServer
-
             async with (
-                MetricsServer(standard.metrics) as server,
+                MetricsServer(registry) as server,
                 aiohttp.ClientSession() as session,
                 session.get(server.url) as resp,
             ):
@@ -466,4 +499,4 @@ class ScenarioRunner:
         missing = [n for n in METRIC_NAMES if n not in text]
         observed = {"observability.metrics_endpoint": float(len(missing))}
         notes = {"observability.metrics_endpoint": f"scraped {url}: missing {missing or 'none'}"}
-        return ScenarioResult("metrics", {}, [], observed, notes)
+        return ScenarioResult("metrics", None, [], observed, notes)

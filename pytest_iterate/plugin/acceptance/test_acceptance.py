@@ -2,7 +2,7 @@
 
 Collected by the plugin only under ``pytest --iterate`` (whatever the user's test
 paths are). Each criterion reads a shared scenario that runs once per session
-(:mod:`pytest_iterate.acceptance.scenarios`); the observed value, threshold and unit
+(:mod:`pytest_iterate.plugin.acceptance.scenarios`); the observed value, threshold and unit
 go to the test's ``user_properties`` (so ``--junitxml`` carries them) and into the report.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_iterate.plugin.session import get_session
+from pytest_iterate.plugin.state import get_session
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

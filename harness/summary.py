@@ -1,0 +1,528 @@
+"""The typed results the harness hands on: one scenario, one criterion, one report.
+
+:class:`ScenarioSummary` is what :func:`~pytest_iterate.harness.stats.summarize` makes
+from raw samples and what the budget marker, the baseline comparison, the report
+writers and the plugin session read. :class:`Report` holds a run's criteria and
+scenarios. JSON is their serialisation only: ``to_json()`` writes the report format of
+DESIGN.md (schema ``pytest-iterate/report/v1``) and ``from_json()`` reads it back,
+raising :class:`ReportError` (naming the field) for anything that is not such a report.
+
+>>> d = Distribution.of([0.1, 0.2, 0.3])
+>>> d.count, round(d.mean or 0, 3), d.stat("p50")
+(3, 0.2, 0.2)
+>>> Distribution.from_json(d.to_json()) == d
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "REPORT_SCHEMA",
+    "STATS",
+    "CacheCounts",
+    "CriterionResult",
+    "Distribution",
+    "Goodput",
+    "Report",
+    "ReportError",
+    "ScenarioSummary",
+    "TokenCounts",
+    "percentile",
+]
+
+REPORT_SCHEMA = "pytest-iterate/report/v1"
+STATS = ("mean", "min", "p50", "p90", "p95", "p99", "p99_9", "max", "stddev", "q1", "q3")
+DISTRIBUTIONS = ("latency_s", "service_s", "scheduling_lag_s", "ttft_s", "itl_s", "tpot_s")
+_QUANTILES = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p99_9", 99.9))
+
+Scalar = str | int | float | bool | None
+
+
+class ReportError(ValueError):
+    """A document that is not a pytest-iterate report (or a part of one); names what is wrong."""
+
+
+def percentile(values: Sequence[float], q: float, *, presorted: bool = False) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation (numpy's default); NaN for none."""
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q!r} is outside 0..100")
+    if not values:
+        return math.nan
+    xs = values if presorted else sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+# -- reading JSON back, with errors that name the field ---------------------------------------
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _obj(data: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ReportError(f"{path or 'the report'} should be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _num(data: Mapping[str, Any], key: str, path: str, *, default: float | None = None) -> float | None:
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReportError(f"{_where(path, key)} should be a number or null, got {value!r}")
+    return float(value)
+
+
+def _int(data: Mapping[str, Any], key: str, path: str, *, default: int = 0) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise ReportError(f"{_where(path, key)} should be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def _str(data: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ReportError(f"{_where(path, key)} should be a string, got {value!r}")
+    return value
+
+
+def _counts(data: Any, path: str) -> dict[str, int]:
+    obj = _obj(data if data is not None else {}, path)
+    return {str(k): _int(obj, k, path) for k in obj}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def _scalars(data: Any, path: str) -> dict[str, Scalar]:
+    obj = _obj(data if data is not None else {}, path)
+    out: dict[str, Scalar] = {}
+    for key, value in obj.items():
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            out[str(key)] = str(value)
+        else:
+            out[str(key)] = value
+    return out
+
+
+# -- the parts ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """count, mean, min, p50 .. p99_9, max, stddev, q1, q3 of a set of values (None: no values)."""
+
+    count: int = 0
+    mean: float | None = None
+    min: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    p99_9: float | None = None
+    max: float | None = None
+    stddev: float | None = None
+    q1: float | None = None
+    q3: float | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Distribution:
+        xs = sorted(float(v) for v in values)
+        n = len(xs)
+        if n == 0:
+            return cls()
+        mean = math.fsum(xs) / n
+        var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
+        quantiles = {key: percentile(xs, q, presorted=True) for key, q in _QUANTILES}
+        return cls(
+            count=n,
+            mean=mean,
+            min=xs[0],
+            max=xs[-1],
+            stddev=math.sqrt(var),
+            q1=percentile(xs, 25.0, presorted=True),
+            q3=percentile(xs, 75.0, presorted=True),
+            **quantiles,
+        )
+
+    def stat(self, name: str) -> float | None:
+        """One statistic by name (``"p95"``, ``"mean"``, ...)."""
+        if name not in STATS:
+            raise KeyError(f"unknown statistic {name!r}; known: {', '.join(STATS)}")
+        value: float | None = getattr(self, name)
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, **{name: _finite(getattr(self, name)) for name in STATS}}
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "") -> Distribution:
+        obj = _obj(data if data is not None else {}, path)
+        return cls(count=_int(obj, "count", path), **{name: _num(obj, name, path) for name in STATS})
+
+
+@dataclass(frozen=True, slots=True)
+class CacheCounts:
+    """Requests answered from a cache (``hits``, per tier in ``by_tier``) and the rest."""
+
+    hits: int = 0
+    misses: int = 0
+    by_tier: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hit_rate,
+            "by_tier": dict(self.by_tier),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "cache") -> CacheCounts:
+        obj = _obj(data if data is not None else {}, path)
+        return cls(
+            _int(obj, "hits", path),
+            _int(obj, "misses", path),
+            _counts(obj.get("by_tier"), _where(path, "by_tier")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounts:
+    prompt: int = 0
+    completion: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "completion": self.completion, "total": self.total}
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "tokens") -> TokenCounts:
+        obj = _obj(data if data is not None else {}, path)
+        return cls(_int(obj, "prompt", path), _int(obj, "completion", path))
+
+
+@dataclass(frozen=True, slots=True)
+class Goodput:
+    """Requests that succeeded and met every per-request objective (upper bounds, seconds)."""
+
+    objectives: Mapping[str, float]
+    good_requests: int
+    goodput_rps: float | None
+    fraction: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "objectives": dict(self.objectives),
+            "good_requests": self.good_requests,
+            "goodput_rps": _finite(self.goodput_rps),
+            "fraction": _finite(self.fraction),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "goodput") -> Goodput:
+        obj = _obj(data, path)
+        objectives = _obj(obj.get("objectives") or {}, _where(path, "objectives"))
+        return cls(
+            {str(k): float(_num(objectives, k, path) or 0.0) for k in objectives},
+            _int(obj, "good_requests", path),
+            _num(obj, "goodput_rps", path),
+            _num(obj, "fraction", path),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioSummary:
+    """One scenario of a report: counts, rates and distributions over its raw samples.
+
+    Latencies count from each request's scheduled send time (see DEFINITIONS.md);
+    ``samples_s`` keeps the raw latencies (capped, in send order) for significance
+    tests, ``timeline`` (scheduled offset, latency, ok) triples for plots. ``info``
+    carries whatever else the producer attached (the pytest node id of a bench run,
+    injected faults, the rate of a saturation step...), as JSON scalars.
+    """
+
+    name: str
+    requests: int
+    errors: int = 0
+    errors_by_kind: Mapping[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    throughput_rps: float | None = None
+    output_tokens_per_s: float | None = None
+    latency_s: Distribution = Distribution()
+    service_s: Distribution = Distribution()
+    scheduling_lag_s: Distribution = Distribution()
+    ttft_s: Distribution = Distribution()
+    itl_s: Distribution = Distribution()
+    tpot_s: Distribution = Distribution()
+    stages: Mapping[str, Distribution] = field(default_factory=dict)
+    cache: CacheCounts = CacheCounts()
+    tokens: TokenCounts = TokenCounts()
+    retries: int = 0
+    samples_s: tuple[float, ...] = ()
+    timeline: tuple[tuple[float, float, int], ...] = ()
+    goodput: Goodput | None = None
+    load: str | None = None
+    warmup: int = 0
+    concurrency: int | None = None
+    endpoint: str | None = None
+    sweep: bool = False
+    cpu_percent: float | None = None
+    info: Mapping[str, Scalar] = field(default_factory=dict)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def distribution(self, name: str) -> Distribution:
+        """``latency_s``, ``ttft_s``, ... by name, or a stage's (``stages.llm_call``)."""
+        if name.startswith("stages."):
+            return self.stages.get(name.removeprefix("stages."), Distribution())
+        if name not in DISTRIBUTIONS:
+            raise KeyError(f"unknown distribution {name!r}; known: {', '.join(DISTRIBUTIONS)}, stages.NAME")
+        value: Distribution = getattr(self, name)
+        return value
+
+    def all_failed(self, *, ignore: Sequence[str] = ()) -> bool:
+        """True when the run had requests and every one failed with an error kind not in
+        ``ignore``: nothing was measured, and its latencies are those of errors."""
+        counted = self.errors - sum(self.errors_by_kind.get(k, 0) for k in ignore)
+        return bool(self.requests) and counted >= self.requests
+
+    def error_kinds_text(self) -> str:
+        """``"ConnectError 4, RequestTimeout 1"`` ("" when nothing failed)."""
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.errors_by_kind.items()))
+
+    def replace(self, **changes: Any) -> ScenarioSummary:
+        return dataclasses.replace(self, **changes)
+
+    def with_info(self, **info: Scalar) -> ScenarioSummary:
+        return dataclasses.replace(self, info={**self.info, **info})
+
+    # -- JSON --------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "errors_by_kind": dict(self.errors_by_kind),
+            "wall_s": self.wall_s,
+            "throughput_rps": _finite(self.throughput_rps),
+            "output_tokens_per_s": _finite(self.output_tokens_per_s),
+            **{name: getattr(self, name).to_json() for name in DISTRIBUTIONS},
+            "stages": {name: d.to_json() for name, d in self.stages.items()},
+            "cache": self.cache.to_json(),
+            "tokens": self.tokens.to_json(),
+            "retries": self.retries,
+            "samples_s": list(self.samples_s),
+            "timeline": [list(point) for point in self.timeline],
+            "load": self.load,
+            "warmup": self.warmup,
+            "concurrency": self.concurrency,
+            "endpoint": self.endpoint,
+            "sweep": self.sweep,
+            "cpu_percent": _finite(self.cpu_percent),
+            "info": dict(self.info),
+        }
+        if self.goodput is not None:
+            out["goodput"] = self.goodput.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "scenario") -> ScenarioSummary:
+        obj = _obj(data, path)
+        name = _str(obj, "name", path, required=True)
+        assert name is not None
+        path = f"scenario {name!r}"
+        stages = _obj(obj.get("stages") or {}, _where(path, "stages"))
+        return cls(
+            name=name,
+            requests=_int(obj, "requests", path),
+            errors=_int(obj, "errors", path),
+            errors_by_kind=_counts(obj.get("errors_by_kind"), _where(path, "errors_by_kind")),
+            wall_s=_num(obj, "wall_s", path, default=0.0) or 0.0,
+            throughput_rps=_num(obj, "throughput_rps", path),
+            output_tokens_per_s=_num(obj, "output_tokens_per_s", path),
+            **{name_: Distribution.from_json(obj.get(name_), _where(path, name_)) for name_ in DISTRIBUTIONS},
+            stages={
+                str(k): Distribution.from_json(v, _where(path, f"stages.{k}")) for k, v in stages.items()
+            },
+            cache=CacheCounts.from_json(obj.get("cache"), _where(path, "cache")),
+            tokens=TokenCounts.from_json(obj.get("tokens"), _where(path, "tokens")),
+            retries=_int(obj, "retries", path),
+            samples_s=tuple(_floats(obj.get("samples_s"), _where(path, "samples_s"))),
+            timeline=_timeline(obj.get("timeline"), _where(path, "timeline")),
+            goodput=Goodput.from_json(obj["goodput"], _where(path, "goodput"))
+            if obj.get("goodput")
+            else None,
+            load=_str(obj, "load", path),
+            warmup=_int(obj, "warmup", path),
+            concurrency=_int(obj, "concurrency", path) if obj.get("concurrency") is not None else None,
+            endpoint=_str(obj, "endpoint", path),
+            sweep=bool(obj.get("sweep", False)),
+            cpu_percent=_num(obj, "cpu_percent", path),
+            info=_scalars(obj.get("info"), _where(path, "info")),
+        )
+
+
+def _floats(data: Any, path: str) -> list[float]:
+    if data is None:
+        return []
+    if not isinstance(data, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in data
+    ):
+        raise ReportError(f"{path} should be a list of numbers")
+    return [float(v) for v in data]
+
+
+def _timeline(data: Any, path: str) -> tuple[tuple[float, float, int], ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ReportError(f"{path} should be a list of [offset, latency, ok] triples")
+    out = []
+    for point in data:
+        if not isinstance(point, list) or len(point) != 3:
+            raise ReportError(f"{path} should be a list of [offset, latency, ok] triples, got {point!r}")
+        out.append((float(point[0]), float(point[1]), int(point[2])))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    """One acceptance criterion as measured: ``passed`` is None when it was skipped."""
+
+    id: str
+    threshold: float | str | None
+    unit: str = ""
+    observed: float | None = None
+    passed: bool | None = None
+    direction: Literal["<=", ">="] | None = None
+    title: str = ""
+    scenario: str | None = None
+    note: str = ""
+    skipped: bool = False
+
+    @property
+    def verdict(self) -> str:
+        return "SKIP" if self.skipped or self.passed is None else ("PASS" if self.passed else "FAIL")
+
+    def replace(self, **changes: Any) -> CriterionResult:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "threshold": self.threshold,
+            "unit": self.unit,
+            "observed": _finite(self.observed),
+            "passed": self.passed,
+            "direction": self.direction,
+            "title": self.title,
+            "scenario": self.scenario,
+            "note": self.note,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "criterion") -> CriterionResult:
+        obj = _obj(data, path)
+        cid = _str(obj, "id", path, required=True)
+        assert cid is not None
+        path = f"criterion {cid!r}"
+        threshold = obj.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float, str))
+        ):
+            raise ReportError(f"{path}.threshold should be a number or a string, got {threshold!r}")
+        passed = obj.get("passed")
+        if passed is not None and not isinstance(passed, bool):
+            raise ReportError(f"{path}.passed should be true, false or null, got {passed!r}")
+        direction = obj.get("direction")
+        if direction not in (None, "<=", ">="):
+            raise ReportError(f"{path}.direction should be '<=' or '>=', got {direction!r}")
+        return cls(
+            id=cid,
+            threshold=threshold,
+            unit=_str(obj, "unit", path) or "",
+            observed=_num(obj, "observed", path),
+            passed=passed,
+            direction=direction,
+            title=_str(obj, "title", path) or "",
+            scenario=_str(obj, "scenario", path),
+            note=_str(obj, "note", path) or "",
+            skipped=bool(obj.get("skipped", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A run: where and how it ran (``run``), its criteria and its scenarios."""
+
+    run: Mapping[str, Scalar]
+    criteria: tuple[CriterionResult, ...] = ()
+    scenarios: tuple[ScenarioSummary, ...] = ()
+    schema: str = REPORT_SCHEMA
+
+    @classmethod
+    def build(
+        cls,
+        run: Mapping[str, Scalar],
+        criteria: Iterable[CriterionResult] = (),
+        scenarios: Iterable[ScenarioSummary] = (),
+    ) -> Report:
+        """A report stamped with the current UTC time unless ``run`` has a ``datetime``."""
+        info = dict(run)
+        info.setdefault("datetime", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+        return cls(info, tuple(criteria), tuple(scenarios))
+
+    def scenario(self, name: str) -> ScenarioSummary | None:
+        return next((s for s in self.scenarios if s.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "run": dict(self.run),
+            "criteria": [c.to_json() for c in self.criteria],
+            "scenarios": [s.to_json() for s in self.scenarios],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Report:
+        obj = _obj(data, "")
+        schema = obj.get("schema")
+        if schema != REPORT_SCHEMA:
+            raise ReportError(f"the schema is {schema!r}, not {REPORT_SCHEMA!r}")
+        criteria = obj.get("criteria", [])
+        scenarios = obj.get("scenarios")
+        if not isinstance(criteria, list):
+            raise ReportError("'criteria' should be a list")
+        if not isinstance(scenarios, list):
+            raise ReportError("'scenarios' should be a list")
+        return cls(
+            _scalars(obj.get("run"), "run"),
+            tuple(CriterionResult.from_json(c, f"criteria[{i}]") for i, c in enumerate(criteria)),
+            tuple(ScenarioSummary.from_json(s, f"scenarios[{i}]") for i, s in enumerate(scenarios)),
+            schema=REPORT_SCHEMA,
+        )
