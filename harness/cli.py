@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pytest_iterate.client.values import to_float, to_float_list, to_int, to_int_list
 from pytest_iterate.doubles.mock import cli as mock_cli
 from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline, parse_rule
 from pytest_iterate.harness.fmt import seconds
@@ -35,59 +36,27 @@ from pytest_iterate.harness.targets import open_target
 
 __all__ = ["build_parser", "main"]
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+T = TypeVar("T")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` from a :mod:`pytest_iterate.client.values` parser."""
+
+    def parse_arg(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_arg
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
-
-
-def _int_list(text: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of concurrency levels like 1,5,10")
-    return [_positive_int(p) for p in parts]
-
-
-def _float_list(text: str) -> list[float]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of rates like 5 or 5,10")
-    return [_positive_float(p) for p in parts]
+_positive_int = _arg(lambda text: to_int(text, minimum=1))
+_non_negative_int = _arg(lambda text: to_int(text, minimum=0))
+_positive_float = _arg(lambda text: to_float(text, above=0))
+_non_negative_float = _arg(lambda text: to_float(text, minimum=0))
+_int_list = _arg(lambda text: list(to_int_list(text, minimum=1)))
+_float_list = _arg(lambda text: list(to_float_list(text, above=0)))
 
 
 def _slo(text: str) -> dict[str, float]:

@@ -19,12 +19,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.client.values import (
+    to_bool,
+    to_choice,
+    to_env_var_name,
+    to_float,
+    to_http_url,
+    to_int,
+    to_name,
+    to_optional,
+)
 
 __all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName"]
 
@@ -102,21 +112,27 @@ class IterateConfig:
         environ: Mapping[str, str] | None = None,
         pyproject: Path | Literal["auto"] | None = "auto",
     ) -> IterateConfig:
-        """Build a config from overrides > ``ITERATE_*`` env > ``[tool.iterate]`` > defaults."""
-        values: dict[str, Any] = {}
+        """Build a config from overrides > ``ITERATE_*`` env > ``[tool.iterate]`` > defaults.
+
+        A bad value raises :class:`ConfigError` naming where it came from (the
+        pyproject.toml path and key, the environment variable, or the override).
+        """
+        values: dict[str, tuple[Any, str]] = {}
         if pyproject == "auto":
             pyproject = _find_pyproject(Path.cwd())
         if pyproject is not None:
-            values.update(_check_keys(read_pyproject_table(pyproject), f"[tool.iterate] in {pyproject}"))
+            table = _check_keys(read_pyproject_table(pyproject), f"[tool.iterate] in {pyproject}")
+            values.update({k: (v, f"[tool.iterate] {k} in {pyproject}") for k, v in table.items()})
         env = os.environ if environ is None else environ
         known = set(cls.field_names())
         for name, raw in env.items():
             if name.startswith(ENV_PREFIX):
-                key = name[len(ENV_PREFIX):].lower()
+                key = name[len(ENV_PREFIX) :].lower()
                 if key in known:
-                    values[key] = raw
-        values.update(_check_keys(dict(overrides or {}), "overrides"))
-        return cls(**{k: coerce(k, v) for k, v in values.items()})
+                    values[key] = (raw, name)
+        overrides = _check_keys(dict(overrides or {}), "overrides")
+        values.update({k: (v, k) for k, v in overrides.items()})
+        return cls(**{k: coerce(k, v, source) for k, (v, source) in values.items()})
 
 
 def read_pyproject_table(path: Path) -> dict[str, Any]:
@@ -147,83 +163,57 @@ def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
     return values
 
 
-_FIELD_TYPES: dict[str, Any] = {}
+_optional_positive = to_optional(lambda v: to_float(v, above=0))
+
+# one parser per field: a string from the environment or a typed value from TOML or Python
+_PARSERS: dict[str, Callable[[object], Any]] = {
+    "base_url": to_http_url,
+    "model": to_name,
+    "api_key_env": to_env_var_name,
+    "api_key_required": to_bool,
+    "transport": lambda v: to_choice(v, get_args(TransportName)),
+    "max_connections": lambda v: to_int(v, minimum=1),
+    "max_concurrent_requests": lambda v: to_int(v, minimum=1),
+    "max_queue": lambda v: to_int(v, minimum=0),
+    "request_timeout_s": lambda v: to_float(v, above=0),
+    "connect_timeout_s": lambda v: to_float(v, above=0),
+    "read_timeout_s": _optional_positive,
+    "max_attempts": lambda v: to_int(v, minimum=1, maximum=100),
+    "backoff_initial_s": lambda v: to_float(v, above=0),
+    "backoff_max_s": lambda v: to_float(v, above=0),
+    "retry_after_cap_s": lambda v: to_float(v, above=0),
+    "cache_enabled": to_bool,
+    "cache_dir": lambda v: to_name(v) if not isinstance(v, str) or not v.strip() else v.strip(),
+    "cache_memory_size": lambda v: to_int(v, minimum=1),
+    "cache_ttl_s": _optional_positive,
+    "cache_nondeterministic": to_bool,
+    "token_policy": lambda v: to_choice(v, get_args(TokenPolicy)),
+    "context_window": to_optional(lambda v: to_int(v, minimum=16)),
+    "token_safety_margin": lambda v: to_float(v, minimum=0, maximum=0.49),
+    "default_max_tokens": lambda v: to_int(v, minimum=1),
+    "batch_size": lambda v: to_int(v, minimum=1),
+    "cpu_worker_pool_size": lambda v: to_int(v, minimum=1),
+    "store_path": lambda v: to_name(v) if not isinstance(v, str) or not v.strip() else v.strip(),
+    "json_logs": to_bool,
+}
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Turn a string from the environment or the command line into the field's type."""
-    if not _FIELD_TYPES:
-        hints = {f.name: f.type for f in fields(IterateConfig)}
-        _FIELD_TYPES.update(hints)
-    kind = str(_FIELD_TYPES[name])
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
+def coerce(name: str, value: Any, source: str | None = None) -> Any:
+    """``value`` (a string from the environment, or already typed) as field ``name``'s type.
+
+    Raises :class:`ConfigError` naming ``source`` (default: the field name) and what is accepted.
+    """
     try:
-        if kind == "bool":
-            lowered = text.lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "float | None" or kind == "int | None":
-            if text.lower() in {"", "none"}:
-                return None
-            return float(text) if kind.startswith("float") else int(text)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
-    return text
+        return _PARSERS[name](value)
+    except ValueError as exc:
+        raise ConfigError(f"{source or name}: {exc}") from None
 
 
 def _validate(cfg: IterateConfig) -> None:
-    if "://" not in cfg.base_url or cfg.base_url.split("://", 1)[0] not in {"http", "https"}:
+    for name in _PARSERS:
+        coerce(name, getattr(cfg, name))
+    if cfg.backoff_max_s < cfg.backoff_initial_s:
         raise ConfigError(
-            f"base_url={cfg.base_url!r} has no http:// or https:// scheme; "
-            "give e.g. http://127.0.0.1:8000/v1"
+            f"backoff_max_s={cfg.backoff_max_s!r} is below backoff_initial_s={cfg.backoff_initial_s!r}; "
+            "give a largest backoff >= the first one"
         )
-    for name in (
-        "max_connections",
-        "max_concurrent_requests",
-        "max_attempts",
-        "cache_memory_size",
-        "batch_size",
-        "cpu_worker_pool_size",
-        "default_max_tokens",
-    ):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
-    if not isinstance(cfg.max_queue, int) or cfg.max_queue < 0:
-        raise ConfigError(f"max_queue={cfg.max_queue!r} must be a whole number >= 0")
-    for name in (
-        "request_timeout_s",
-        "connect_timeout_s",
-        "backoff_initial_s",
-        "backoff_max_s",
-        "retry_after_cap_s",
-    ):
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{name}={value!r} must be a number > 0")
-    if cfg.read_timeout_s is not None and (
-        not isinstance(cfg.read_timeout_s, (int, float)) or cfg.read_timeout_s <= 0
-    ):
-        raise ConfigError(f"read_timeout_s={cfg.read_timeout_s!r} must be a number > 0 or None")
-    if cfg.cache_ttl_s is not None and cfg.cache_ttl_s <= 0:
-        raise ConfigError(f"cache_ttl_s={cfg.cache_ttl_s!r} must be > 0 or None")
-    if cfg.context_window is not None and cfg.context_window < 16:
-        raise ConfigError(f"context_window={cfg.context_window!r} must be >= 16 or None")
-    if not 0 <= cfg.token_safety_margin < 0.5:
-        raise ConfigError(f"token_safety_margin={cfg.token_safety_margin!r} must be in [0, 0.5)")
-    _check_choice("token_policy", cfg.token_policy, get_args(TokenPolicy))
-    _check_choice("transport", cfg.transport, get_args(TransportName))
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not valid; valid values: {', '.join(choices)}")

@@ -14,8 +14,7 @@ module is imported by the plugin on every pytest start.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from types import MappingProxyType
@@ -23,6 +22,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
+from pytest_iterate.client.values import (
+    to_bool,
+    to_choice,
+    to_env_var_name,
+    to_float,
+    to_http_url,
+    to_int_list,
+    to_name,
+)
 from pytest_iterate.plugin.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
 
 if TYPE_CHECKING:
@@ -167,39 +175,30 @@ def _usage(source: str, value: Any, accepted: str) -> pytest.UsageError:
     return pytest.UsageError(f"{source}: {value!r} is not valid; {accepted}")
 
 
-def _bool(value: Any, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off", ""}:
-        return False
-    raise _usage(source, value, "give true or false (1/0, yes/no, on/off)")
+def _parsed(parse: Callable[[object], Any]) -> Callable[[Any, str], Any]:
+    """An option parser from a :mod:`pytest_iterate.client.values` parser: its ValueError
+    becomes a UsageError naming where the value came from."""
+
+    def parse_option(value: Any, source: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{source}: {exc}") from None
+
+    return parse_option
+
+
+_bool = _parsed(to_bool)
 
 
 def _endpoint(value: Any, source: str) -> str:
-    text = str(value).strip()
-    if text == "mock":
-        return text
-    if re.match(r"^https?://[^/\s]+", text):
-        return text.rstrip("/")
-    raise _usage(source, value, "give 'mock' or an http(s):// base URL such as http://127.0.0.1:8000/v1")
-
-
-def _name(value: Any, source: str) -> str:
-    text = str(value).strip()
-    if not text or any(ch.isspace() for ch in text):
-        raise _usage(source, value, "give a non-empty name without spaces")
-    return text
-
-
-def _env_var(value: Any, source: str) -> str:
-    text = str(value).strip()
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
-        raise _usage(source, value, "give the NAME of an environment variable (letters, digits, _), "
-                                    "never the key itself")
-    return text
+    if str(value).strip() == "mock":
+        return "mock"
+    try:
+        return to_http_url(value)
+    except ValueError:
+        accepted = "give 'mock' or an http(s):// base URL such as http://127.0.0.1:8000/v1"
+        raise _usage(source, value, accepted) from None
 
 
 def _existing_file(value: Any, source: str) -> str | None:
@@ -221,17 +220,6 @@ def _profile(value: Any, source: str) -> str:
     raise _usage(source, value, f"give one of {', '.join(shipped)} or the path of a profile .json file")
 
 
-def _concurrency(value: Any, source: str) -> tuple[int, ...]:
-    text = str(value).strip()
-    try:
-        levels = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        levels = ()
-    if not levels or any(n < 1 for n in levels):
-        raise _usage(source, value, "give comma-separated whole numbers >= 1, e.g. 1,5,10")
-    return levels
-
-
 def _thresholds(values: Iterable[Any], source: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in values:
@@ -243,9 +231,10 @@ def _thresholds(values: Iterable[Any], source: str) -> dict[str, float]:
         if key not in CRITERIA_BY_ID:
             raise _usage(source, item, f"unknown criterion {key!r}; known ids: {', '.join(CRITERIA_BY_ID)}")
         try:
-            out[key] = float(num)
+            out[key] = to_float(num)
         except ValueError:
-            raise _usage(source, item, f"the value after '=' must be a number, e.g. {key}=2.5") from None
+            accepted = f"the value after '=' must be a finite number, e.g. {key}=2.5"
+            raise _usage(source, item, accepted) from None
     return out
 
 
@@ -277,28 +266,21 @@ def _rules(values: Iterable[Any], source: str) -> tuple[str, ...]:
     return tuple(rules)
 
 
-def _record_mode(value: Any, source: str) -> str:
-    text = str(value).strip()
-    if text not in RECORD_MODES:
-        raise _usage(source, value, f"give one of {', '.join(RECORD_MODES)}")
-    return text
-
-
 _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "": _bool,
     "endpoint": _endpoint,
-    "model": _name,
-    "api_key_env": _env_var,
+    "model": _parsed(to_name),
+    "api_key_env": _parsed(to_env_var_name),
     "workload": _existing_file,
     "profile": _profile,
-    "concurrency": _concurrency,
+    "concurrency": _parsed(to_int_list),
     "report_dir": lambda v, s: Path(str(v)).expanduser(),
     "threshold": _thresholds,
     "criteria": _globs,
     "baseline": _path,
     "compare_fail": _rules,
     "save_baseline": _path,
-    "record_mode": _record_mode,
+    "record_mode": _parsed(lambda v: to_choice(v, RECORD_MODES)),
     "cassette": _path,
     "replay_timing": _bool,
 }
@@ -341,8 +323,3 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         cassette=values["cassette"],
         replay_timing=values["replay_timing"],
     )
-
-
-def option_names() -> Sequence[str]:
-    """Every ``--iterate*`` flag, for docs and the --help test."""
-    return [spec.cli for spec in OPTIONS]

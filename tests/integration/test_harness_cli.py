@@ -116,9 +116,11 @@ def test_saturate_reports_the_highest_rate(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["run", "--concurrency", "1,x"], "'x' is not a whole number"),
-        (["run", "--concurrency", "0"], "'0' must be >= 1"),
-        (["run", "--rate", "-3"], "'-3' must be > 0"),
+        (["run", "--concurrency", "1,x"], "'1,x' is not a list of whole numbers >= 1"),
+        (["run", "--concurrency", "0"], "'0' is not a list of whole numbers >= 1"),
+        (["run", "--rate", "-3"], "'-3' is not a list of numbers > 0"),
+        (["run", "--rate", "nan"], "'nan' is not a list of numbers > 0"),
+        (["run", "--duration", "inf"], "'inf' is not a finite number"),
         (["run", "--slo", "p97=1"], "bad objective 'p97=1'"),
         (["run", "--formats", "json,pdf"], "unknown format(s) ['pdf']"),
         (["compare", "a", "b", "--fail-on", "p95:lots"], "bad rule 'p95:lots'"),

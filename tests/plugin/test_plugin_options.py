@@ -57,21 +57,22 @@ def test_help_lists_every_option_with_its_text(pytester: pytest.Pytester) -> Non
     ("args", "expected"),
     [
         (["--iterate-concurrency=1,x"],
-         "*--iterate-concurrency: '1,x' is not valid; give comma-separated whole numbers >= 1*"),
-        (["--iterate-concurrency=0"], "*'0' is not valid*"),
+         "*--iterate-concurrency: '1,x' is not a list of whole numbers >= 1; give comma-separated*"),
+        (["--iterate-concurrency=0"], "*--iterate-concurrency: '0' is not a list of whole numbers >= 1*"),
         (["--iterate-threshold=latency.nope=2"],
          "*unknown criterion 'latency.nope'; known ids: latency.e2e_mean,*"),
-        (["--iterate-threshold=latency.e2e_mean=fast"], "*the value after '=' must be a number*"),
+        (["--iterate-threshold=latency.e2e_mean=fast"], "*the value after '=' must be a finite number*"),
+        (["--iterate-threshold=latency.e2e_mean=nan"], "*the value after '=' must be a finite number*"),
         (["--iterate-threshold=latency.e2e_mean"], "*give ID=VALUE*"),
         (["--iterate-endpoint=ftp://x"], "*'ftp://x' is not valid; give 'mock' or an http(s):// base URL*"),
         (["--iterate-profile=warp"], "*'warp' is not valid; give one of degraded, fast, v1, zero*"),
         (["--iterate-criteria=nothing.*"], "*the glob matches no criterion; known ids:*"),
-        (["--iterate-record-mode=sometimes"], "*'sometimes' is not valid; give one of none, once, new, all*"),
+        (["--iterate-record-mode=sometimes"], "*'sometimes' is not one of none, once, new, all*"),
         (["--iterate-record-mode=new"], "*needs --iterate-cassette PATH*"),
         (["--iterate-compare-fail=p95"], "*give METRIC:LIMIT such as p95:10%*"),
         (["--iterate-workload=missing.jsonl"],
          "*'missing.jsonl' is not valid; give the path of an existing*"),
-        (["--iterate-api-key-env=sk-123 456"], "*give the NAME of an environment variable*"),
+        (["--iterate-api-key-env=sk-123 456"], "*is not an environment variable name; give the NAME*"),
     ],
 )
 def test_bad_value_is_a_usage_error_naming_it(pytester: pytest.Pytester, args: list[str],
@@ -79,13 +80,14 @@ def test_bad_value_is_a_usage_error_naming_it(pytester: pytest.Pytester, args: l
     result = pytester.runpytest("--iterate", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
+    assert "sk-123" not in result.stderr.str()  # a key typed where a variable name goes is not echoed
 
 
 def test_bad_env_value_names_the_variable(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ITERATE_CONCURRENCY", "many")
     result = pytester.runpytest("--iterate")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ITERATE_CONCURRENCY: 'many' is not valid*"])
+    result.stderr.fnmatch_lines(["*ITERATE_CONCURRENCY: 'many' is not a list of whole numbers*"])
 
 
 def test_precedence_cli_over_env_over_ini_over_default(pytester: pytest.Pytester,

@@ -80,14 +80,31 @@ def test_negative_or_zero_limits_name_the_value(key: str, value: str) -> None:
     assert key in str(info.value) and value.lstrip("-") in str(info.value)
 
 
-def test_negative_limit_from_env_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="max_concurrent_requests=-4"):
+def test_negative_limit_from_env_is_rejected_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^ITERATE_MAX_CONCURRENT_REQUESTS: '-4' is out of range; .* >= 1"):
         IterateConfig.load(environ={"ITERATE_MAX_CONCURRENT_REQUESTS": "-4"}, pyproject=None)
 
 
 def test_not_a_number_names_value_and_type() -> None:
-    with pytest.raises(ConfigError, match=r"max_attempts='three' is not a valid int"):
+    with pytest.raises(ConfigError, match=r"max_attempts: 'three' is not a whole number"):
         IterateConfig.load({"max_attempts": "three"}, environ={}, pyproject=None)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", float("nan"), float("inf")])
+@pytest.mark.parametrize("key", ["request_timeout_s", "read_timeout_s", "backoff_initial_s", "cache_ttl_s"])
+def test_non_finite_numbers_are_refused(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}: .* is not a finite number"):
+        IterateConfig.load({key: value}, environ={}, pyproject=None)
+    with pytest.raises(ConfigError, match=rf"^ITERATE_{key.upper()}: .* is not a finite number"):
+        IterateConfig.load(environ={f"ITERATE_{key.upper()}": str(value)}, pyproject=None)
+
+
+def test_a_bad_pyproject_value_names_the_file_and_the_key(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("[tool.iterate]\nmax_attempts = 0\nrequest_timeout_s = nan\n")
+    with pytest.raises(ConfigError) as info:
+        IterateConfig.load(environ={}, pyproject=pyproject)
+    assert str(info.value).startswith(f"[tool.iterate] max_attempts in {pyproject}: 0 is out of range")
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000/v1", "localhost/v1", "ftp://host/v1"])
@@ -98,7 +115,7 @@ def test_base_url_without_scheme(url: str) -> None:
 
 
 def test_bad_choice_lists_valid_values() -> None:
-    with pytest.raises(ConfigError, match=r"transport='curl'.*aiohttp, httpx"):
+    with pytest.raises(ConfigError, match=r"transport: 'curl' is not one of aiohttp, httpx"):
         IterateConfig.load({"transport": "curl"}, environ={}, pyproject=None)
 
 
