@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from pytest_iterate.client.values import to_float, to_float_list, to_int, to_int_list
 from pytest_iterate.doubles.mock import cli as mock_cli
+from pytest_iterate.endpoint import EndpointSpec
 from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline, parse_rule
 from pytest_iterate.harness.fmt import seconds
 from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
@@ -164,14 +165,8 @@ async def _run(args: argparse.Namespace) -> int:
     scenarios: list[ScenarioSummary] = []
     criteria: list[CriterionResult] = []
     samples: dict[str, list[RequestSample]] = {}
-    async with open_target(
-        args.target,
-        workload=args.workload,
-        profile=args.profile,
-        mock_latency_s=args.mock_latency,
-        config_overrides=overrides,
-        raw=args.raw,
-    ) as target:
+    spec = EndpointSpec(args.target, profile=args.profile or "v1", loopback_latency_s=args.mock_latency)
+    async with open_target(spec, workload=args.workload, config_overrides=overrides, raw=args.raw) as target:
         if args.saturate:
             sweep = await saturate(
                 target.send,

@@ -21,20 +21,32 @@
 =====================  ======================================================================
 
 Async fixtures use ``pytest_asyncio.fixture`` with the function loop scope, so they
-work in strict and auto mode. Heavy modules are imported inside the fixtures.
+work in strict and auto mode. This module is loaded on every pytest start (the plugin
+registers it), so the library (aiohttp, prometheus-client, tiktoken: tens of ms) is
+imported inside each fixture, when a test first asks for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 
 if TYPE_CHECKING:
+    from pytest_iterate.cache.tiered import ResponseCache
+    from pytest_iterate.client.client import LLMClient
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.metrics import IterateMetrics
+    from pytest_iterate.doubles.mock.core import MockLLM
+    from pytest_iterate.endpoint import EndpointSpec
     from pytest_iterate.harness.summary import ScenarioSummary
+    from pytest_iterate.pipeline.design import DesignRequest
+    from pytest_iterate.pipeline.runner import Pipeline
+    from pytest_iterate.plugin.options import IterateOptions
+    from pytest_iterate.tokens.guard import TokenGuard
 
 from pytest_iterate.plugin.state import get_options, get_session
 
@@ -57,55 +69,58 @@ __all__ = [
 BENCH_KEY = pytest.StashKey[list["ScenarioSummary"]]()
 
 
-def _knobs(request: pytest.FixtureRequest) -> dict[str, Any]:
+def _spec(request: pytest.FixtureRequest, target: str) -> EndpointSpec:
+    """The mock's knobs from indirect parametrization: ``profile``, ``faults``, ``seed``,
+    ``context_window``; any other key goes to ``MockLLM``."""
+    from pytest_iterate.endpoint import EndpointSpec
+
     param = getattr(request, "param", None)
     knobs = dict(param) if isinstance(param, dict) else {}
-    knobs.setdefault("profile", get_options(request.config).profile)
-    return knobs
+    return EndpointSpec(
+        target,
+        profile=knobs.pop("profile", get_options(request.config).profile),
+        faults=knobs.pop("faults", None),
+        seed=knobs.pop("seed", 0),
+        context_window=knobs.pop("context_window", None),
+        mock_options=knobs,
+    )
 
 
 @pytest.fixture
-def iterate_options(request: pytest.FixtureRequest) -> Any:
+def iterate_options(request: pytest.FixtureRequest) -> IterateOptions:
     return get_options(request.config)
 
 
 @pytest.fixture
-def mock_llm(request: pytest.FixtureRequest) -> Iterator[Any]:
+def mock_llm(request: pytest.FixtureRequest) -> Iterator[MockLLM]:
     """The simulator in-process: httpx calls to ``MOCK_BASE_URL`` are answered by it."""
-    from pytest_iterate.doubles.mock import mock_router
-    from pytest_iterate.endpoint import build_mock_core
+    from pytest_iterate.endpoint import serve
 
-    core = build_mock_core(**_knobs(request))
-    with mock_router(core):
-        yield core
+    with serve(_spec(request, "inprocess")) as endpoint:
+        assert endpoint.core is not None
+        yield endpoint.core
 
 
 class MockServerURL(str):
     """The mock server's base URL; ``.core`` is the MockLLM answering it (stats, call log)."""
 
-    core: Any
-    server: Any
+    core: MockLLM
 
 
 @pytest.fixture
 def mock_llm_server(request: pytest.FixtureRequest) -> Iterator[MockServerURL]:
     """The loopback mock server in a background thread (any event loop can call it)."""
-    from pytest_iterate.doubles.mock import MockServer
-    from pytest_iterate.endpoint import build_mock_core
+    from pytest_iterate.endpoint import serve
 
-    core = build_mock_core(**_knobs(request))
-    server = MockServer(core)
-    server.start_in_thread()
-    try:
-        url = MockServerURL(server.base_url)
-        url.core, url.server = core, server
+    with serve(_spec(request, "mock")) as endpoint:
+        assert endpoint.core is not None
+        url = MockServerURL(endpoint.base_url)
+        url.core = endpoint.core
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def iterate_config(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+def iterate_config(request: pytest.FixtureRequest, tmp_path: Path) -> IterateConfig:
     """Pipeline settings for the session's endpoint; nothing is written outside ``tmp_path``."""
     from pytest_iterate.client.config import IterateConfig
 
@@ -113,21 +128,28 @@ def iterate_config(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     base_url = str(request.getfixturevalue("mock_llm_server")) if opts.is_mock else opts.endpoint
     pyproject = request.config.rootpath / "pyproject.toml"
     return IterateConfig.load(
-        {"base_url": base_url, "model": opts.model, "api_key_env": opts.api_key_env,
-         "cache_dir": str(tmp_path / "iterate-cache"), "store_path": ":memory:"},
+        {
+            "base_url": base_url,
+            "model": opts.model,
+            "api_key_env": opts.api_key_env,
+            "cache_dir": str(tmp_path / "iterate-cache"),
+            "store_path": ":memory:",
+        },
         pyproject=pyproject if pyproject.is_file() else None,
     )
 
 
 @pytest.fixture
-def iterate_metrics() -> Any:
+def iterate_metrics() -> IterateMetrics:
     from pytest_iterate.client.metrics import IterateMetrics
 
     return IterateMetrics()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def llm_client(iterate_config: Any, iterate_metrics: Any) -> AsyncIterator[Any]:
+async def llm_client(
+    iterate_config: IterateConfig, iterate_metrics: IterateMetrics
+) -> AsyncIterator[LLMClient]:
     from pytest_iterate.client.client import LLMClient
 
     async with LLMClient(iterate_config, metrics=iterate_metrics) as client:
@@ -135,27 +157,27 @@ async def llm_client(iterate_config: Any, iterate_metrics: Any) -> AsyncIterator
 
 
 @pytest.fixture
-def llm_cache(iterate_config: Any, iterate_metrics: Any) -> Iterator[Any]:
+def llm_cache(iterate_config: IterateConfig, iterate_metrics: IterateMetrics) -> Iterator[ResponseCache]:
     from pytest_iterate.cache.tiered import ResponseCache
 
     cache = ResponseCache(iterate_config, iterate_metrics)
     try:
         yield cache
     finally:
-        close = getattr(cache, "close", None)
-        if close is not None:
-            close()
+        cache.close()
 
 
 @pytest.fixture
-def token_guard(iterate_config: Any, iterate_metrics: Any) -> Any:
-    from pytest_iterate.tokens import TokenGuard
+def token_guard(iterate_config: IterateConfig, iterate_metrics: IterateMetrics) -> TokenGuard:
+    from pytest_iterate.tokens.guard import TokenGuard
 
     return TokenGuard(iterate_config, metrics=iterate_metrics)
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def llm_pipeline(iterate_config: Any, iterate_metrics: Any) -> AsyncIterator[Any]:
+async def llm_pipeline(
+    iterate_config: IterateConfig, iterate_metrics: IterateMetrics
+) -> AsyncIterator[Pipeline]:
     from pytest_iterate.pipeline.runner import Pipeline
 
     async with Pipeline.from_config(iterate_config, metrics=iterate_metrics) as pipeline:
@@ -170,19 +192,20 @@ class IterateBench:
     workload); ``pipeline``: a pipeline to drive (default: a fresh cached pipeline on
     ``config``); ``load``: a shape string (``closed:5``, ``rate:10``, ``poisson:10``) or
     ``concurrency`` for a closed loop (default: the top ``--iterate-concurrency``).
-    Returns the scenario statistics; each run is kept in :attr:`runs`.
+    Returns the scenario's :class:`~pytest_iterate.harness.summary.ScenarioSummary`;
+    each run is kept in :attr:`runs`.
     """
 
-    def __init__(self, item: pytest.Item, config: Any) -> None:
+    def __init__(self, item: pytest.Item, config: IterateConfig) -> None:
         self._item = item
         self._config = config
         self.runs: list[ScenarioSummary] = []
 
     async def __call__(
         self,
-        workload: str | Path | Sequence[Any] | None = None,
+        workload: str | Path | Sequence[DesignRequest] | None = None,
         *,
-        pipeline: Any | None = None,
+        pipeline: Pipeline | None = None,
         concurrency: int | None = None,
         load: str | None = None,
         requests: int | None = None,
@@ -197,15 +220,14 @@ class IterateBench:
         if workload is None or isinstance(workload, (str, Path)):
             items = load_workload(workload or opts.workload or standard_workload_path())
         else:
-            items = list(workload)  # type: ignore[arg-type]
+            items = list(workload)
         shape = parse_load(load) if load else ClosedLoop(concurrency or max(opts.concurrency))
         label = name or f"bench:{self._item.nodeid}#{len(self.runs) + 1}"
-        owned = pipeline is None
-        pipe: Any = Pipeline.from_config(self._config) if owned else pipeline
+        pipe = pipeline if pipeline is not None else Pipeline.from_config(self._config)
         try:
             run = await run_load(pipe.run, items, shape, requests=requests or len(items))
         finally:
-            if owned:
+            if pipeline is None:
                 await pipe.aclose()
         summary = run.summary(label).with_info(test=self._item.nodeid)
         self.runs.append(summary)
@@ -219,6 +241,6 @@ class IterateBench:
 
 
 @pytest.fixture
-def iterate_bench(request: pytest.FixtureRequest, iterate_config: Any) -> IterateBench:
+def iterate_bench(request: pytest.FixtureRequest, iterate_config: IterateConfig) -> IterateBench:
     """Run a workload through a pipeline with a load shape; see :class:`IterateBench`."""
     return IterateBench(request.node, iterate_config)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from pytest_iterate.doubles.mock.core import MockLLM
 
-__all__ = ["mock_router"]
+__all__ = ["MOCK_BASE_URL", "mock_router"]
 
 
 def mock_router(

@@ -41,14 +41,12 @@ from typing import Any
 
 import aiohttp
 
-from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import Busy, ClientError, IterateError, RequestTimeout
 from pytest_iterate.client.metrics import METRIC_NAMES, IterateMetrics
 from pytest_iterate.client.metrics_server import MetricsServer
 from pytest_iterate.client.telemetry import JsonFormatter
-from pytest_iterate.doubles.cassettes import cassette_transport
-from pytest_iterate.endpoint import open_endpoint, probe_endpoint
+from pytest_iterate.endpoint import Endpoint, EndpointSpec, open_endpoint, probe_endpoint
 from pytest_iterate.harness.loads import ClosedLoop
 from pytest_iterate.harness.runner import run_load
 from pytest_iterate.harness.samples import sample_from_pipeline_result
@@ -241,59 +239,44 @@ class ScenarioRunner:
 
     @contextlib.asynccontextmanager
     async def _pipeline(
-        self, base_url: str, *, logger: logging.Logger | None = None, **overrides: Any
+        self, endpoint: Endpoint, *, logger: logging.Logger | None = None, **overrides: Any
     ) -> AsyncIterator[Pipeline]:
-        """A pipeline built from the options and ``[tool.iterate]``; cassette wired when asked."""
+        """A pipeline for ``endpoint`` built from the options and ``[tool.iterate]``."""
         opts = self.options
-        values = {
-            "base_url": base_url,
-            "model": opts.model,
-            "api_key_env": opts.api_key_env,
-            "store_path": ":memory:",
-            **overrides,
-        }
+        values = endpoint.config_values(
+            model=opts.model, api_key_env=opts.api_key_env, store_path=":memory:", **overrides
+        )
         config = IterateConfig.load(values, pyproject=self.pyproject)
-        metrics = IterateMetrics()
-        client = None
-        if opts.cassette is not None:
-            transport = cassette_transport(opts.record_mode, opts.cassette, replay_timing=opts.replay_timing)
-            client = LLMClient(config, transport=transport, metrics=metrics)
-        parts: dict[str, Any] = {"client": client} if client else {}
-        if logger is not None:
-            parts["logger"] = logger
-        pipeline = Pipeline.from_config(config, metrics=metrics, **parts)
-        try:
+        parts: dict[str, Any] = {} if logger is None else {"logger": logger}
+        async with endpoint.pipeline(config, **parts) as pipeline:
             yield pipeline
-        finally:
-            await pipeline.aclose()
-            if client is not None:
-                await client.aclose()
 
     @contextlib.asynccontextmanager
     async def _endpoint(
         self, faults: Mapping[str, float] | None = None, context_window: int | None = None
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[Endpoint]:
         opts = self.options
         if faults and not opts.is_mock:
             raise NeedsMock(
                 f"needs fault injection, which only the embedded mock can do: skipped against {opts.endpoint}"
             )
-        if not opts.is_mock:
-            await self._check_reachable()
-        async with open_endpoint(
+        spec = EndpointSpec(
             opts.endpoint,
             profile=opts.profile,
             faults=faults,
             context_window=context_window if opts.is_mock else None,
-        ) as ep:
+            cassette=opts.cassette,
+            record_mode=opts.record_mode,
+            replay_timing=opts.replay_timing,
+        )
+        if spec.external and spec.needs_server:
+            await self._check_reachable()
+        async with open_endpoint(spec) as ep:
             yield ep
 
     async def _check_reachable(self) -> None:
         """Probe a real endpoint once per session, so a wrong URL fails every criterion in
-        seconds, with the reason, instead of after a workload of retries. A replay-only
-        cassette needs no server and is not probed."""
-        if self.options.cassette is not None and self.options.record_mode == "none":
-            return
+        seconds, with the reason, instead of after a workload of retries."""
         if not self._probed:
             self._unreachable = await probe_endpoint(self.options.endpoint)
             self._probed = True
@@ -339,11 +322,11 @@ class ScenarioRunner:
         cache_dir = self._cache_dir("standard")
         with _captured_stage_logs() as (logger, stream):
             async with self._endpoint() as ep:
-                async with self._pipeline(ep.base_url, cache_dir=cache_dir, logger=logger) as pipeline:
+                async with self._pipeline(ep, cache_dir=cache_dir, logger=logger) as pipeline:
                     summary, results, cpu_pct = await self._drive(
                         "standard", pipeline, items, level, endpoint=ep.label, sweep=True
                     )
-                async with self._pipeline(ep.base_url, cache_dir=cache_dir) as again:
+                async with self._pipeline(ep, cache_dir=cache_dir) as again:
                     repeat_summary, repeat_results, _ = await self._drive(
                         "repeat", again, items, level, endpoint=ep.label
                     )
@@ -390,7 +373,7 @@ class ScenarioRunner:
         async with (
             self._endpoint() as ep,
             self._pipeline(
-                ep.base_url, cache_dir=self._cache_dir(name), max_concurrent_requests=max(level, 1)
+                ep, cache_dir=self._cache_dir(name), max_concurrent_requests=max(level, 1)
             ) as pipeline,
         ):
             summary, results, _ = await self._drive(
@@ -413,7 +396,7 @@ class ScenarioRunner:
         level = max(self.options.concurrency)
         async with (
             self._endpoint(FAULT_RATES) as ep,
-            self._pipeline(ep.base_url, cache_dir=self._cache_dir("faults")) as pipeline,
+            self._pipeline(ep, cache_dir=self._cache_dir("faults")) as pipeline,
         ):
             summary, results, _ = await self._drive("faults", pipeline, items, level, endpoint=ep.label)
             max_attempts = pipeline.config.max_attempts
@@ -440,7 +423,7 @@ class ScenarioRunner:
             overrides: dict[str, Any] = {"cache_dir": self._cache_dir("long_context")}
             if ep.context_window:
                 overrides["context_window"] = ep.context_window
-            async with self._pipeline(ep.base_url, **overrides) as pipeline:
+            async with self._pipeline(ep, **overrides) as pipeline:
                 summary, results, _ = await self._drive(
                     "long_context", pipeline, items, max(self.options.concurrency), endpoint=ep.label
                 )
@@ -459,7 +442,7 @@ class ScenarioRunner:
         async with (
             self._endpoint() as ep,
             self._pipeline(
-                ep.base_url, cache_enabled=False, max_concurrent_requests=2, max_queue=2
+                ep, cache_enabled=False, max_concurrent_requests=2, max_queue=2
             ) as pipeline,
         ):
             tasks = [asyncio.create_task(pipeline.run(item, index=i)) for i, item in enumerate(items)]
