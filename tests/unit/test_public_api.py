@@ -30,3 +30,7 @@ def test_importing_the_package_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_lazy_export_table_and_all_list_the_same_names() -> None:
+    assert set(pytest_iterate._EXPORTS) == set(pytest_iterate.__all__) - {"__version__"}
