@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 from pytest_iterate.client.values import to_float, to_float_list, to_int, to_int_list
 from pytest_iterate.doubles.mock import cli as mock_cli
 from pytest_iterate.endpoint import EndpointSpec
-from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline, parse_rule
+from pytest_iterate.harness.compare import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_DELTA_S,
+    BaselineMissing,
+    compare,
+    load_baseline,
+    parse_rule,
+)
 from pytest_iterate.harness.fmt import seconds
 from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
 from pytest_iterate.harness.progress import Progress
@@ -118,7 +125,10 @@ def _add_run(sub: Any) -> None:
 
 
 def _add_compare(sub: Any) -> None:
-    p = sub.add_parser("compare", help="compare a run against a baseline; exit 1 on a regression")
+    p = sub.add_parser(
+        "compare",
+        help="compare a run against a baseline: exit 0 pass (or no baseline yet), 1 regression, 2 bad input",
+    )
     p.add_argument("baseline", help="baseline iterate-report.json (or its folder)")
     p.add_argument("current", help="current iterate-report.json (or its folder)")
     p.add_argument(
@@ -129,7 +139,19 @@ def _add_compare(sub: Any) -> None:
         default=None,
         help='gate rule, repeatable: "p95:10%%", "mean:5%%", "error_rate:+0.5"',
     )
-    p.add_argument("--alpha", type=_positive_float, default=0.01, help="significance level (default 0.01)")
+    p.add_argument(
+        "--alpha",
+        type=_arg(lambda text: to_float(text, above=0, maximum=0.5)),
+        default=DEFAULT_ALPHA,
+        help=f"significance level (default {DEFAULT_ALPHA:g})",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=_non_negative_float,
+        default=DEFAULT_MIN_DELTA_S,
+        help=f"noise floor: a latency change smaller than this many seconds is never a regression "
+        f"(default {DEFAULT_MIN_DELTA_S:g})",
+    )
 
 
 def _add_serve_mock(sub: Any) -> None:
@@ -178,8 +200,15 @@ async def _run(args: argparse.Namespace) -> int:
             )
             scenarios = sweep.scenarios
             bound = ", ".join(f"{k}<={v:g}" for k, v in args.slo.items())
-            criteria.append(CriterionResult(id="saturation.max_rps", threshold=bound, unit="req/s",
-                                            observed=sweep.best_rps, passed=sweep.best_rps is not None))
+            criteria.append(
+                CriterionResult(
+                    id="saturation.max_rps",
+                    threshold=bound,
+                    unit="req/s",
+                    observed=sweep.best_rps,
+                    passed=sweep.best_rps is not None,
+                )
+            )
             print(
                 f"highest rate meeting {bound}: "
                 f"{sweep.best_rps if sweep.best_rps is not None else 'none'} req/s"
@@ -232,17 +261,27 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    """0: no regression (or no baseline yet: the first run); 1: a regression; 2: bad input."""
     try:
         baseline = load_baseline(args.baseline)
     except BaselineMissing as exc:
         print(str(exc))
         return 0
+    except (OSError, ValueError) as exc:  # not a report, incomplete, unreadable
+        print(f"iterate-bench compare: the baseline {args.baseline}: {exc}", file=sys.stderr)
+        return 2
     try:
         current = json_report.load(args.current)
+        result = compare(
+            baseline,
+            current,
+            args.fail_on or ["p95:10%", "error_rate:+0.5"],
+            alpha=args.alpha,
+            min_delta_s=args.min_delta,
+        )
     except (OSError, ValueError) as exc:
-        print(f"cannot read the current report {args.current}: {exc}", file=sys.stderr)
+        print(f"iterate-bench compare: the current report {args.current}: {exc}", file=sys.stderr)
         return 2
-    result = compare(baseline, current, args.fail_on or ["p95:10%", "error_rate:+0.5"], alpha=args.alpha)
     print(result.table())
     return 0 if result.passed else 1
 

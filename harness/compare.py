@@ -1,107 +1,184 @@
-"""Compare a run against a baseline report and flag regressions, noise-aware.
+"""Compare a run against a baseline report: regressions beyond noise, with known error rates.
 
-Rules are ``METRIC:THRESHOLD``:
+Rules are ``[SCENARIO.]METRIC:LIMIT``:
 
-* ``p95:10%`` / ``mean:5%`` / ``p99:20%`` ... — latency statistic (``latency_s``) may
-  grow by at most that fraction; ``ttft_s.p95:10%`` names another distribution.
-* ``error_rate:+0.5`` — error rate may grow by at most 0.5 percentage points.
-* ``p95:+0.05`` — absolute growth in seconds. ``throughput:10%`` — requests/s may
-  *drop* by at most 10 %.
+* ``p95:10%``, ``mean:5%``, ``p99:+0.05`` — a latency statistic (``latency_s``) may grow by
+  at most that fraction, or that many seconds; ``ttft_s.p95:10%`` names another distribution.
+* ``error_rate:+0.5`` — the error rate may grow by at most 0.5 percentage points.
+* ``throughput:10%`` — requests per second may *drop* by at most 10 %.
+* ``standard.p95:10%`` — the rule for one scenario only (scenario names may hold ``:``,
+  e.g. ``closed:5.p95:10%``).
 
-A rule is a **regression** only when the threshold is exceeded *and*, where both
-reports hold raw samples (``samples_s``), the difference is statistically
-significant at ``alpha`` (default 0.01, so a noisy runner rarely fails a build):
-a one-sided bootstrap of the percentile (seeded, 1,000 resamples of at most 1,000
-samples) for percentiles, Mann-Whitney U (normal approximation) for the mean, and
-a two-proportion z-test for the error rate.
-Without samples the threshold alone decides, and the table says "no samples".
+How a rule decides (the definitions and the measured error rates are in DEFINITIONS.md):
+
+* **Noise floor.** A latency change smaller than ``min_delta_s`` (default 5 ms) is never a
+  regression, whatever its relative size.
+* **mean** — the mean grew beyond the limit *and* the current run is slower as a whole
+  over the raw latencies (``samples_s``): a Mann-Whitney rank test and Welch's t-test on
+  the log-latencies must both say so (one-sided, ``alpha``).
+* **percentiles** (p50 ... p99.9, max) — either the percentile itself grew beyond the limit
+  and a permutation test of that percentile says so (a tail that grew), or the whole
+  distribution moved: its Hodges-Lehmann ratio grew beyond the limit and the two shift
+  tests say so (a uniform slowdown, caught with far fewer samples than the percentile alone
+  needs). The shift path runs at ``alpha``, the tail path at 0.2 ``alpha``;
+  DEFINITIONS.md gives the false-alarm rates and the power measured for both together.
+* **error_rate** — beyond the limit and a two-proportion z-test at ``alpha``.
+* Fewer than :data:`MIN_SAMPLES` latencies on a side: nothing can be shown, never a
+  regression ("too few samples"). Metrics without raw samples (``ttft_s``, stages,
+  throughput): the limit alone decides, and the table says so.
+
+Scenarios whose summary says ``gated: false`` (answered from the cache, the saturation
+probe) are listed as "not gated" with the reason, unless a rule names them. A report that
+is incomplete on either side is refused (:class:`IncompleteReport`). Differences in what
+makes two runs comparable (endpoint, model, profile, workload, concurrency, workers,
+package version) are returned as warnings.
 """
 
 from __future__ import annotations
 
-import math
-import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_iterate.harness.fmt import percent, quantity, seconds
 from pytest_iterate.harness.reports import json_report
-from pytest_iterate.harness.stats import mann_whitney_u
-from pytest_iterate.harness.summary import STATS, Report, ScenarioSummary, percentile
+from pytest_iterate.harness.significance import proportion_p, quantile_p, ratio_estimate, shift_p
+from pytest_iterate.harness.summary import DISTRIBUTIONS, Report, ScenarioSummary
 
 __all__ = [
+    "COMPARABLE_KEYS",
+    "DEFAULT_ALPHA",
+    "DEFAULT_MIN_DELTA_S",
+    "MIN_SAMPLES",
     "BaselineMissing",
     "Comparison",
     "ComparisonRow",
+    "IncompleteReport",
     "Rule",
+    "comparability_warnings",
     "compare",
     "load_baseline",
     "parse_rule",
 ]
 
-_PCT = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
-_LAT_STATS = tuple(s for s in STATS if s not in ("stddev", "q1", "q3"))
-_BOOTSTRAP_CAP = 1000  # samples per side fed to the bootstrap (keeps a compare under a second)
+DEFAULT_ALPHA = 0.01
+DEFAULT_MIN_DELTA_S = 0.005
+MIN_SAMPLES = 8
+_TAIL_SHARE = 0.2  # of alpha, for a percentile rule's own permutation test (its "tail grew" path)
+COMPARABLE_KEYS = (
+    "endpoint",
+    "model",
+    "profile",
+    "workload",
+    "workload_digest",
+    "concurrency",
+    "workers",
+    "version",
+)
+_PCT = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9, "max": 100.0, "min": 0.0}
+_LAT_STATS = ("mean", *_PCT)
+_METRIC = re.compile(
+    r"(?:^|\.)(?P<metric>(?:(?:stages\.[A-Za-z0-9_]+|[a-z]+_s)\.)?(?:mean|p50|p90|p95|p99|p99_9|max|min)"
+    r"|error_rate|throughput(?:_rps)?)$"
+)
 
 
 class BaselineMissing(FileNotFoundError):
-    """No baseline report at the given path (first run): a message, not a crash."""
+    """No baseline report at the given path (the first run): a message, not a failure."""
+
+
+class IncompleteReport(ValueError):
+    """A report of a run that did not finish: it is not compared, nor saved as a baseline."""
 
 
 def load_baseline(path: Path | str) -> Report:
-    """Read a baseline report (file, or a folder holding ``iterate-report.json``)."""
+    """Read a baseline report (a file, or a folder holding ``iterate-report.json``).
+
+    Raises :class:`BaselineMissing` when there is none, ``ReportError`` when the file is not
+    a report, :class:`IncompleteReport` when the run that wrote it did not finish.
+    """
     p = Path(path)
     target = p / json_report.FILENAME if p.is_dir() else p
     if not target.exists():
         raise BaselineMissing(
             f"no baseline report at {target}: nothing to compare against yet. Save one first "
-            f"(iterate-bench run --report-dir DIR, or pytest --iterate-save-baseline {target})."
+            f"(iterate-bench run --report-dir DIR, or pytest --iterate-save-baseline={target})."
         )
-    return json_report.load(target)
+    report = json_report.load(target)
+    if not report.complete:
+        raise IncompleteReport(
+            f"the baseline {target} is from a run that did not finish "
+            f"({report.incomplete_reason or 'no reason recorded'}); save a complete one"
+        )
+    return report
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One gate: ``metric`` (``latency_s.p95``, ``error_rate``, ``throughput_rps``), relative or
-    absolute ``limit``."""
+    """One gate: ``path`` names the metric (``("latency_s", "p95")``, ``("error_rate",)``,
+    ``("throughput_rps",)``), ``limit`` is a fraction (relative) or an amount (absolute:
+    seconds, or a fraction of requests for the error rate); ``scenario`` limits it to one."""
 
     text: str
     path: tuple[str, ...]
     limit: float
     relative: bool
     higher_is_worse: bool = True
+    scenario: str | None = None
 
     @property
     def stat(self) -> str:
         return self.path[-1]
 
+    @property
+    def is_latency(self) -> bool:
+        return self.path[0] not in ("error_rate", "throughput_rps")
+
+    def applies_to(self, scenario: ScenarioSummary) -> bool:
+        if self.scenario is not None:
+            return self.scenario == scenario.name
+        return scenario.gated
+
     def value(self, scenario: ScenarioSummary) -> float | None:
         """The rule's metric in ``scenario`` (None when the scenario does not have it)."""
         if self.path == ("error_rate",):
-            return scenario.error_rate
+            return scenario.error_rate if scenario.requests else None
         if self.path == ("throughput_rps",):
             return scenario.throughput_rps
         return scenario.distribution(".".join(self.path[:-1])).stat(self.stat)
 
+    def show(self, value: float | None) -> str:
+        if self.path == ("error_rate",):
+            return percent(value)
+        if self.path == ("throughput_rps",):
+            return quantity(value, "req/s")
+        return seconds(value)
+
 
 def parse_rule(text: str) -> Rule:
     """``"p95:10%"`` -> Rule; ``ValueError`` names a bad rule and the accepted forms."""
-    metric, sep, thr = text.strip().partition(":")
-    metric = metric.strip().replace("p99.9", "p99_9")
     accepted = (
-        "expected METRIC:N% (relative) or METRIC:+N (absolute), METRIC one of "
+        "expected [SCENARIO.]METRIC:N% (relative) or [SCENARIO.]METRIC:+N (absolute), METRIC one of "
         f"{', '.join(_LAT_STATS)}, error_rate, throughput, or DIST.STAT like ttft_s.p95"
     )
-    if not sep or not thr.strip():
-        raise ValueError(f"bad rule {text!r}; {accepted}")
+    left, sep, thr = text.strip().rpartition(":")
+    left = left.strip().replace("p99.9", "p99_9")
     thr = thr.strip()
+    if not sep or not left or not thr:
+        raise ValueError(f"bad rule {text!r}; {accepted}")
     relative = thr.endswith("%")
     try:
         limit = float(thr[:-1] if relative else thr)
     except ValueError:
         raise ValueError(f"bad rule {text!r}: threshold {thr!r} is not a number; {accepted}") from None
-    if limit < 0:
-        raise ValueError(f"bad rule {text!r}: threshold must be >= 0")
+    if not limit >= 0 or limit == float("inf"):
+        raise ValueError(f"bad rule {text!r}: threshold must be a finite number >= 0; {accepted}")
+    match = _METRIC.search(left)
+    if match is None:
+        raise ValueError(f"bad rule {text!r}: unknown metric in {left!r}; {accepted}")
+    metric = match.group("metric")
+    scenario = left[: match.start("metric")].removesuffix(".") or None
     if relative:
         limit /= 100.0
     higher_is_worse = True
@@ -113,42 +190,73 @@ def parse_rule(text: str) -> Rule:
             limit /= 100.0  # percentage points -> fraction
     elif metric in ("throughput", "throughput_rps"):
         path, higher_is_worse = ("throughput_rps",), False
-    elif "." in metric and metric.split(".")[-1] in _LAT_STATS and _known_distribution(metric):
-        path = tuple(metric.split("."))
     else:
-        raise ValueError(f"bad rule {text!r}: unknown metric {metric!r}; {accepted}")
-    return Rule(text=text.strip(), path=path, limit=limit, relative=relative, higher_is_worse=higher_is_worse)
-
-
-def _known_distribution(metric: str) -> bool:
-    name = metric.rsplit(".", 1)[0]
-    try:
-        ScenarioSummary(name="probe", requests=0).distribution(name)
-    except KeyError:
-        return False
-    return True
+        dist = metric.rsplit(".", 1)[0]
+        if not (dist in DISTRIBUTIONS or dist.startswith("stages.")):
+            raise ValueError(f"bad rule {text!r}: unknown distribution {dist!r}; {accepted}")
+        path = (dist, metric.rsplit(".", 1)[1])
+    return Rule(text.strip(), path, limit, relative, higher_is_worse, scenario)
 
 
 @dataclass(slots=True)
 class ComparisonRow:
+    """One rule applied to one scenario. ``method`` names the test that decided."""
+
     scenario: str
-    rule: str
-    baseline: float | None
-    current: float | None
-    delta: float | None
-    delta_rel: float | None
-    exceeded: bool
-    significant: bool | None  # None: no raw samples to test
-    p_value: float | None
-    regression: bool
+    rule: Rule
+    baseline: float | None = None
+    current: float | None = None
+    exceeded: bool = False
+    p_value: float | None = None
+    regression: bool = False
+    method: str = ""
     note: str = ""
+    gated: bool = True
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.baseline is None or self.current is None else self.current - self.baseline
+
+    @property
+    def delta_rel(self) -> float | None:
+        delta = self.delta
+        return None if delta is None or not self.baseline else delta / abs(self.baseline)
+
+    @property
+    def verdict(self) -> str:
+        if not self.gated:
+            return f"not gated: {self.note}"
+        if self.regression:
+            return "REGRESSION" + (
+                f" (p={self.p_value:.2g}, {self.method})" if self.p_value is not None else f" ({self.method})"
+            )
+        if self.exceeded and self.p_value is not None:
+            return f"over the limit but within noise (p={self.p_value:.2g})"
+        return "ok" + (f" [{self.note}]" if self.note else "")
+
+    def delta_text(self) -> str:
+        delta, rel = self.delta, self.delta_rel
+        if delta is None:
+            return "-"
+        shown = self.rule.show(abs(delta))
+        text = ("+" if delta >= 0 else "-") + shown
+        return text + (f" ({rel * 100:+.1f}%)" if rel is not None else "")
+
+    def failure_line(self) -> str:
+        """``standard p95:10%: baseline 2.31 s, current 3.47 s, delta +1.16 s (+50.2%), p=0.0004``."""
+        p = f", p={self.p_value:.2g} ({self.method})" if self.p_value is not None else f" ({self.method})"
+        return (
+            f"{self.scenario} {self.rule.text}: baseline {self.rule.show(self.baseline)}, current "
+            f"{self.rule.show(self.current)}, delta {self.delta_text()}{p}"
+        )
 
 
 @dataclass(slots=True)
 class Comparison:
     rows: list[ComparisonRow] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # scenarios only in one report
-    alpha: float = 0.01
+    warnings: list[str] = field(default_factory=list)  # the runs differ in what makes them comparable
+    alpha: float = DEFAULT_ALPHA
 
     @property
     def regressions(self) -> list[ComparisonRow]:
@@ -159,97 +267,99 @@ class Comparison:
         return not self.regressions
 
     def table(self) -> str:
-        """A plain-text table of deltas with a verdict per row."""
+        """A plain-text table of the rows with units and a verdict per row."""
         head = ("scenario", "rule", "baseline", "current", "delta", "verdict")
-        lines = []
-        for r in self.rows:
-            rel = "" if r.delta_rel is None else f" ({r.delta_rel * 100:+.1f}%)"
-            delta = "-" if r.delta is None else f"{r.delta:+.4g}{rel}"
-            if r.regression:
-                verdict = "REGRESSION" + (
-                    f" (significant, p={r.p_value:.3g})" if r.p_value is not None else " (no samples to test)"
-                )
-            elif r.exceeded and r.significant is False:
-                verdict = f"over threshold but within noise (p={r.p_value:.3g})"
-            elif r.exceeded:
-                verdict = "over threshold"
-            else:
-                verdict = "ok" + (f" (p={r.p_value:.3g})" if r.p_value is not None else "")
-            if r.note:
-                verdict += f" [{r.note}]"
-            lines.append((r.scenario, r.rule, _f(r.baseline), _f(r.current), delta, verdict))
-        widths = (
-            [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
-            if lines
-            else [len(h) for h in head]
-        )
-        out = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths, strict=True))]
-        out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in lines]
-        for name in self.missing:
-            out.append(f"(scenario {name!r} is in only one report: not compared)")
+        lines = [
+            (
+                r.scenario,
+                r.rule.text,
+                r.rule.show(r.baseline),
+                r.rule.show(r.current),
+                r.delta_text(),
+                r.verdict,
+            )
+            for r in self.rows
+        ]
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+        out = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths, strict=True)).rstrip()]
+        out += [
+            "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in lines
+        ]
+        out += [f"(scenario {name!r} is in only one report: not compared)" for name in self.missing]
+        out += [f"WARNING: {w}" for w in self.warnings]
+        out += [f"REGRESSION {r.failure_line()}" for r in self.regressions]
         out.append("RESULT: " + ("pass" if self.passed else f"{len(self.regressions)} regression(s)"))
         return "\n".join(out)
 
 
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
+def comparability_warnings(baseline: Report, current: Report) -> list[str]:
+    """What differs between the two runs' setups (each difference can explain a change)."""
+    out = []
+    for key in COMPARABLE_KEYS:
+        before, after = baseline.run.get(key), current.run.get(key)
+        if before is not None and after is not None and before != after:
+            out.append(f"the runs differ in {key}: baseline {before!r}, current {after!r}")
+    for cur in current.scenarios:
+        base = baseline.scenario(cur.name)
+        if base is not None and base.load and cur.load and base.load != cur.load:
+            out.append(f"scenario {cur.name!r} ran with load {base.load} in the baseline, {cur.load} now")
+    return out
 
 
-def _bootstrap_p(a: Sequence[float], b: Sequence[float], q: float, resamples: int, seed: int) -> float:
-    """One-sided p-value that percentile ``q`` of ``b`` is not above that of ``a``:
-    the share of bootstrap resamples where it is not."""
-    rng = random.Random(seed)
-    na, nb = len(a), len(b)
-    not_higher = 0
-    for _ in range(resamples):
-        ra = sorted(a[rng.randrange(na)] for _ in range(na))
-        rb = sorted(b[rng.randrange(nb)] for _ in range(nb))
-        if percentile(rb, q, presorted=True) <= percentile(ra, q, presorted=True):
-            not_higher += 1
-    return (not_higher + 1) / (resamples + 1)
-
-
-def _stride(values: Sequence[float], cap: int) -> list[float]:
-    if len(values) <= cap:
-        return [float(v) for v in values]
-    step = len(values) / cap
-    return [float(values[int(i * step)]) for i in range(cap)]
-
-
-def _two_proportion_p(e1: int, n1: int, e2: int, n2: int) -> float:
-    """One-sided p-value that the second error proportion is higher."""
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    pooled = (e1 + e2) / (n1 + n2)
-    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    if var <= 0:
-        return 1.0 if e2 / n2 <= e1 / n1 else 0.0
-    z = (e2 / n2 - e1 / n1) / math.sqrt(var)
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def _significance(
-    rule: Rule, base: ScenarioSummary, cur: ScenarioSummary, resamples: int, seed: int
-) -> tuple[float | None, str]:
+def _decide(
+    rule: Rule,
+    base: ScenarioSummary,
+    cur: ScenarioSummary,
+    row: ComparisonRow,
+    alpha: float,
+    min_delta_s: float,
+    seed: int,
+) -> None:
+    delta = (row.current or 0.0) - (row.baseline or 0.0)
+    worse = delta if rule.higher_is_worse else -delta
+    bv = row.baseline or 0.0
+    limit = rule.limit * abs(bv) if rule.relative else rule.limit
+    row.exceeded = worse > limit if (bv or not rule.relative) else worse > 0
+    if rule.is_latency and worse < min_delta_s:
+        row.exceeded, row.note = False, f"below the {seconds(min_delta_s)} noise floor" if worse > 0 else ""
+        return
     if rule.path == ("error_rate",):
-        if base.requests and cur.requests:
-            return _two_proportion_p(base.errors, base.requests, cur.errors, cur.requests), ""
-        return None, "no counts"
+        row.p_value = proportion_p(base.errors, base.requests, cur.errors, cur.requests)
+        row.method = "two-proportion z-test"
+        row.regression = row.exceeded and row.p_value < alpha
+        return
     if rule.path[0] != "latency_s":
-        return None, "no samples"
+        row.method, row.note = "limit only", "no raw samples for this metric"
+        row.regression = row.exceeded
+        return
     a, b = base.samples_s, cur.samples_s
-    if len(a) < 5 or len(b) < 5:
-        return None, "no samples"
-    stat = rule.stat
-    if stat in ("mean",):
-        _, p2 = mann_whitney_u(a, b)
-        # One-sided: halve the two-sided p when the shift goes the bad way.
-        higher = sum(b) / len(b) > sum(a) / len(a)
-        return (p2 / 2 if higher else 1 - p2 / 2), ""
-    if stat in _PCT:
-        a_cap, b_cap = _stride(a, _BOOTSTRAP_CAP), _stride(b, _BOOTSTRAP_CAP)
-        return _bootstrap_p(a_cap, b_cap, _PCT[stat], resamples, seed), ""
-    return None, f"no test for {stat}"
+    if not a or not b:
+        row.method, row.note = "limit only", "no raw samples"
+        row.regression = row.exceeded
+        return
+    if min(len(a), len(b)) < MIN_SAMPLES:
+        row.note = f"too few samples to test ({len(a)} vs {len(b)}; {MIN_SAMPLES} needed)"
+        row.exceeded = False
+        return
+    if rule.stat == "mean":
+        row.p_value, row.method = shift_p(a, b), "rank and log-t tests"
+        row.regression = row.exceeded and row.p_value < alpha
+        return
+    # a percentile: its own permutation test, or a shift of the whole distribution
+    p_shift = shift_p(a, b)
+    ratio = ratio_estimate(a, b)
+    shift = (ratio - 1.0) * bv if ratio is not None else 0.0
+    shifted = shift >= min_delta_s and (shift > rule.limit * abs(bv) if rule.relative else shift > rule.limit)
+    if shifted and p_shift < alpha:
+        row.exceeded, row.p_value, row.regression = True, p_shift, True
+        row.method = f"whole distribution {ratio:.2f}x slower, rank and log-t tests"
+        return
+    if row.exceeded:
+        row.p_value = quantile_p(a, b, _PCT[rule.stat], seed=seed)
+        row.method = f"permutation test of {rule.stat}"
+        row.regression = row.p_value < _TAIL_SHARE * alpha
+    else:
+        row.p_value, row.method = p_shift, "rank and log-t tests"
 
 
 def compare(
@@ -257,40 +367,36 @@ def compare(
     current: Report,
     rules: Sequence[str | Rule],
     *,
-    alpha: float = 0.01,
-    resamples: int = 1000,
+    alpha: float = DEFAULT_ALPHA,
+    min_delta_s: float = DEFAULT_MIN_DELTA_S,
     seed: int = 0,
 ) -> Comparison:
-    """Apply ``rules`` to every scenario present in both reports (matched by name)."""
+    """Apply ``rules`` to every scenario present in both reports (matched by name).
+
+    Raises :class:`IncompleteReport` when either report is from a run that did not finish.
+    """
+    for label, report in (("baseline", baseline), ("current", current)):
+        if not report.complete:
+            raise IncompleteReport(
+                f"the {label} report is from a run that did not finish "
+                f"({report.incomplete_reason or 'no reason recorded'}): not compared"
+            )
     parsed = [r if isinstance(r, Rule) else parse_rule(r) for r in rules]
     base_by = {s.name: s for s in baseline.scenarios}
     cur_by = {s.name: s for s in current.scenarios}
-    result = Comparison(alpha=alpha)
+    result = Comparison(alpha=alpha, warnings=comparability_warnings(baseline, current))
     result.missing = sorted(set(base_by) ^ set(cur_by))
     for name in [n for n in cur_by if n in base_by]:
         b, c = base_by[name], cur_by[name]
         for rule in parsed:
-            bv, cv = rule.value(b), rule.value(c)
-            if bv is None or cv is None:
-                result.rows.append(
-                    ComparisonRow(
-                        name, rule.text, bv, cv, None, None, False, None, None, False, "metric missing"
-                    )
-                )
+            if rule.scenario is not None and rule.scenario != name:
                 continue
-            delta = cv - bv
-            worse = delta if rule.higher_is_worse else -delta
-            rel = delta / bv if bv else None
-            if rule.relative:
-                exceeded = worse > rule.limit * abs(bv) if bv else worse > 0
+            row = ComparisonRow(name, rule, rule.value(b), rule.value(c))
+            if not rule.applies_to(c):
+                row.gated, row.note = False, c.gate_note or "the scenario is not gated"
+            elif row.baseline is None or row.current is None:
+                row.note = "metric missing"
             else:
-                exceeded = worse > rule.limit
-            p, note = (None, "")
-            if exceeded:
-                p, note = _significance(rule, b, c, resamples, seed)
-            significant = None if p is None else p < alpha
-            regression = exceeded and significant is not False
-            result.rows.append(
-                ComparisonRow(name, rule.text, bv, cv, delta, rel, exceeded, significant, p, regression, note)
-            )
+                _decide(rule, b, c, row, alpha, min_delta_s, seed)
+            result.rows.append(row)
     return result

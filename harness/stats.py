@@ -113,6 +113,8 @@ def summarize(
         goodput=_goodput(ordered, objectives, wall_s) if objectives else None,
         load=load,
         warmup=warmup,
+        gated=not (n and hits == n),
+        gate_note="every request was answered from the cache" if n and hits == n else "",
     )
 
 

@@ -288,6 +288,8 @@ class ScenarioSummary:
     endpoint: str | None = None
     sweep: bool = False
     cpu_percent: float | None = None
+    gated: bool = True  # False: not latency-gated against a baseline unless a rule names it
+    gate_note: str = ""  # why not (e.g. "every request was answered from the cache")
     info: Mapping[str, Scalar] = field(default_factory=dict)
 
     @property
@@ -343,6 +345,8 @@ class ScenarioSummary:
             "endpoint": self.endpoint,
             "sweep": self.sweep,
             "cpu_percent": _finite(self.cpu_percent),
+            "gated": self.gated,
+            "gate_note": self.gate_note,
             "info": dict(self.info),
         }
         if self.goodput is not None:
@@ -382,6 +386,8 @@ class ScenarioSummary:
             endpoint=_str(obj, "endpoint", path),
             sweep=bool(obj.get("sweep", False)),
             cpu_percent=_num(obj, "cpu_percent", path),
+            gated=bool(obj.get("gated", True)),
+            gate_note=_str(obj, "gate_note", path) or "",
             info=_scalars(obj.get("info"), _where(path, "info")),
         )
 
@@ -478,12 +484,19 @@ class CriterionResult:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """A run: where and how it ran (``run``), its criteria and its scenarios."""
+    """A run: where and how it ran (``run``), its criteria and its scenarios.
+
+    ``complete`` is False when the run did not finish what it was asked to measure
+    (interrupted, a scenario crashed, stopped early by ``-x``): such a report is never
+    saved as a baseline, and the comparison refuses it; ``incomplete_reason`` says why.
+    """
 
     run: Mapping[str, Scalar]
     criteria: tuple[CriterionResult, ...] = ()
     scenarios: tuple[ScenarioSummary, ...] = ()
     schema: str = REPORT_SCHEMA
+    complete: bool = True
+    incomplete_reason: str = ""
 
     @classmethod
     def build(
@@ -500,9 +513,14 @@ class Report:
     def scenario(self, name: str) -> ScenarioSummary | None:
         return next((s for s in self.scenarios if s.name == name), None)
 
+    def replace(self, **changes: Any) -> Report:
+        return dataclasses.replace(self, **changes)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": self.schema,
+            "complete": self.complete,
+            "incomplete_reason": self.incomplete_reason,
             "run": dict(self.run),
             "criteria": [c.to_json() for c in self.criteria],
             "scenarios": [s.to_json() for s in self.scenarios],
@@ -520,9 +538,14 @@ class Report:
             raise ReportError("'criteria' should be a list")
         if not isinstance(scenarios, list):
             raise ReportError("'scenarios' should be a list")
+        complete = obj.get("complete", True)
+        if not isinstance(complete, bool):
+            raise ReportError(f"'complete' should be true or false, got {complete!r}")
         return cls(
             _scalars(obj.get("run"), "run"),
             tuple(CriterionResult.from_json(c, f"criteria[{i}]") for i, c in enumerate(criteria)),
             tuple(ScenarioSummary.from_json(s, f"scenarios[{i}]") for i, s in enumerate(scenarios)),
             schema=REPORT_SCHEMA,
+            complete=complete,
+            incomplete_reason=_str(obj, "incomplete_reason", "") or "",
         )

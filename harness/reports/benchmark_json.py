@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_iterate._files import write_atomic
 from pytest_iterate.harness.summary import Report, ScenarioSummary, percentile
 
 __all__ = ["FILENAME", "PYTEST_BENCHMARK_VERSION", "benchmark_stats", "render", "write"]
@@ -197,6 +198,4 @@ def render(report: Report, *, include_data: bool = False) -> dict[str, Any]:
 
 
 def write(report: Report, folder: Path) -> Path:
-    path = Path(folder) / FILENAME
-    path.write_text(json.dumps(render(report), indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_atomic(Path(folder) / FILENAME, json.dumps(render(report), indent=2) + "\n")

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
 
+from pytest_iterate._files import write_atomic
 from pytest_iterate.harness.fmt import number, seconds
 from pytest_iterate.harness.reports import _svg
 from pytest_iterate.harness.reports.markdown_report import render as render_markdown
@@ -25,7 +26,8 @@ FILENAME = "iterate-report.html"
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
 margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4f4}
 td:first-child,th:first-child,.note{text-align:left}.pass{color:#2a7}.fail{color:#c33}
-.plot{margin:1em 1em 1em 0;border:1px solid #eee}"""
+.plot{margin:1em 1em 1em 0;border:1px solid #eee}
+.banner{background:#fdecea;border:1px solid #c33;color:#900;padding:.6em 1em;font-weight:bold}"""
 
 
 Samples = Mapping[str, Sequence[RequestSample]]
@@ -135,15 +137,21 @@ def render(report: Report, samples: Samples | None = None) -> str:
     if not any(s.stages for s in report.scenarios):
         figs += "<p>No per-stage timings in this report (raw HTTP runs have no pipeline stages).</p>"
     md = escape(render_markdown(report))
+    banner = (
+        ""
+        if report.complete
+        else f"<div class='banner' role='alert'>Incomplete run: "
+        f"{escape(report.incomplete_reason or 'no reason recorded')}. It is not compared with a baseline "
+        f"and is never saved as one.</div>"
+    )
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>pytest-iterate report</title>"
-        f"<style>{_CSS}</style></head><body><h1>pytest-iterate report</h1><ul>{meta}</ul>{_table(report)}"
+        f"<style>{_CSS}</style></head><body><h1>pytest-iterate report</h1>{banner}<ul>{meta}</ul>"
+        f"{_table(report)}"
         f"<h2>Plots</h2>{figs}<details><summary>Markdown summary</summary><pre>{md}</pre></details>"
         f"</body></html>\n"
     )
 
 
 def write(report: Report, folder: Path, samples: Samples | None = None) -> Path:
-    path = Path(folder) / FILENAME
-    path.write_text(render(report, samples), encoding="utf-8")
-    return path
+    return write_atomic(Path(folder) / FILENAME, render(report, samples))

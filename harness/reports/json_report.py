@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pytest_iterate._files import write_atomic
 from pytest_iterate.harness.summary import Report, ReportError
 
 __all__ = ["FILENAME", "load", "render", "write"]
@@ -17,9 +18,7 @@ def render(report: Report) -> str:
 
 
 def write(report: Report, folder: Path) -> Path:
-    path = Path(folder) / FILENAME
-    path.write_text(render(report), encoding="utf-8")
-    return path
+    return write_atomic(Path(folder) / FILENAME, render(report))
 
 
 def load(path: Path | str) -> Report:

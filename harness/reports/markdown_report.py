@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pytest_iterate._files import write_atomic
 from pytest_iterate.harness.fmt import DEFINITIONS, number, seconds
 from pytest_iterate.harness.summary import Report
 
@@ -74,7 +75,10 @@ def _scenarios(report: Report) -> list[str]:
 
 
 def render(report: Report) -> str:
-    lines = ["# pytest-iterate report", ""]
+    lines = ["# pytest-iterate report" + ("" if report.complete else " (INCOMPLETE)"), ""]
+    if not report.complete:
+        lines += [f"> **Incomplete run**: {report.incomplete_reason or 'no reason recorded'}. "
+                  "It is not compared with a baseline and is never saved as one.", ""]
     meta = ", ".join(f"{k}: {v}" for k, v in report.run.items() if v is not None)
     if meta:
         lines += [meta, ""]
@@ -84,6 +88,4 @@ def render(report: Report) -> str:
 
 
 def write(report: Report, folder: Path) -> Path:
-    path = Path(folder) / FILENAME
-    path.write_text(render(report), encoding="utf-8")
-    return path
+    return write_atomic(Path(folder) / FILENAME, render(report))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_iterate._files import write_atomic
 from pytest_iterate.harness.summary import Report
 
 if TYPE_CHECKING:
@@ -80,9 +81,7 @@ def render(report: Report) -> str:
 
 
 def write(report: Report, folder: Path) -> Path:
-    path = Path(folder) / FILENAME
-    path.write_text(render(report), encoding="utf-8")
-    return path
+    return write_atomic(Path(folder) / FILENAME, render(report))
 
 
 def push(report: Report, gateway: str, job: str = "pytest-iterate-bench") -> None:

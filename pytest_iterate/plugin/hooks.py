@@ -44,7 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # suite (tens of ms), which a run without --iterate must not pay for
     from pytest_iterate.plugin.session import IterateSession
 
-    config.stash[SESSION_KEY] = IterateSession(config, get_options(config))
+    state = IterateSession(config, get_options(config))
+    state.check_paths()  # a report dir or baseline that cannot work stops the run now, not after it
+    config.stash[SESSION_KEY] = state
     path = str(ACCEPTANCE_FILE)
     if path not in config.args:  # xdist workers may get the controller's args already
         config.args.append(path)
@@ -78,6 +80,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             budget_from_marker(mark, item.nodeid)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The criteria this run will measure (after -k, --deselect, --iterate-criteria): a run
+    that ends before all of them did is incomplete."""
+    state = get_session(session.config)
+    if state is not None and getattr(session.config, "workeroutput", None) is None:
+        state.expect(item.nodeid for item in session.items)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     result = yield
@@ -101,7 +111,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if workeroutput is not None:  # an xdist worker: the controller writes the report
         workeroutput["iterate"] = state.to_wire()
         return
-    force = state.finish()
+    stopped = session.shouldstop or session.shouldfail
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    force = state.finish(interrupted=interrupted, stopped=str(stopped) if stopped else None)
     if force is not None and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = force
 
@@ -123,6 +135,11 @@ class _XdistBridge:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        state = get_session(self.config)
+        if state is not None:
+            state.expect(ids)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         state = get_session(self.config)

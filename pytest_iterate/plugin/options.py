@@ -90,8 +90,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                metavar="PATH"),
     OptionSpec("compare_fail", "regression gate, e.g. p95:10% or error_rate:+0.5 (repeatable)", (),
                multi=True, metavar="EXPR"),
-    OptionSpec("save_baseline", "also save this run's JSON report here as the next baseline", None,
-               metavar="PATH"),
+    OptionSpec("compare_min_delta", "noise floor of the regression gate: a latency change smaller than "
+               "this many seconds is never a regression", "0.005", metavar="SECONDS"),
+    OptionSpec("save_baseline", "also save this run's JSON report here as the next baseline (complete "
+               "runs only)", None, metavar="PATH"),
     OptionSpec("record_mode", "cassette mode: none (replay only), once, new, all", "none", metavar="MODE"),
     OptionSpec("cassette", "cassette file to replay/record real-endpoint answers", None, metavar="PATH"),
     OptionSpec("replay_timing", "replay recorded latencies from the cassette", False, flag=True),
@@ -133,6 +135,7 @@ class IterateOptions(NamedTuple):
     criteria: tuple[str, ...] = ("*",)
     baseline: Path | None = None
     compare_fail: tuple[str, ...] = ()
+    compare_min_delta: float = 0.005
     save_baseline: Path | None = None
     record_mode: str = "none"
     cassette: Path | None = None
@@ -279,6 +282,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "criteria": _globs,
     "baseline": _path,
     "compare_fail": _rules,
+    "compare_min_delta": _parsed(lambda v: to_float(v, minimum=0)),
     "save_baseline": _path,
     "record_mode": _parsed(lambda v: to_choice(v, RECORD_MODES)),
     "cassette": _path,
@@ -318,6 +322,7 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         criteria=values["criteria"],
         baseline=values["baseline"],
         compare_fail=values["compare_fail"],
+        compare_min_delta=values["compare_min_delta"],
         save_baseline=values["save_baseline"],
         record_mode=values["record_mode"],
         cassette=values["cassette"],

@@ -12,27 +12,64 @@ pytest-xdist each worker ships its outcomes to the controller in ``workeroutput`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import shutil
+import os
+import platform
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_iterate.harness.compare import BaselineMissing, compare, load_baseline
+from pytest_iterate import __version__
+from pytest_iterate._files import write_atomic
+from pytest_iterate.harness.compare import (
+    BaselineMissing,
+    IncompleteReport,
+    compare,
+    load_baseline,
+)
 from pytest_iterate.harness.fmt import quantity
-from pytest_iterate.harness.reports import write_reports
-from pytest_iterate.harness.summary import CriterionResult, Report, ScenarioSummary
-from pytest_iterate.plugin.acceptance.criteria import CRITERIA_BY_ID
-from pytest_iterate.plugin.acceptance.scenarios import NeedsMock, NoMeasurement, ScenarioRunner
+from pytest_iterate.harness.reports import json_report, write_reports
+from pytest_iterate.harness.summary import CriterionResult, Report, ReportError, ScenarioSummary
+from pytest_iterate.pipeline.workload import standard_workload_path
+from pytest_iterate.plugin.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
+from pytest_iterate.plugin.acceptance.scenarios import (
+    NeedsMock,
+    NoMeasurement,
+    ScenarioRunner,
+    available_cores,
+)
 from pytest_iterate.plugin.options import IterateOptions
 
 __all__ = ["IterateSession"]
 
 
+CRITERION_TEST = "test_acceptance.py::test_criterion["
+
+
 def _num(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
+
+
+def _writable_dir(path: Path, what: str, option: str) -> None:
+    """A usage error naming ``path`` unless a folder can be made or written there."""
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{option}: {path} is a file, not a folder; give a folder for the {what}")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise pytest.UsageError(
+            f"{option}: cannot write the {what} under {path} ({existing} is not a writable folder)"
+        )
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
 
 
 class IterateSession:
@@ -48,7 +85,44 @@ class IterateSession:
         self.messages: list[str] = []
         self.comparison: str | None = None
         self.gate_failed = False
+        self.expected: list[str] = []  # criterion ids this run was asked to measure
+        self.crashed: list[str] = []  # scenarios that raised instead of measuring
+        self.baseline: Report | None = None
+        self.complete = True
+        self.incomplete_reason = ""
         self._runner: ScenarioRunner | None = None
+
+    # -- before the run ----------------------------------------------------------------
+    def check_paths(self) -> None:
+        """Report folder, baseline and save target: a usage error now (exit 4) rather than a
+        traceback after the whole run."""
+        opts = self.options
+        _writable_dir(opts.report_dir, "reports", "--iterate-report-dir")
+        if opts.save_baseline is not None:
+            target = opts.save_baseline
+            _writable_dir(
+                target if target.is_dir() or not target.suffix else target.parent,
+                "baseline",
+                "--iterate-save-baseline",
+            )
+        if opts.baseline is None:
+            return
+        try:
+            self.baseline = load_baseline(opts.baseline)
+        except BaselineMissing as exc:
+            self.messages.append(str(exc))  # the first run: nothing to compare with yet
+        except (ReportError, IncompleteReport) as exc:
+            raise pytest.UsageError(f"--iterate-baseline: {exc}") from None
+        except OSError as exc:
+            raise pytest.UsageError(f"--iterate-baseline: cannot read {opts.baseline}: {exc}") from None
+
+    def expect(self, nodeids: Iterable[str]) -> None:
+        """Record the criteria collected for this run (node ids of the acceptance tests)."""
+        for nodeid in nodeids:
+            if CRITERION_TEST in nodeid:
+                cid = nodeid.rsplit("[", 1)[1].rstrip("]")
+                if cid not in self.expected:
+                    self.expected.append(cid)
 
     # -- scenarios and criteria --------------------------------------------------------
     @property
@@ -128,10 +202,32 @@ class IterateSession:
         self.criteria.extend(CriterionResult.from_json(c) for c in payload.get("criteria", []))
         self.bench.extend(ScenarioSummary.from_json(b) for b in payload.get("bench", []))
         self.scenario_summaries.extend(ScenarioSummary.from_json(s) for s in payload.get("scenarios", []))
+        self.crashed.extend(c for c in payload.get("crashed", []) if c not in self.crashed)
 
     # -- end of session -----------------------------------------------------------------
-    def build_report(self) -> Report:
+    def run_info(self) -> dict[str, str | int | float | bool | None]:
+        """Where and how the run ran: what makes two runs comparable (compare warns on a change)."""
         opts = self.options
+        workload = Path(opts.workload) if opts.workload else standard_workload_path()
+        numprocesses = getattr(self.config.option, "numprocesses", None)
+        selected = len(self.expected)
+        info: dict[str, str | int | float | bool | None] = {
+            "tool": "pytest-iterate",
+            "version": __version__,
+            "endpoint": opts.endpoint,
+            "model": opts.model,
+            "profile": opts.profile if opts.is_mock else None,
+            "workload": opts.workload or "standard",
+            "workload_digest": _digest(workload),
+            "concurrency": ",".join(map(str, opts.concurrency)),
+            "workers": int(numprocesses) if isinstance(numprocesses, int) and numprocesses > 0 else 1,
+            "cpus": available_cores(),
+            "python": platform.python_version(),
+            "criteria_selected": f"{selected} of {len(CRITERIA)}" if 0 < selected < len(CRITERIA) else None,
+        }
+        return {k: v for k, v in info.items() if v is not None}
+
+    def build_report(self) -> Report:
         scenarios = list(self.scenario_summaries)
         if self._runner is not None:
             scenarios.extend(self._runner.summaries())
@@ -142,57 +238,80 @@ class IterateSession:
             seen[scenario.name] = seen.get(scenario.name, 0) + 1
             count = seen[scenario.name]
             named.append(scenario if count == 1 else scenario.replace(name=f"{scenario.name}@{count}"))
-        run = {
-            "tool": "pytest-iterate",
-            "endpoint": opts.endpoint,
-            "model": opts.model,
-            "profile": opts.profile if opts.is_mock else None,
-            "workload": opts.workload or "standard",
-            "concurrency": ",".join(map(str, opts.concurrency)),
-        }
         order = {cid: i for i, cid in enumerate(CRITERIA_BY_ID)}
         criteria = sorted(self.criteria, key=lambda c: order.get(c.id, len(order)))
-        return Report.build({k: v for k, v in run.items() if v is not None}, criteria, named)
+        report = Report.build(self.run_info(), criteria, named)
+        return report.replace(complete=self.complete, incomplete_reason=self.incomplete_reason)
 
-    def finish(self) -> int | None:
-        """Write the reports and apply the baseline gate; an exit code to force, or None."""
+    def _judge_completeness(self, *, interrupted: bool, stopped: str | None) -> None:
+        measured = {c.id for c in self.criteria}
+        missing = [cid for cid in self.expected if cid not in measured]
+        reasons = []
+        if interrupted:
+            reasons.append(f"interrupted after {len(measured)} of {len(self.expected)} criteria")
+        elif missing:
+            why = f"stopped early ({stopped})" if stopped else "stopped early"
+            reasons.append(f"{why}: {len(missing)} of {len(self.expected)} selected criteria did not run")
+        reasons.extend(self.crashed)
+        self.complete = not reasons
+        self.incomplete_reason = "; ".join(reasons)
+
+    def finish(self, *, interrupted: bool = False, stopped: str | None = None) -> int | None:
+        """Write the reports (marked incomplete when the run did not finish), apply the
+        baseline gate, save the baseline; an exit code to force, or None."""
         if not self.criteria and not self.bench and not self.scenario_summaries:
             self.messages.append("no acceptance criterion or iterate_bench run: no report written")
             return None
+        self._judge_completeness(interrupted=interrupted, stopped=stopped)
         report = self.build_report()
-        self.report_paths = write_reports(report, self.options.report_dir)
+        try:
+            self.report_paths = write_reports(report, self.options.report_dir)
+        except OSError as exc:
+            self.messages.append(f"reports NOT written to {self.options.report_dir}: {exc}")
+            return int(pytest.ExitCode.TESTS_FAILED)
+        if not report.complete:
+            self.messages.append(f"INCOMPLETE run: {report.incomplete_reason}; no gate, no baseline saved")
+            return None
         force = self._gate(report)
-        if self.options.save_baseline is not None:
-            target = self.options.save_baseline
-            if target.is_dir() or not target.suffix:
-                target = target / "iterate-report.json"
+        return self._save_baseline(report) or force
+
+    def _save_baseline(self, report: Report) -> int | None:
+        target = self.options.save_baseline
+        if target is None:
+            return None
+        if target.is_dir() or not target.suffix:
+            target = target / json_report.FILENAME
+        try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.options.report_dir / "iterate-report.json", target)
-            self.messages.append(f"baseline saved: {target}")
-        return force
+            write_atomic(target, json_report.render(report))
+        except OSError as exc:
+            self.messages.append(f"baseline NOT saved to {target}: {exc}")
+            return int(pytest.ExitCode.TESTS_FAILED)
+        self.messages.append(f"baseline saved: {target}")
+        return None
 
     def _gate(self, report: Report) -> int | None:
-        if self.options.baseline is None:
-            if self.options.compare_fail:
+        opts = self.options
+        if opts.baseline is None:
+            if opts.compare_fail:
                 self.messages.append("--iterate-compare-fail given without --iterate-baseline: no comparison")
             return None
-        try:
-            baseline = load_baseline(self.options.baseline)
-        except BaselineMissing as exc:
-            self.messages.append(str(exc))
-            return None
-        rules = list(self.options.compare_fail) or ["mean:10%", "p95:10%"]
-        result = compare(baseline, report, rules)
+        if self.baseline is None:
+            return None  # no baseline yet (the first run): check_paths said so
+        rules = list(opts.compare_fail) or ["mean:10%", "p95:10%"]
+        result = compare(self.baseline, report, rules, min_delta_s=opts.compare_min_delta)
         self.comparison = result.table()
-        if self.options.compare_fail and not result.passed:
+        if opts.compare_fail and not result.passed:
             self.gate_failed = True
-            names = ", ".join(f"{r.scenario} {r.rule}" for r in result.regressions)
-            self.messages.append(f"regression gate FAILED against {self.options.baseline}: {names}")
+            self.messages.append(f"regression gate FAILED against {opts.baseline}:")
+            self.messages.extend(f"  {row.failure_line()}" for row in result.regressions)
             return int(pytest.ExitCode.TESTS_FAILED)
         return None
 
     def terminal_summary(self, tr: Any) -> None:
         tr.write_sep("=", "pytest-iterate")
+        if not self.complete:
+            tr.write_line(f"INCOMPLETE run: {self.incomplete_reason}", red=True, bold=True)
         if self.criteria:
             width = max(len(c.id) for c in self.criteria)
             order = list(CRITERIA_BY_ID)

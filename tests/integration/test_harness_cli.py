@@ -55,11 +55,11 @@ def test_run_sweep_writes_reports_and_compare_gates(
     out = capsys.readouterr().out
     assert code == 0 and "RESULT: pass" in out, out
 
-    # injected 30 % slowdown of every latency: fail with exit 1
+    # every latency doubled (+11 ms, above the 5 ms noise floor): fail with exit 1
     slow = json.loads(json.dumps(report))
     for s in slow["scenarios"]:
-        s["samples_s"] = [v * 1.3 for v in s["samples_s"]]
-        s["latency_s"] = {k: (v * 1.3 if isinstance(v, float) else v) for k, v in s["latency_s"].items()}
+        s["samples_s"] = [v * 2 for v in s["samples_s"]]
+        s["latency_s"] = {k: (v * 2 if isinstance(v, float) else v) for k, v in s["latency_s"].items()}
     (tmp_path / "slow.json").write_text(json.dumps(slow))
     code = main(
         [
@@ -73,7 +73,39 @@ def test_run_sweep_writes_reports_and_compare_gates(
         ]
     )
     out = capsys.readouterr().out
-    assert code == 1 and "REGRESSION (significant" in out and "error_rate:+0.5" in out, out
+    assert code == 1 and "error_rate:+0.5" in out, out
+    for name in ("closed:1", "closed:4", "rate:50"):
+        assert f"REGRESSION {name} p95:10%: baseline " in out, out
+    # the same doubling is within the noise floor when the floor is set above it
+    code = main(
+        ["compare", str(base), str(tmp_path / "slow.json"), "--fail-on", "p95:10%", "--min-delta", "1"]
+    )
+    assert code == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{}", "schema is None"),
+        ("import os\n", "not JSON"),
+        (
+            '{"schema": "pytest-iterate/report/v1", "complete": false, "incomplete_reason": "interrupted", '
+            '"scenarios": []}',
+            "did not finish (interrupted)",
+        ),
+    ],
+)
+def test_compare_exits_2_on_a_baseline_that_is_not_a_complete_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    bad = tmp_path / "baseline.json"
+    bad.write_text(content)
+    good = tmp_path / "current.json"
+    good.write_text('{"schema": "pytest-iterate/report/v1", "scenarios": []}')
+    assert main(["compare", str(bad), str(good)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(bad) in err
+    assert main(["compare", str(good), str(bad)]) == 2  # the current report is checked the same way
 
 
 def test_compare_without_baseline_is_a_message_not_a_crash(
@@ -184,8 +216,21 @@ def test_run_where_every_request_fails_exits_1_and_says_so(
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     code = main(
-        ["run", "--target", url, "--concurrency", "2", "--requests", "4", "--quiet", "--no-cache",
-         "--report-dir", str(tmp_path), "--formats", "json"]
+        [
+            "run",
+            "--target",
+            url,
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+            "--quiet",
+            "--no-cache",
+            "--report-dir",
+            str(tmp_path),
+            "--formats",
+            "json",
+        ]
     )
     captured = capsys.readouterr()
     assert code == 1, captured.out + captured.err

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_iterate._files import write_atomic
 from pytest_iterate.client.errors import CassetteError
 
 __all__ = [
@@ -219,20 +219,7 @@ def write_cassette(path: str | os.PathLike[str], interactions: Iterable[Interact
     """Write ``interactions`` to ``path`` atomically (a temp file, then a rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    lines = [i.to_line() + "\n" for i in interactions]
-    try:
-        mode = p.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644  # mkstemp makes 0600: a cassette is a shared fixture
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.writelines(lines)
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(p, "".join(i.to_line() + "\n" for i in interactions))
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
