@@ -105,7 +105,9 @@ class KeyBuilder:
 
 def _key(normalized_base_url: str, body: Mapping[str, Any]) -> str:
     try:
-        kept = {k: (v if k in _TEXT_FIELDS else _canonical(v)) for k, v in body.items() if k not in DENY_FIELDS}
+        kept = {
+            k: (v if k in _TEXT_FIELDS else _canonical(v)) for k, v in body.items() if k not in DENY_FIELDS
+        }
         text = _ENCODER.encode({"base_url": normalized_base_url, "body": kept})
     except (TypeError, ValueError, RecursionError) as exc:
         raise CacheError(f"cannot build a cache key: the request body is not plain JSON ({exc})") from exc

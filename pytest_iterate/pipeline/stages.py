@@ -158,7 +158,7 @@ class PromptBuildStage:
 
 
 class CacheLookupStage:
-    """The cache key, and the answer on a hit: ``CachingCaller.lookup``."""
+    """The cache key, and the answer on a hit (cacheable requests only): ``CachingCaller.lookup``."""
 
     name = "cache_lookup"
 
