@@ -11,8 +11,20 @@ import asyncio
 import sys
 import tempfile
 
-from pytest_iterate import IterateConfig, LLMClient, MockServer, Pipeline, batch_llm_call, load_workload
+from pytest_iterate import (
+    IterateConfig,
+    LLMClient,
+    LLMRequest,
+    MockServer,
+    Pipeline,
+    ResponseCache,
+    TokenGuard,
+    batch_llm_call,
+    load_workload,
+)
+from pytest_iterate.cache import CachingCaller
 from pytest_iterate.pipeline.workload import standard_workload_path
+from pytest_iterate.tokens import GuardingCaller
 
 
 async def run(base_url: str, cache_dir: str) -> None:
@@ -30,6 +42,17 @@ async def run(base_url: str, cache_dir: str) -> None:
     async with LLMClient(config) as client:
         answers = await batch_llm_call(["What is 2+2?", "Name a prime.", "What is 2+2?"], client=client)
     print([a[:40] for a in answers])
+
+    # the layers the pipeline composes, around a client of your own
+    async with LLMClient(config) as client:
+        guarded = GuardingCaller(client, TokenGuard(config), endpoint_key=client.base_url)
+        cache = ResponseCache(config)
+        caller = CachingCaller(guarded, cache, base_url=client.base_url, default_model=client.model)
+        ask = {"role": "user", "content": "Name a prime."}
+        question = LLMRequest(messages=(ask,), params={"temperature": 0})
+        first, again = await caller(question), await caller(question)
+        cache.close()
+    print(f"layers: first from {first.cache_tier or 'the endpoint'}, again from {again.cache_tier}")
 
 
 async def main(argv: list[str]) -> None:

@@ -49,8 +49,11 @@ DENY_FIELDS = frozenset(
 )
 
 _TEXT_FIELDS = frozenset({"messages", "prompt"})  # strings inside: nothing to canonicalize
-# One encoder built once (json.dumps with options builds a new one per call: ~3x slower).
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# One encoder built once (json.dumps with options builds a new one per call: ~3x slower);
+# no circular-reference bookkeeping (a cycle ends in RecursionError, mapped below).
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
 _SECRET_QUERY_HINTS = ("key", "token", "secret", "sig", "password", "auth")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -101,10 +104,12 @@ class KeyBuilder:
 
 
 def _key(normalized_base_url: str, body: Mapping[str, Any]) -> str:
-    kept = {k: (v if k in _TEXT_FIELDS else _canonical(v)) for k, v in body.items() if k not in DENY_FIELDS}
     try:
+        kept = {
+            k: (v if k in _TEXT_FIELDS else _canonical(v)) for k, v in body.items() if k not in DENY_FIELDS
+        }
         text = _ENCODER.encode({"base_url": normalized_base_url, "body": kept})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise CacheError(f"cannot build a cache key: the request body is not plain JSON ({exc})") from exc
     return f"{KEY_VERSION}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 

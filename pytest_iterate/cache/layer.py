@@ -1,37 +1,79 @@
 """CachingCaller: the cache as one layer of the call stack (a :class:`Caller`).
 
-For each request: build its key; answer from the cache when it holds one (replaying
-the stored chunks through ``on_delta`` so a streaming caller sees a stream); else, for
-a cacheable request, join or start the one upstream call for that key (single flight)
-and store a successful complete answer. Non-cacheable requests (non-deterministic,
-cache disabled) go straight to the inner caller and are never coalesced: two samples
-at temperature 1 must stay two samples.
+A user wraps what sits below it (a client, or a ``GuardingCaller`` around a client)::
+
+    caller = CachingCaller(GuardingCaller(client, guard, endpoint_key=client.base_url),
+                           cache, base_url=client.base_url, default_model=client.model)
+    answer = await caller(request)
+
+:class:`~pytest_iterate.pipeline.runner.Pipeline` builds this same stack and runs its
+two phases as separate stages, so each is timed on its own; ``__call__`` is just
+the two phases in a row:
+
+:meth:`lookup`  (stage ``cache_lookup``) the request's key and, for a cacheable
+                request, the stored answer, replaying its chunks through
+                ``on_delta`` so a streaming caller sees a stream. The result is a
+                :class:`CacheLookup`: the key, whether the request is cacheable,
+                and the hit or None.
+:meth:`fetch`   (stage ``llm_call``) the miss path. A cacheable request joins the
+                one upstream call in flight for its key, or starts it (single
+                flight): the call first looks in the cache again (another caller
+                may have stored the answer meanwhile), else runs ``send()`` (the
+                layer below) and stores a successful answer. A non-cacheable
+                request (non-deterministic, or the cache disabled) is sent as it
+                is, never coalesced and never stored: two samples at temperature 1
+                must stay two samples. A caller that joined a call already in
+                flight gets its own copy of the answer and ``CacheLookup.coalesced``.
+
+What is stored is :meth:`ResponseCache.put`'s decision: errors and ``Busy`` are
+exceptions and never get there; answers the token guard changed (truncate, split,
+shrink_output) are refused; an answer cut at ``max_tokens`` is stored with its
+``length`` warning and replays with it.
 
 Timings of a hit describe the hit: ``ttft_s`` and ``total_s`` are the time spent in
-this layer, and ``chunk_times_s`` the replay offsets.
+this layer since the lookup began, and ``chunk_times_s`` the replay offsets.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from pytest_iterate.cache.keys import KeyBuilder
 from pytest_iterate.cache.singleflight import SingleFlight
 from pytest_iterate.cache.tiered import ResponseCache
 from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
 
-__all__ = ["CachingCaller"]
+__all__ = ["CacheLookup", "CachingCaller"]
 
 Delta = Callable[[str], None]
+Send = Callable[[], Awaitable[LLMResponse]]
+
+
+@dataclass(slots=True)
+class CacheLookup:
+    """One request's way through the cache: what :meth:`CachingCaller.lookup` found.
+
+    ``hit`` is the stored answer (replayed) or None; ``coalesced`` turns True when
+    :meth:`CachingCaller.fetch` joined an identical call already in flight (it stays
+    set if that call fails, and is False when the answer came from the cache).
+    """
+
+    request: LLMRequest
+    key: str
+    cacheable: bool
+    started: float  # the layer's clock when the lookup began
+    hit: LLMResponse | None = None
+    coalesced: bool = False
 
 
 class CachingCaller:
     """Wraps ``inner`` with ``cache``; itself a :class:`Caller`.
 
     ``base_url`` and ``default_model`` are those of the client under ``inner``: they
-    are part of every key.
+    are part of every key. ``single_flight`` coalesces identical misses in flight.
     """
 
     def __init__(
@@ -55,19 +97,42 @@ class CachingCaller:
         return self._key(request)
 
     async def __call__(self, request: LLMRequest, /, *, on_delta: Delta | None = None) -> LLMResponse:
-        cache = self.cache
-        if not cache.enabled:
+        if not self.cache.enabled:
             return await self.inner(request, on_delta=on_delta)
-        start = self._clock()
-        key = self._key(request)
-        hit = await cache.get(key)
-        if hit is not None:
-            return self._replay(hit, request, on_delta, start)
-        if not cache.cacheable(request):
-            response = await self.inner(request, on_delta=on_delta)
+        found = await self.lookup(request, on_delta=on_delta)
+        if found.hit is not None:
+            return found.hit
+
+        def send() -> Awaitable[LLMResponse]:
+            return self.inner(request, on_delta=on_delta)
+
+        return await self.fetch(found, send, on_delta=on_delta)
+
+    # -- the phases -------------------------------------------------------------------
+    async def lookup(self, request: LLMRequest, *, on_delta: Delta | None = None) -> CacheLookup:
+        """The key of ``request`` and, when it is cacheable, the stored answer replayed."""
+        started = self._clock()
+        cache = self.cache
+        found = CacheLookup(request, self._key(request), cache.cacheable(request), started)
+        if found.cacheable:
+            hit = await cache.get(found.key)
+            if hit is not None:
+                found.hit = self._replay(hit, request, on_delta, started)
+        return found
+
+    async def fetch(self, found: CacheLookup, send: Send, *, on_delta: Delta | None = None) -> LLMResponse:
+        """The answer to a missed lookup: ``send()`` once per key in flight, stored if allowed.
+
+        ``send`` is the call to the layer below for ``found.request``, with ``on_delta``
+        already bound: the caller that runs it sees its deltas live; a caller that
+        joined gets them afterwards.
+        """
+        key, request = found.key, found.request
+        if not found.cacheable:
+            response = await send()
             response.cache_key = key
             return response
-
+        cache = self.cache
         led = False
 
         async def call_upstream() -> tuple[LLMResponse, bool]:
@@ -76,11 +141,12 @@ class CachingCaller:
             if again is not None:
                 return again, False
             led = True
-            response = await self.inner(request, on_delta=on_delta)
+            response = await send()
             response.cache_key = key
             await cache.put(key, request, response)
             return response, True
 
+        found.coalesced = self.single_flight.in_flight(key)
         response, fresh = await self.single_flight.run(key, call_upstream)
         if led and fresh:
             return response  # this caller made the call and saw its deltas live
@@ -88,7 +154,8 @@ class CachingCaller:
         if fresh:  # it did not see the leader's deltas: send them now
             _emit(copy, request, on_delta)
             return copy
-        return self._replay(copy, request, on_delta, start)
+        found.coalesced = False  # answered by the cache after all
+        return self._replay(copy, request, on_delta, found.started)
 
     def _replay(
         self, hit: LLMResponse, request: LLMRequest, on_delta: Delta | None, start: float
@@ -122,6 +189,8 @@ def _emit(
     start: float = 0.0,
 ) -> list[float]:
     """Send the stored chunks (or the whole text) to ``on_delta``; the offsets of each."""
+    if on_delta is None and not request.stream:
+        return []
     pieces = response.chunks or ([response.text] if response.text else [])
     if request.stream and not response.chunks:
         response.chunks = list(pieces)

@@ -6,13 +6,15 @@ a fresh :class:`LLMResponse` (the stored entry cannot be changed by a caller) wi
 tier in Python (:meth:`ResponseCache.stats`) and in
 ``iterate_cache_requests_total{tier,result}``.
 
-What is stored: text, finish_reason, usage, model, chunks, chunk_times_s and texts
-(plain JSON on disk). What is refused: partial responses the token guard made
-(truncate, split, shrink_output), responses that report an error, and
-non-deterministic requests (neither temperature 0 nor a seed) unless
-``config.cache_nondeterministic``. An answer the model stopped at ``max_tokens`` is
-stored: it is the endpoint's deterministic answer to this very request (``max_tokens``
-is part of the key), and it replays still flagged (``finish_reason="length"``).
+What is stored: text, finish_reason, usage, model, chunks, chunk_times_s, texts and
+the ``length`` warning of an answer cut at ``max_tokens`` (plain JSON on disk). What
+is refused: partial responses the token guard made (truncate, split, shrink_output),
+responses that report an error, and non-deterministic requests (neither temperature
+0 nor a seed) unless ``config.cache_nondeterministic``. An answer the model stopped
+at ``max_tokens`` is stored: it is the endpoint's deterministic answer to this very
+request (``max_tokens`` is part of the key), and it replays still flagged
+(``finish_reason="length"`` and its ``length`` warning, so a hit reads
+``complete=False`` whichever layer answers it).
 Errors and ``Busy`` are exceptions and never reach :meth:`ResponseCache.put`.
 
 Disk reads stay on the event loop (about 10 us for a small entry, versus about
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_iterate.cache.disk import DiskStore
 from pytest_iterate.cache.memory import MemoryLRU
-from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
+from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse, Usage
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
@@ -148,18 +150,18 @@ class ResponseCache:
         payload = self._memory.get(key)
         if payload is not None:
             if record:
-                self._count("memory", "hit")
+                self._count("memory_hit")
             return _response_from(payload, key, "memory")
         if record:
-            self._count("memory", "miss")
+            self._count("memory_miss")
         assert self._disk is not None
         payload = self._disk.get(key)
         if payload is None:
             if record:
-                self._count("disk", "miss")
+                self._count("disk_miss")
             return None
         if record:
-            self._count("disk", "hit")
+            self._count("disk_hit")
         self._memory.put(key, payload, self.ttl_s)
         return _response_from(payload, key, "disk")
 
@@ -209,8 +211,7 @@ class ResponseCache:
         if self._disk is not None:
             self._disk.close()
 
-    def _count(self, tier: str, result: str) -> None:
-        name = f"{tier}_{result}"
+    def _count(self, name: str) -> None:
         self._counts[name] += 1
         child = self._children.get(name)
         if child is not None:
@@ -229,7 +230,7 @@ def _guarded(response: LLMResponse) -> bool:
 
 def _payload_of(response: LLMResponse) -> dict[str, Any]:
     usage = response.usage
-    return {
+    payload: dict[str, Any] = {
         "text": response.text,
         "finish_reason": response.finish_reason,
         "usage": None if usage is None else [usage.prompt_tokens, usage.completion_tokens],
@@ -238,6 +239,32 @@ def _payload_of(response: LLMResponse) -> dict[str, Any]:
         "chunk_times_s": list(response.chunk_times_s),
         "texts": None if response.texts is None else list(response.texts),
     }
+    if response.warnings:  # only ``length`` ones get here (see _guarded)
+        payload["warnings"] = [w.to_json() for w in response.warnings]
+    return payload
+
+
+def _warnings_from(raw: Any) -> list[GuardWarning]:
+    """The stored warnings; anything that is not a warning object is skipped."""
+    if not raw:
+        return []
+    out: list[GuardWarning] = []
+    for w in raw:
+        if isinstance(w, dict) and isinstance(w.get("action"), str):
+            out.append(
+                GuardWarning(
+                    w["action"],
+                    str(w.get("message", "")),
+                    tokens_before=_int_or_none(w.get("tokens_before")),
+                    tokens_after=_int_or_none(w.get("tokens_after")),
+                    removed=None if w.get("removed") is None else str(w["removed"]),
+                )
+            )
+    return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _response_from(payload: dict[str, Any], key: str, tier: str) -> LLMResponse:
@@ -256,4 +283,5 @@ def _response_from(payload: dict[str, Any], key: str, tier: str) -> LLMResponse:
         cache_tier=tier,
         cache_key=key,
         texts=None if texts is None else [str(t) for t in texts],
+        warnings=_warnings_from(payload.get("warnings")),
     )

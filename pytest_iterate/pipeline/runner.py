@@ -29,15 +29,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pytest_iterate.cache.layer import CachingCaller
+from pytest_iterate.cache.tiered import ResponseCache
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.telemetry import StageRecorder, StageTiming, enable_json_logs, get_logger
-from pytest_iterate.client.types import GuardWarning, Usage
+from pytest_iterate.client.types import Caller, GuardWarning, Usage
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact
 from pytest_iterate.pipeline.prompts import PromptBuilder
 from pytest_iterate.pipeline.stages import Services, Stage, StageContext, default_stages
 from pytest_iterate.pipeline.store import ArtifactStore
 from pytest_iterate.pipeline.workers import WorkerPool
+from pytest_iterate.tokens.counter import TokenCounter
+from pytest_iterate.tokens.guard import TokenGuard
+from pytest_iterate.tokens.layer import GuardingCaller
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
@@ -87,9 +92,16 @@ class Pipeline:
 
     Parts not given are built from ``config``: ``client`` an ``LLMClient`` (or pass
     any Caller / object with ``.call``), ``store`` an :class:`ArtifactStore` at
-    ``config.store_path``. ``cache`` and ``guard`` stay off unless given;
-    :meth:`from_config` builds all of them. Parts the pipeline built are closed by
-    :meth:`aclose`; parts passed in are left open.
+    ``config.store_path``. ``cache`` (a :class:`ResponseCache`) and ``guard`` (a
+    :class:`TokenGuard`) stay off unless given; :meth:`from_config` builds all of
+    them. Parts the pipeline built are closed by :meth:`aclose`; parts passed in are
+    left open.
+
+    The pipeline composes cache and guard around the client the way a user would,
+    ``CachingCaller(GuardingCaller(client, guard), cache)``, and the stages run the
+    phases of those layers (see :mod:`pytest_iterate.pipeline.stages`). :attr:`caller`
+    is that stack as one Caller: ``await pipeline.caller(llm_request)`` is the same
+    cache, guard and client for a request built by hand.
     """
 
     def __init__(
@@ -97,8 +109,8 @@ class Pipeline:
         config: IterateConfig,
         *,
         client: Any | None = None,
-        cache: Any | None = None,
-        guard: Any | None = None,
+        cache: ResponseCache | None = None,
+        guard: TokenGuard | None = None,
         store: ArtifactStore | None = None,
         metrics: IterateMetrics | None = None,
         stages: Sequence[Stage] | None = None,
@@ -121,7 +133,9 @@ class Pipeline:
             client = LLMClient(config, metrics=self.metrics)
             self._owned.append(client)
         self.client = client
-        call = getattr(client, "call", client)
+        call: Caller = getattr(client, "call", client)
+        base_url = str(getattr(client, "base_url", config.base_url))
+        model = str(getattr(client, "model", config.model))
         if store is None:
             store = ArtifactStore.from_config(config)
             self._owned.append(store)
@@ -132,21 +146,23 @@ class Pipeline:
         self.pool = pool
         self.cache = cache
         self.guard = guard
-        single_flight: Any = None
-        if cache is not None:
-            from pytest_iterate.cache.singleflight import SingleFlight
-
-            single_flight = SingleFlight()
+        guarding = GuardingCaller(call, guard, endpoint_key=base_url) if guard is not None else None
+        below_cache: Caller = guarding if guarding is not None else call
+        caching = (
+            CachingCaller(below_cache, cache, base_url=base_url, default_model=model)
+            if cache is not None
+            else None
+        )
+        self.caller: Caller = caching if caching is not None else below_cache
         self.services = Services(
             config=config,
             builder=builder or PromptBuilder(default_max_tokens=config.default_max_tokens),
             call=call,
             pool=pool,
-            base_url=str(getattr(client, "base_url", config.base_url)),
-            model=str(getattr(client, "model", config.model)),
-            cache=cache,
-            guard=guard,
-            single_flight=single_flight,
+            base_url=base_url,
+            model=model,
+            cache=caching,
+            guard=guarding,
             store=store,
             metrics=self.metrics,
         )
@@ -163,14 +179,9 @@ class Pipeline:
         metrics = parts.pop("metrics", None) or IterateMetrics()
         owned: list[Any] = []
         if "cache" not in parts and config.cache_enabled:
-            from pytest_iterate.cache.tiered import ResponseCache
-
             parts["cache"] = ResponseCache(config, metrics)
             owned.append(parts["cache"])
         if "guard" not in parts:
-            from pytest_iterate.tokens.counter import TokenCounter
-            from pytest_iterate.tokens.guard import TokenGuard
-
             counter = TokenCounter()  # one memo for the builder's and the guard's counts
             parts["guard"] = TokenGuard(config, metrics=metrics, counter=counter)
             parts.setdefault(

@@ -10,25 +10,46 @@ A stage is anything with a ``name`` and ``async def __call__(ctx) -> None`` (the
 ``post_process``   code extraction + validation in the CPU worker pool (:class:`PostProcessStage`)
 ``store``          the artifact row in SQLite (:class:`StoreStage`)
 
+Cache and token guard are the caller layers a user composes around a client,
+``CachingCaller(GuardingCaller(client, guard), cache)``: the pipeline builds that
+stack (:attr:`Pipeline.caller <pytest_iterate.pipeline.runner.Pipeline.caller>`)
+and the three middle stages run its phases one at a time, so each is timed apart
+and there is one implementation of each rule:
+
+``cache_lookup``   ``CachingCaller.lookup`` -> ``ctx.lookup`` (key, hit)
+``token_guard``    ``GuardingCaller.plan`` -> ``ctx.plan`` (truncate / split / shrink /
+                   refuse happen here; ``ContextOverflow`` fails the request before a send)
+``llm_call``       ``CachingCaller.fetch`` (single flight, re-check, store) around
+                   ``GuardingCaller.send(ctx.plan)`` (pieces, learning, one retry after a
+                   context-length error, join, ``length`` flag); without a guard the
+                   request goes to ``services.call`` as it is, without a cache it is
+                   sent directly
+
 A stage that has nothing to do (``llm_call`` after a cache hit, ``token_guard``
 without a guard) returns at once; it is still timed, so every request has all six
 stage timings. Stages get the pipeline's parts from ``ctx.services``, so replacing
-one is a list edit: ``replace_stage(default_stages(), PostProcessStage(my_extractor))``.
+one is a list edit: ``replace_stage(default_stages(), PostProcessStage(my_extractor))``;
+``insert_after(stages, "post_process", MyStage())`` adds one. A replacement for a
+middle stage keeps the same hand-over: ``cache_lookup`` leaves ``ctx.cache_key`` (and
+``ctx.lookup`` when there is a cache), ``token_guard`` leaves ``ctx.plan`` (no plan: the
+request is sent unguarded), and a stage that answers puts the answer in
+``ctx.response`` with :meth:`StageContext.answer`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pytest_iterate.client.errors import HTTPStatusError
-from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse, Usage
+from pytest_iterate.cache.keys import KeyBuilder
+from pytest_iterate.cache.layer import CacheLookup, CachingCaller
+from pytest_iterate.client.types import Caller, GuardWarning, LLMRequest, LLMResponse
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
+from pytest_iterate.tokens.layer import GuardingCaller, GuardPlan
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
@@ -72,22 +93,27 @@ class Stage(Protocol):
 class Services:
     """The parts a stage may use; owned by the :class:`~pytest_iterate.pipeline.runner.Pipeline`.
 
-    ``call`` is the one-request LLM call (``LLMClient.call`` or any Caller); ``cache``
-    a ``ResponseCache`` or None; ``guard`` a ``TokenGuard`` or None; ``single_flight``
-    coalesces identical misses; ``store`` may be None (nothing written).
+    ``call`` is the client's one-request call (under the guard and the cache);
+    ``guard`` the :class:`GuardingCaller` over ``call``, or None (no guard); ``cache``
+    the :class:`CachingCaller` over the guard (or over ``call``), or None (no cache);
+    ``keys`` builds the cache key of a request for ``base_url`` and ``model`` (the
+    key is reported even without a cache); ``store`` may be None (nothing written).
     """
 
     config: IterateConfig
     builder: PromptBuilder
-    call: Callable[..., Any]
+    call: Caller
     pool: WorkerPool
     base_url: str
     model: str
-    cache: Any | None = None
-    guard: Any | None = None
-    single_flight: Any | None = None
+    cache: CachingCaller | None = None
+    guard: GuardingCaller | None = None
     store: ArtifactStore | None = None
     metrics: IterateMetrics | None = None
+    keys: KeyBuilder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyBuilder(self.base_url, self.model)
 
 
 @dataclass(slots=True)
@@ -100,20 +126,28 @@ class StageContext:
     services: Services
     recorder: StageRecorder
     llm_request: LLMRequest | None = None
-    sent_requests: list[LLMRequest] = field(default_factory=list)  # after the guard (split: several)
     response: LLMResponse | None = None
     artifact: Artifact | None = None
     warnings: list[GuardWarning] = field(default_factory=list)
     cache_key: str | None = None
     cache_tier: str | None = None
+    lookup: CacheLookup | None = None  # what the cache found (None: no cache)
+    plan: GuardPlan | None = None  # what the token guard planned (None: no guard, or a hit)
     coalesced: bool = False
-    guarded: Any | None = None  # the token guard's GuardedRequest (decisions, action)
     llm_calls: int = 0  # upstream calls this request made itself
     extra: dict[str, Any] = field(default_factory=dict)  # free room for custom stages
 
     def warn(self, warning: GuardWarning) -> None:
         if warning not in self.warnings:
             self.warnings.append(warning)
+
+    def answer(self, response: LLMResponse) -> None:
+        """Take ``response`` as the request's answer (its warnings become the request's)."""
+        self.response = response
+        if response.cache_tier is not None:
+            self.cache_tier = response.cache_tier
+        for warning in response.warnings:
+            self.warn(warning)
 
 
 class PromptBuildStage:
@@ -124,164 +158,82 @@ class PromptBuildStage:
 
 
 class CacheLookupStage:
-    """Computes the cache key and answers from the cache on a hit (cacheable requests only)."""
+    """The cache key, and the answer on a hit (cacheable requests only): ``CachingCaller.lookup``."""
 
     name = "cache_lookup"
 
     async def __call__(self, ctx: StageContext) -> None:
         s = ctx.services
-        assert ctx.llm_request is not None, "cache_lookup needs prompt_build first"
-        from pytest_iterate.cache.keys import cache_key
-
-        ctx.cache_key = cache_key(ctx.llm_request, base_url=s.base_url, default_model=s.model)
-        if s.cache is None or not s.cache.cacheable(ctx.llm_request):
+        request = ctx.llm_request
+        assert request is not None, "cache_lookup needs prompt_build first"
+        if s.cache is None:
+            ctx.cache_key = s.keys(request)
             return
-        hit = await s.cache.get(ctx.cache_key)
-        if hit is not None:
-            if s.guard is not None and hasattr(s.guard, "flag_length"):
-                hit = s.guard.flag_length(hit)  # a stored answer cut at max_tokens stays flagged
-            ctx.response = hit
-            ctx.cache_tier = hit.cache_tier
+        found = await s.cache.lookup(request)
+        ctx.lookup, ctx.cache_key = found, found.key
+        if found.hit is not None:
+            ctx.answer(found.hit)
 
 
 class TokenGuardStage:
-    """Applies the token guard's policy; a split gives several requests, run in order."""
+    """The token guard's plan for the request: ``GuardingCaller.plan`` (may refuse)."""
 
     name = "token_guard"
 
     async def __call__(self, ctx: StageContext) -> None:
-        assert ctx.llm_request is not None, "token_guard needs prompt_build first"
-        if ctx.response is not None:
-            return
+        request = ctx.llm_request
+        assert request is not None, "token_guard needs prompt_build first"
         guard = ctx.services.guard
-        if guard is None:
-            ctx.sent_requests = [ctx.llm_request]
+        if guard is None or ctx.response is not None:
             return
-        guarded = guard.apply(ctx.llm_request, endpoint_key=ctx.services.base_url)
-        ctx.guarded = guarded
-        for warning in getattr(guarded, "warnings", ()) or ():
+        ctx.plan = guard.plan(request)
+        for warning in ctx.plan.warnings:
             ctx.warn(warning)
-        chunks = getattr(guarded, "requests", None) or getattr(guarded, "chunks", None)
-        ctx.sent_requests = list(chunks) if chunks else [guarded.request]
 
 
 class LLMCallStage:
-    """Sends the request(s); identical cacheable misses in flight share one upstream call."""
+    """The upstream call: ``CachingCaller.fetch`` around ``GuardingCaller.send``.
+
+    Identical cacheable misses in flight share one upstream call (the followers
+    report ``coalesced`` and no calls of their own); ``ctx.llm_calls`` counts the
+    requests this request itself sent (a split sends several, a retry one more).
+    """
 
     name = "llm_call"
 
     async def __call__(self, ctx: StageContext) -> None:
         if ctx.response is not None:
             return
+        request = ctx.llm_request
+        assert request is not None, "llm_call needs prompt_build first"
         s = ctx.services
-        requests = ctx.sent_requests or ([ctx.llm_request] if ctx.llm_request is not None else [])
-        cache = s.cache
-        shareable = (
-            cache is not None
-            and s.single_flight is not None
-            and ctx.cache_key is not None
-            and ctx.llm_request is not None
-            and cache.cacheable(ctx.llm_request)
-        )
-        if not shareable:
-            ctx.response = await self._send(ctx, requests)
+        send = _sender(ctx, request)
+        found = ctx.lookup
+        if s.cache is None or found is None:
+            ctx.answer(await send())
             return
-        key = ctx.cache_key
-        assert key is not None and ctx.llm_request is not None and cache is not None
-        original = ctx.llm_request
-
-        async def upstream() -> LLMResponse:
-            again: LLMResponse | None = await cache.get(key, record=False)  # stored meanwhile?
-            if again is not None:
-                return again
-            response = await self._send(ctx, requests)
-            response.cache_key = key
-            await cache.put(key, original, response)
-            return response
-
-        single_flight = s.single_flight
-        assert single_flight is not None
-        ctx.coalesced = single_flight.in_flight(key)
-        shared: LLMResponse = await single_flight.run(key, upstream)
-        ctx.response = dataclasses.replace(shared, warnings=list(shared.warnings), chunks=list(shared.chunks))
-        if ctx.response.cache_tier is not None:
-            ctx.cache_tier = ctx.response.cache_tier
-            ctx.coalesced = False
-
-    async def _send(self, ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
         try:
-            return await self._send_all(ctx, requests)
-        except HTTPStatusError as exc:
-            retry = _relearn_after_context_error(ctx, exc)
-            if retry is None:
-                raise
-        return await self._send_all(ctx, retry)  # once, with the tightened bound
-
-    @staticmethod
-    async def _send_all(ctx: StageContext, requests: Sequence[LLMRequest]) -> LLMResponse:
-        call = ctx.services.call
-        guard = ctx.services.guard
-        decisions = getattr(ctx.guarded, "decisions", ()) or ()
-        responses: list[LLMResponse] = []
-        for i, request in enumerate(requests):
-            ctx.llm_calls += 1  # counted when sent, so a failed call counts too
-            response: LLMResponse = await call(request)
-            if guard is not None:
-                usage = response.usage
-                if usage is not None and i < len(decisions) and hasattr(guard, "learner"):
-                    guard.learner.observe(
-                        ctx.services.base_url, decisions[i].prompt_tokens, usage.prompt_tokens
-                    )
-                if hasattr(guard, "flag_length"):
-                    response = guard.flag_length(response)
-            responses.append(response)
-        if len(responses) == 1:
-            return responses[0]
-        return _join(responses)
+            response = await s.cache.fetch(found, send)
+        finally:
+            ctx.coalesced = found.coalesced
+        ctx.answer(response)
 
 
-def _relearn_after_context_error(ctx: StageContext, exc: HTTPStatusError) -> list[LLMRequest] | None:
-    """After a 400 context-length error: tighten the guard's bound and re-guard, or None."""
-    guard = ctx.services.guard
-    if guard is None or exc.status != 400 or ctx.llm_request is None or ctx.extra.get("context_retry"):
-        return None
-    from pytest_iterate.tokens.windows import is_context_error_text, parse_context_error
+def _sender(ctx: StageContext, request: LLMRequest) -> Callable[[], Awaitable[LLMResponse]]:
+    """The send to the layer below the cache, counting into ``ctx.llm_calls``."""
+    s = ctx.services
+    guard, plan = s.guard, ctx.plan
 
-    text = exc.body.decode("utf-8", "replace") + " " + str(exc)
-    if exc.code != "context_length_exceeded" and not is_context_error_text(text):
-        return None
-    ctx.extra["context_retry"] = True
-    decisions = getattr(ctx.guarded, "decisions", ()) or ()
-    ours = max((d.prompt_tokens for d in decisions), default=0)
-    key = ctx.services.base_url
-    guard.learner.learn_from_error(
-        key, ours, parse_context_error(text), max_tokens=ctx.llm_request.max_tokens
-    )
-    guarded = guard.apply(ctx.llm_request, endpoint_key=key)  # may raise ContextOverflow
-    ctx.guarded = guarded
-    for warning in guarded.warnings:
-        ctx.warn(warning)
-    return list(guarded.requests) or [guarded.request]
+    async def send() -> LLMResponse:
+        if guard is None or plan is None:
+            ctx.llm_calls += 1
+            return await s.call(request)
+        try:
+            return await guard.send(plan)
+        finally:
+            ctx.llm_calls += plan.sends
 
-
-def _join(responses: Sequence[LLMResponse]) -> LLMResponse:
-    """The answers of split chunks combined in order."""
-    prompt = sum(r.usage.prompt_tokens for r in responses if r.usage)
-    completion = sum(r.usage.completion_tokens for r in responses if r.usage)
-    warnings: list[GuardWarning] = []
-    for r in responses:
-        warnings.extend(w for w in r.warnings if w not in warnings)
-    last = responses[-1]
-    return LLMResponse(
-        text="\n".join(r.text for r in responses),
-        finish_reason=last.finish_reason,
-        usage=Usage(prompt, completion) if any(r.usage for r in responses) else None,
-        model=last.model,
-        ttft_s=responses[0].ttft_s,
-        total_s=sum(r.total_s for r in responses),
-        attempts=sum(r.attempts for r in responses),
-        warnings=warnings,
-    )
+    return send
 
 
 class PostProcessStage:

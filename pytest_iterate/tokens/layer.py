@@ -1,35 +1,53 @@
-"""GuardingCaller: the token guard as one layer of the call stack.
+"""GuardingCaller: the token guard as one layer of the call stack (a :class:`Caller`).
 
-For each call it applies the :class:`~.guard.TokenGuard` (policy per call or
-per layer), then
+A user wraps a client (and may wrap the result in a ``CachingCaller``)::
 
-- sends the guarded request, or each piece of a split request in order, joining
-  the answers with ``joiner`` (streamed deltas get the same joiner between parts);
-- after every success feeds ``usage.prompt_tokens`` back to the learner, so a
-  server that counts more than cl100k raises the bound for the next request;
-- on a 400 that says the context was exceeded (``HTTPStatusError.code`` such as
-  ``context_length_exceeded``, or a message about the context length) learns from
-  the counts it states and retries ONCE with the tighter bound (so the retry is cut
+    caller = GuardingCaller(client, TokenGuard(config), endpoint_key=client.base_url)
+    answer = await caller(request)          # answer.warnings says what was cut
+
+:class:`~pytest_iterate.pipeline.runner.Pipeline` builds this same layer and runs its
+two phases as separate stages, so each is timed on its own; ``__call__`` is just
+the two phases in a row:
+
+:meth:`plan`  (stage ``token_guard``) apply the :class:`~.guard.TokenGuard` with
+              the policy (per call, else per layer, else the config's): the
+              request as it is when it fits, else truncated, split into pieces or
+              with a smaller ``max_tokens``; under ``refuse``, or when nothing
+              fits, :class:`ContextOverflow` before anything is sent. The result
+              is a :class:`GuardPlan`.
+:meth:`send`  (stage ``llm_call``, inside the cache's single flight) send the plan:
+
+- the guarded request, or each piece of a split in order, joining the answers with
+  ``joiner`` (streamed deltas get the same joiner between parts). Pieces after the
+  first are checked again just before they are sent, since the bound may have
+  tightened after the earlier ones: it never sends a request that the guard's check
+  says does not fit;
+- after every success, feed ``usage.prompt_tokens`` back to the learner (answers
+  that did not come from a cache only), so a server that counts more than cl100k
+  raises the bound for the next request;
+- on a 4xx that says the context was exceeded (``HTTPStatusError.code`` such as
+  ``context_length_exceeded``, or a message about the context length) learn from
+  the counts it states and retry ONCE with the tighter bound (so the retry is cut
   further, or refused under ``refuse``); a second such error raises
   :class:`ContextOverflow` with the counts;
-- attaches the guard's warnings to the response and flags ``finish_reason ==
-  "length"``.
+- put the guard's warnings first in the response's, and flag ``finish_reason ==
+  "length"`` with a ``length`` warning.
 
-It never sends a request that the guard's check says does not fit: pieces of a
-split are checked again just before they are sent, since the bound may have
-tightened after the earlier pieces.
+``GuardPlan.sends`` counts the requests handed to the layer below (a failed one
+too): the pipeline reports it as ``llm_calls``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pytest_iterate.client.errors import ContextOverflow, HTTPStatusError
 from pytest_iterate.client.types import Caller, GuardWarning, LLMRequest, LLMResponse, Usage
 from pytest_iterate.tokens.guard import GuardDecision, GuardedRequest, TokenGuard
 from pytest_iterate.tokens.windows import is_context_error_text, parse_context_error
 
-__all__ = ["GuardingCaller", "is_context_error"]
+__all__ = ["GuardPlan", "GuardingCaller", "is_context_error"]
 
 OnDelta = Callable[[str], None]
 
@@ -42,8 +60,32 @@ def is_context_error(exc: HTTPStatusError) -> bool:
     return is_context_error_text(text)
 
 
+@dataclass(slots=True)
+class GuardPlan:
+    """One request as the guard planned it (:meth:`GuardingCaller.plan`), and its sends.
+
+    ``guarded`` holds what to send (``guarded.requests``, one unless split), the
+    checks behind it and the guard's warnings (``guarded.warnings``); ``policy`` the
+    policy it was planned under (None: the guard's default); ``sends`` the requests
+    :meth:`GuardingCaller.send` handed to the layer below so far.
+    """
+
+    request: LLMRequest
+    guarded: GuardedRequest
+    policy: str | None
+    sends: int = 0
+
+    @property
+    def warnings(self) -> list[GuardWarning]:
+        return self.guarded.warnings
+
+
 class GuardingCaller:
-    """A :class:`~pytest_iterate.client.types.Caller` that guards token limits."""
+    """A :class:`~pytest_iterate.client.types.Caller` that guards token limits.
+
+    ``endpoint_key`` names the endpoint for the learner and the per-endpoint windows
+    (the pipeline uses the client's base URL).
+    """
 
     def __init__(
         self,
@@ -63,15 +105,26 @@ class GuardingCaller:
     async def __call__(
         self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, policy: str | None = None
     ) -> LLMResponse:
-        guarded = self.guard.apply(request, policy=policy or self.policy, endpoint_key=self.endpoint_key)
-        return await self._run(guarded, on_delta, policy or self.policy, retry=True)
+        return await self.send(self.plan(request, policy=policy), on_delta=on_delta)
 
+    # -- the phases -------------------------------------------------------------------
+    def plan(self, request: LLMRequest, *, policy: str | None = None) -> GuardPlan:
+        """What to send for ``request``; raises :class:`ContextOverflow` when nothing may be sent."""
+        chosen = policy or self.policy
+        guarded = self.guard.apply(request, policy=chosen, endpoint_key=self.endpoint_key)
+        return GuardPlan(request, guarded, chosen)
+
+    async def send(self, plan: GuardPlan, *, on_delta: OnDelta | None = None) -> LLMResponse:
+        """Send ``plan`` to the layer below: the answer (joined when split), flagged and warned."""
+        return await self._run(plan, plan.guarded, on_delta, retry=True)
+
+    # -- internals --------------------------------------------------------------------
     async def _run(
-        self, guarded: GuardedRequest, on_delta: OnDelta | None, policy: str | None, *, retry: bool
+        self, plan: GuardPlan, guarded: GuardedRequest, on_delta: OnDelta | None, *, retry: bool
     ) -> LLMResponse:
         if len(guarded.requests) == 1:
             only, decided = guarded.requests[0], guarded.decisions[0]
-            response = await self._send(only, decided, on_delta, policy, retry=retry)
+            response = await self._send(plan, only, decided, on_delta, retry=retry)
         else:
             parts: list[LLMResponse] = []
             planned = zip(guarded.requests, guarded.decisions, strict=True)
@@ -80,59 +133,74 @@ class GuardingCaller:
                     on_delta(self.joiner)
                 if index:  # the bound may have tightened since the split was planned
                     decision = self.guard.check(request, endpoint_key=self.endpoint_key)
-                parts.append(await self._send(request, decision, on_delta, policy, retry=retry))
+                parts.append(await self._send(plan, request, decision, on_delta, retry=retry))
             response = self._join(parts)
         response.warnings[:0] = guarded.warnings
         return self.guard.flag_length(response)
 
     async def _send(
         self,
+        plan: GuardPlan,
         request: LLMRequest,
         decision: GuardDecision,
         on_delta: OnDelta | None,
-        policy: str | None,
         *,
         retry: bool,
     ) -> LLMResponse:
         if not decision.fits:  # planned under a looser bound: guard it again
-            regarded = self.guard.apply(request, policy=policy, endpoint_key=self.endpoint_key)
-            return await self._run(regarded, on_delta, policy, retry=retry)
+            regarded = self.guard.apply(request, policy=plan.policy, endpoint_key=self.endpoint_key)
+            return await self._run(plan, regarded, on_delta, retry=retry)
+        plan.sends += 1  # counted when sent, so a failed call counts too
         try:
             response = await self.inner(request, on_delta=on_delta)
         except HTTPStatusError as exc:
             if not is_context_error(exc):
                 raise
-            text = f"{exc} {exc.body.decode('utf-8', errors='replace')}"
-            info = parse_context_error(text)
-            self.guard.learner.learn_from_error(
-                self.endpoint_key, decision.prompt_tokens, info, max_tokens=decision.max_tokens
-            )
-            if not retry:
-                self.guard.count_action("refuse")
-                raise ContextOverflow(
-                    f"{self.endpoint_key!r} still rejected the request as too long after one retry "
-                    f"(counted {decision.prompt_tokens} prompt tokens, max_tokens "
-                    f"{decision.max_tokens}): {exc}",
-                    prompt_tokens=info.server_prompt_tokens or decision.estimated_prompt_tokens,
-                    max_tokens=decision.max_tokens,
-                    context_window=info.context_window or decision.context_window,
-                ) from exc
-            self.guard.count_action("retry")
-            regarded = self.guard.apply(request, policy=policy, endpoint_key=self.endpoint_key)
-            response = await self._run(regarded, on_delta, policy, retry=False)
-            response.warnings.insert(
-                0,
-                GuardWarning(
-                    "retry",
-                    "the endpoint rejected the prompt as too long; learned its count and retried once",
-                    tokens_before=decision.estimated_prompt_tokens,
-                    tokens_after=self.guard.learner.estimate(self.endpoint_key, decision.prompt_tokens),
-                ),
-            )
-            return response
+            return await self._after_context_error(plan, request, decision, exc, on_delta, retry=retry)
         usage = response.usage
         if usage is not None and usage.prompt_tokens > 0 and response.cache_tier is None:
             self.guard.learner.observe(self.endpoint_key, decision.total_prompt_tokens, usage.prompt_tokens)
+        return response
+
+    async def _after_context_error(
+        self,
+        plan: GuardPlan,
+        request: LLMRequest,
+        decision: GuardDecision,
+        exc: HTTPStatusError,
+        on_delta: OnDelta | None,
+        *,
+        retry: bool,
+    ) -> LLMResponse:
+        """Learn from the endpoint's 'too long', then retry once with the tighter bound."""
+        text = f"{exc} {exc.body.decode('utf-8', errors='replace')}"
+        info = parse_context_error(text)
+        learner = self.guard.learner
+        learner.learn_from_error(
+            self.endpoint_key, decision.prompt_tokens, info, max_tokens=decision.max_tokens
+        )
+        if not retry:
+            self.guard.count_action("refuse")
+            raise ContextOverflow(
+                f"{self.endpoint_key!r} still rejected the request as too long after one retry "
+                f"(counted {decision.prompt_tokens} prompt tokens, max_tokens "
+                f"{decision.max_tokens}): {exc}",
+                prompt_tokens=info.server_prompt_tokens or decision.estimated_prompt_tokens,
+                max_tokens=decision.max_tokens,
+                context_window=info.context_window or decision.context_window,
+            ) from exc
+        self.guard.count_action("retry")
+        regarded = self.guard.apply(request, policy=plan.policy, endpoint_key=self.endpoint_key)
+        response = await self._run(plan, regarded, on_delta, retry=False)
+        response.warnings.insert(
+            0,
+            GuardWarning(
+                "retry",
+                "the endpoint rejected the prompt as too long; learned its count and retried once",
+                tokens_before=decision.estimated_prompt_tokens,
+                tokens_after=learner.estimate(self.endpoint_key, decision.prompt_tokens),
+            ),
+        )
         return response
 
     def _join(self, parts: list[LLMResponse]) -> LLMResponse:

@@ -14,3 +14,4 @@ def test_pipeline_without_pytest_example_runs() -> None:
     assert out.returncode == 0, out.stderr
     assert "20/20 ok" in out.stdout
     assert "d001: ok=True" in out.stdout
+    assert "layers: first from the endpoint, again from memory" in out.stdout

@@ -10,6 +10,7 @@ from pytest_iterate.cache.keys import (
     cache_key_from_body,
     normalize_base_url,
 )
+from pytest_iterate.client.errors import CacheError
 from pytest_iterate.client.types import LLMRequest
 
 BASE = "http://127.0.0.1:8000/v1"
@@ -99,3 +100,13 @@ def test_default_model_is_part_of_the_key() -> None:
     assert cache_key(named, base_url=BASE, default_model="b") == cache_key(
         request, base_url=BASE, default_model="a"
     )
+
+
+@pytest.mark.parametrize("field", ["messages", "logit_bias"])
+def test_a_body_that_is_not_plain_json_is_a_cache_error(field: str) -> None:
+    loop: dict[str, object] = {"role": "user"}
+    loop["content"] = loop  # a cycle: in a text field and in a canonicalized one
+    with pytest.raises(CacheError, match="not plain JSON"):
+        cache_key_from_body(BASE, {**BODY, field: [loop]})
+    with pytest.raises(CacheError, match="not plain JSON"):
+        cache_key_from_body(BASE, {**BODY, field: {1, 2}})

@@ -165,3 +165,35 @@ async def test_disabled_cache_passes_through(tmp_path: Path) -> None:
     await caller(chat("a"))
     await caller(chat("a"))
     assert inner.calls == 2 and not (tmp_path / "x").exists()
+
+
+async def test_lookup_then_fetch_is_the_call_in_two_phases(cache: ResponseCache) -> None:
+    inner = SlowFake(delay=0)
+    caller = CachingCaller(inner, cache, base_url=BASE, default_model="m")
+    request = chat("phases")
+    found = await caller.lookup(request)
+    assert found.key == caller.key_for(request) and found.cacheable and found.hit is None
+    response = await caller.fetch(found, lambda: inner(request))
+    assert response.text == "Hello!" and response.cache_key == found.key and not found.coalesced
+    again = await caller.lookup(request)
+    assert again.hit is not None and again.hit.cache_tier == "memory" and again.hit.text == "Hello!"
+    assert inner.calls == 1 and cache.stats().stores == 1
+
+
+async def test_a_non_cacheable_request_is_not_answered_from_the_cache(tmp_path: Path) -> None:
+    """Even when a cache that allowed it stored the answer: two samples stay two samples."""
+    folder = str(tmp_path / "shared")
+    hot = chat("h", temperature=0.8)
+    allowing = ResponseCache(IterateConfig(cache_dir=folder, cache_nondeterministic=True))
+    await CachingCaller(SlowFake(delay=0), allowing, base_url=BASE, default_model="m")(hot)
+    assert allowing.stats().stores == 1
+    allowing.close()
+    strict = ResponseCache(IterateConfig(cache_dir=folder))
+    inner = SlowFake(delay=0)
+    caller = CachingCaller(inner, strict, base_url=BASE, default_model="m")
+    found = await caller.lookup(hot)
+    assert not found.cacheable and found.hit is None
+    answer = await caller(hot)
+    assert answer.cache_tier is None and inner.calls == 1
+    assert strict.stats().overall.lookups == 0  # not looked up, so not counted as a miss either
+    strict.close()

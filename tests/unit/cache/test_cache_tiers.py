@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_iterate.cache import MemoryLRU, ResponseCache
+from pytest_iterate.cache.disk import DiskStore
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse, Usage
@@ -80,11 +81,30 @@ async def test_put_then_hits_memory_then_disk_after_restart(tmp_path: Path) -> N
 
 async def test_stores_a_length_stop_and_replays_it_flagged(tmp_path: Path) -> None:
     cache = make(tmp_path)
-    cut = LLMResponse(text="par", finish_reason="length", warnings=[GuardWarning("length", "stopped")])
+    flag = GuardWarning("length", "stopped", tokens_after=16)
+    cut = LLMResponse(text="par", finish_reason="length", warnings=[flag])
     assert await cache.put("k", DET, cut)
     hit = await cache.get("k")
     assert hit is not None and hit.text == "par" and hit.finish_reason == "length" and hit.partial
+    assert hit.warnings == [flag]  # the flag is part of the stored answer
     cache.close()
+    fresh = make(tmp_path)  # a new process: the disk tier keeps the flag too
+    from_disk = await fresh.get("k")
+    assert from_disk is not None and from_disk.cache_tier == "disk" and from_disk.warnings == [flag]
+    fresh.close()
+
+
+async def test_damaged_stored_warnings_are_skipped(tmp_path: Path) -> None:
+    cache = make(tmp_path)
+    cache.close()
+    store = DiskStore(tmp_path / "cache")
+    junk: list[object] = ["cut", {"action": 3}, {"message": "?"}, {"action": "length", "tokens_after": "x"}]
+    store.put("k", {"text": "par", "finish_reason": "length", "warnings": junk})
+    store.close()
+    fresh = make(tmp_path)
+    hit = await fresh.get("k")
+    assert hit is not None and hit.warnings == [GuardWarning("length", "")] and hit.partial
+    fresh.close()
 
 
 async def test_refuses_guarded_error_and_nondeterministic(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pytest_iterate.cache.tiered import ResponseCache
 from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
 from pytest_iterate.client.errors import Busy, RateLimited
 from pytest_iterate.client.metrics import IterateMetrics
-from pytest_iterate.client.types import GuardWarning, LLMRequest, LLMResponse
+from pytest_iterate.client.types import LLMRequest, LLMResponse
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
 from pytest_iterate.pipeline.runner import Pipeline
@@ -32,6 +32,7 @@ from pytest_iterate.pipeline.stages import (
 )
 from pytest_iterate.pipeline.store import ArtifactStore
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
+from pytest_iterate.tokens.guard import TokenGuard
 
 Answer = Callable[[dict[str, Any]], tuple[str, float]]
 
@@ -302,29 +303,36 @@ async def test_duplicates_served_from_cache_and_store_idempotent(
         cache.close()
 
 
-async def test_guard_split_runs_chunks_in_order_and_warns(router: respx.MockRouter, tmp_path: Path) -> None:
-    class SplittingGuard:
-        def apply(self, request: LLMRequest, **_: Any) -> Any:
-            class Guarded:
-                pass
+async def test_guard_split_runs_pieces_in_order_joins_and_warns(
+    router: respx.MockRouter, tmp_path: Path
+) -> None:
+    sent: list[str] = []
 
-            g = Guarded()
-            parts = []
-            for n in (1, 2):
-                msgs = (request.messages[0], {"role": "user", "content": f"Task: part {n}\nrest"})
-                parts.append(request.replace(messages=msgs))
-            g.request, g.requests, g.action = parts[0], parts, "split"  # type: ignore[attr-defined]
-            g.warnings = [GuardWarning("split", "split in 2")]  # type: ignore[attr-defined]
-            return g
+    def answer(request: httpx.Request) -> httpx.Response:
+        user = json.loads(request.content)["messages"][-1]["content"]
+        sent.append(user)
+        text = f"```python\npart_{len(sent)} = {len(user)}\n```"
+        return httpx.Response(
+            200,
+            json={
+                "choices": [{"index": 0, "message": {"content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 10},
+            },
+        )
 
-    calls: list[tuple[float, str]] = []
-    route(router, python_answer, calls)
-    async with Pipeline(config(tmp_path), guard=SplittingGuard()) as pipeline:
-        result = await pipeline.run(DesignRequest("s", "long", ("x",)))
-    assert [c[1] for c in calls] == ["part 1", "part 2"]
-    assert result.text.index("part 1") < result.text.index("part 2")
-    assert result.llm_calls == 2 and result.partial and [w.action for w in result.warnings] == ["split"]
-    assert result.usage is not None and result.usage.prompt_tokens == 40
+    router.post("/chat/completions").mock(side_effect=answer)
+    cfg = config(tmp_path, context_window=1024, default_max_tokens=256, token_policy="split")
+    design = DesignRequest("s", "long", ("keep every word of this requirement " * 400,))
+    async with Pipeline(cfg, guard=TokenGuard(cfg)) as pipeline:
+        result = await pipeline.run(design)
+        whole = pipeline.services.builder.build(design).messages[-1]["content"]
+    n = len(sent)
+    assert n >= 3 and "".join(sent) == whole  # the pieces, in order, are the prompt
+    assert result.ok and result.llm_calls == n
+    answers = [f"```python\npart_{i} = {len(piece)}\n```" for i, piece in enumerate(sent, 1)]
+    assert result.text == "\n\n".join(answers)  # joined in order, as GuardingCaller joins
+    assert result.partial and not result.complete and [w.action for w in result.warnings] == ["split"]
+    assert result.usage is not None and result.usage.prompt_tokens == 20 * n
 
 
 async def test_json_stage_logs_for_every_stage(router: respx.MockRouter, tmp_path: Path) -> None:

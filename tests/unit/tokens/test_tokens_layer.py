@@ -256,3 +256,34 @@ async def test_fake_inner_raising_context_error_is_learned() -> None:
     response = await caller(chat(280))
     assert len(calls) == 2 and response.text == "ok"
     assert math.ceil(COUNTER.count_messages(calls[-1].messages) * 1.5) + 256 <= N_CTX
+
+
+async def test_plan_refuses_before_any_send_and_send_counts_the_pieces() -> None:
+    guard = TokenGuard(IterateConfig(context_window=400), counter=COUNTER)
+    inner = FakeInner()
+    caller = GuardingCaller(inner, guard, endpoint_key="e")
+    text = "Paragraph about foxes and dogs.\n\n" * 60
+    long = LLMRequest(messages=({"role": "user", "content": text},), max_tokens=64)
+    with pytest.raises(ContextOverflow, match="policy is refuse"):
+        caller.plan(long, policy="refuse")
+    assert inner.requests == []
+    plan = caller.plan(long, policy="split")
+    assert plan.guarded.action == "split" and plan.sends == 0
+    assert [w.action for w in plan.warnings] == ["split"]
+    response = await caller.send(plan)
+    assert plan.sends == len(inner.requests) >= 2
+    assert response.text == "\n\n".join(f"part{i}" for i in range(1, plan.sends + 1))
+
+
+async def test_failed_sends_count_and_a_second_context_error_overflows() -> None:
+    guard = TokenGuard(IterateConfig(context_window=N_CTX), counter=COUNTER)
+
+    async def always_too_long(request: LLMRequest, /, *, on_delta: Any = None) -> LLMResponse:
+        detail = "the request exceeds the available context size"  # no counts to learn from
+        raise error_for_status(400, url=CHAT, code="context_length_exceeded", detail=detail)
+
+    caller = GuardingCaller(always_too_long, guard, endpoint_key="x")
+    plan = caller.plan(chat(10))
+    with pytest.raises(ContextOverflow, match="after one retry"):
+        await caller.send(plan)
+    assert plan.sends == 2
