@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 from pathlib import Path
@@ -169,9 +170,11 @@ def test_bad_option_values_name_the_value(
 
 
 def test_help_lists_the_commands() -> None:
-    text = build_parser().format_help()
-    for cmd in ("run", "compare", "serve-mock"):
-        assert cmd in text
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {"run", "compare", "serve-mock"}
+    text = parser.format_help()
+    assert all(f"    {cmd} " in text for cmd in commands.choices)  # each listed with its help line
 
 
 @pytest.mark.parametrize("target", ["mock", "inprocess"])

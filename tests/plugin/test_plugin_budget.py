@@ -6,8 +6,6 @@ import os
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 ARGS = ("-p", "no:randomly", "-W", "error", "--iterate-profile=fast")
 
 

@@ -6,8 +6,6 @@ import pytest
 
 from pytest_iterate.plugin.options import OPTIONS, resolve
 
-pytest_plugins = ["pytester"]
-
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester) -> None:

@@ -15,8 +15,6 @@ import pytest
 from pytest_iterate.pipeline.workload import standard_workload_path
 from pytest_iterate.plugin.acceptance.criteria import CRITERIA
 
-pytest_plugins = ["pytester"]
-
 FAST = ("--iterate", "--iterate-profile=fast", "-p", "no:randomly")
 
 
