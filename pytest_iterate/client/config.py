@@ -36,7 +36,7 @@ from pytest_iterate.client.values import (
     to_optional,
 )
 
-__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName"]
+__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName", "find_pyproject"]
 
 ENV_PREFIX = "ITERATE_"
 MOCK_BASE_URL = "http://mock.iterate.invalid/v1"  # served in-process by the respx router
@@ -111,6 +111,7 @@ class IterateConfig:
         *,
         environ: Mapping[str, str] | None = None,
         pyproject: Path | Literal["auto"] | None = "auto",
+        start: Path | None = None,
     ) -> IterateConfig:
         """Build a config from overrides > ``ITERATE_*`` env > ``[tool.iterate]`` > defaults.
 
@@ -119,7 +120,7 @@ class IterateConfig:
         """
         values: dict[str, tuple[Any, str]] = {}
         if pyproject == "auto":
-            pyproject = _find_pyproject(Path.cwd())
+            pyproject = find_pyproject(start or Path.cwd())
         if pyproject is not None:
             table = _check_keys(read_pyproject_table(pyproject), f"[tool.iterate] in {pyproject}")
             values.update({k: (v, f"[tool.iterate] {k} in {pyproject}") for k, v in table.items()})
@@ -136,20 +137,31 @@ class IterateConfig:
 
 
 def read_pyproject_table(path: Path) -> dict[str, Any]:
+    table = _tool_tables(path).get("iterate", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[tool.iterate] in {path} is not a table")
+    return dict(table)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The pyproject.toml whose ``[tool.iterate]`` applies to a run started in ``start``: the
+    nearest one, from ``start`` upward, that has such a table (a pyproject.toml without one
+    is passed over). ``pytest --iterate`` and ``iterate-bench`` both start from the current
+    folder, so they read the same file whatever pytest's rootdir is."""
+    for folder in (start.resolve(), *start.resolve().parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and "iterate" in _tool_tables(candidate):
+            return candidate
+    return None
+
+
+def _tool_tables(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    table = data.get("tool", {}).get("iterate", {})
-    return dict(table) if isinstance(table, dict) else {}
-
-
-def _find_pyproject(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
+    tool = data.get("tool", {})
+    return tool if isinstance(tool, dict) else {}
 
 
 def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
