@@ -1,0 +1,136 @@
+"""Validate: the body of a completion request -> a typed :class:`CompletionRequest`.
+
+The first of the core's three steps (validate, plan, render; see :mod:`.core`).
+:func:`parse_completion` reads the JSON body once and either returns a
+:class:`CompletionRequest` (prompts, model, ``max_tokens``, stream flags and prompt
+token counts, everything later steps need) or an :class:`Invalid` carrying the
+``400 invalid_request_error`` :class:`Refusal` to send.
+
+A :class:`Refusal` is any error answer of the mock in OpenAI's shape
+(``{"error": {"message", "type", "param", "code"}}``); the plan step makes them too
+(context window, rate limit, injected status faults).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pytest_iterate.doubles.mock.answers import prompt_text
+
+if TYPE_CHECKING:
+    from pytest_iterate.tokens.counter import TokenCounter
+
+__all__ = ["CompletionRequest", "Invalid", "Refusal", "Route", "parse_completion"]
+
+Route = Literal["chat", "completions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An error answer: HTTP ``status`` with an OpenAI-shaped error body.
+
+    ``fault`` is the kind the core counts it under (``"rate_limit"``,
+    ``"context_length_exceeded"``, an injected kind), None for a plain bad request.
+    """
+
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    fault: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self) -> bytes:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return json.dumps({"error": error}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A request refused before planning; ``body`` is the parsed JSON (None when unparseable)."""
+
+    refusal: Refusal
+    body: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One valid completion request, as the plan and render steps need it.
+
+    ``prompts`` holds one text for a chat request (the one its answer is keyed on,
+    see :func:`~.answers.prompt_text`) and one per choice for ``/v1/completions``.
+    ``prompt_tokens`` is what ``usage`` reports; ``window_tokens`` is what the
+    context window sees (the whole chat, or the longest single completion prompt).
+    """
+
+    route: Route
+    path: str
+    body: Mapping[str, Any]
+    prompts: tuple[str, ...]
+    model: str
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+    prompt_tokens: int
+    window_tokens: int
+
+    @property
+    def wanted_tokens(self) -> int:
+        """Window tokens plus the completion budget (what must fit the context window)."""
+        return self.window_tokens + (self.max_tokens or 0)
+
+
+def _bad(message: str, *, param: str | None = None, body: Any = None) -> Invalid:
+    return Invalid(Refusal(400, message, param=param), body)
+
+
+def parse_completion(
+    route: Route, path: str, raw: bytes, *, default_model: str, counter: TokenCounter
+) -> CompletionRequest | Invalid:
+    """Parse ``raw`` (the HTTP body) sent to ``route``; never raises for bad input."""
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError:
+        return _bad("We could not parse the JSON body of your request.")
+    if not isinstance(data, dict):
+        return _bad("The request body must be a JSON object.")
+    if route == "chat":
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _bad("'messages' is a required property", param="messages", body=data)
+        prompts: tuple[str, ...] = (prompt_text(data),)
+    else:
+        p = data.get("prompt")
+        if isinstance(p, str):
+            prompts = (p,)
+        elif isinstance(p, list) and p and all(isinstance(x, str) for x in p):
+            prompts = tuple(p)
+        else:
+            return _bad("'prompt' must be a string or a list of strings", param="prompt", body=data)
+    model = str(data.get("model") or default_model)
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    max_tokens = int(max_tokens) if isinstance(max_tokens, int | float) else None
+    stream = bool(data.get("stream"))
+    opts = data.get("stream_options")
+    include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+    if route == "chat":
+        prompt_tokens = window_tokens = counter.count_messages(data["messages"], model)
+    else:
+        counts = [counter.count_cached(x) for x in prompts]
+        prompt_tokens, window_tokens = sum(counts), max(counts)
+    return CompletionRequest(
+        route=route,
+        path=path,
+        body=data,
+        prompts=prompts,
+        model=model,
+        max_tokens=max_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        prompt_tokens=prompt_tokens,
+        window_tokens=window_tokens,
+    )
