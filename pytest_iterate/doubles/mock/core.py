@@ -17,6 +17,10 @@ The request's latencies (TTFT base, inter-token latency) and its fault come from
 any concurrency. The answer's words *and length* come from ``(seed, prompt text)``
 (see :mod:`.answers`), so one prompt always gets one answer, streamed or not.
 
+Memory is bounded (:mod:`.calls`): :attr:`MockLLM.stats` counts every request,
+:attr:`MockLLM.calls` keeps the last ``keep_calls`` records (default 1,000), without
+the request bodies unless ``keep_bodies=True``.
+
 Order of checks: bad route/JSON (404/405/400) -> context window (400
 ``context_length_exceeded``) -> rate limit (429) -> injected fault -> capacity
 queue -> latency -> answer. Errors other than hangs and resets are answered at once.
@@ -27,12 +31,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_iterate.doubles.mock.answers import AnswerBook
+from pytest_iterate.doubles.mock.calls import DEFAULT_KEEP_CALLS, CallLog, CallRecord, MockStats
 from pytest_iterate.doubles.mock.faults import FaultPlan
 from pytest_iterate.doubles.mock.plan import (
     STREAM_ERROR_TEXT,
@@ -76,42 +80,10 @@ class MockReply:
     hang_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One request the core saw (``index`` 0 for non-completion routes)."""
-
-    index: int
-    method: str
-    path: str
-    body: Any
-    stream: bool
-    status: int
-    fault: str | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    planned_ttft_s: float = 0.0
-    planned_total_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class MockStats:
-    requests: int
-    completions: int
-    statuses: dict[int, int]
-    faults: dict[str, int]
-    concurrency: int
-    max_concurrency: int
-    queued: int
-    prompt_tokens: int
-    completion_tokens: int
-
-
 @dataclass(slots=True)
 class _State:
     requests: int = 0
     index: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    faults: Counter[str] = field(default_factory=Counter)
     active: int = 0
     max_active: int = 0
     decoding: int = 0
@@ -138,7 +110,8 @@ class MockLLM:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        max_calls: int = 100_000,
+        keep_calls: int = DEFAULT_KEEP_CALLS,
+        keep_bodies: bool = False,
     ) -> None:
         self.profile = profile if isinstance(profile, LatencyProfile) else load_profile(profile)
         self.seed = seed
@@ -150,7 +123,8 @@ class MockLLM:
         self._answers = AnswerSource(self._book, self.profile, seed)
         self._state = _State()
         self._slots = Slots(self.profile.capacity)
-        self._calls: deque[CallRecord] = deque(maxlen=max_calls)
+        self._log = CallLog(keep_calls)
+        self.keep_bodies = keep_bodies
         self._registry: CollectorRegistry | None = None
         self._metrics: dict[str, Any] = {}
         self._children: dict[tuple[str, ...], Any] = {}
@@ -171,23 +145,26 @@ class MockLLM:
     # -- observability ------------------------------------------------------------------
     @property
     def stats(self) -> MockStats:
-        s = self._state
+        s, log = self._state, self._log
         return MockStats(
             requests=s.requests,
             completions=s.index,
-            statuses=dict(s.statuses),
-            faults=dict(s.faults),
+            statuses=dict(log.statuses),
+            faults=dict(log.faults),
             concurrency=s.active,
             max_concurrency=s.max_active,
             queued=len(self._slots.waiters),
             prompt_tokens=s.prompt_tokens,
             completion_tokens=s.completion_tokens,
+            routes=dict(log.routes),
+            recorded=log.recorded,
+            kept=len(log.recent),
         )
 
     @property
     def calls(self) -> list[CallRecord]:
-        """The requests seen, oldest first (the last ``max_calls``)."""
-        return list(self._calls)
+        """The recent requests, oldest first (the last ``keep_calls``; all are counted in :attr:`stats`)."""
+        return list(self._log.recent)
 
     def registry(self) -> CollectorRegistry:
         """The core's own Prometheus registry (``mock_*`` metrics, not the global one)."""
@@ -223,13 +200,15 @@ class MockLLM:
             child = self._children[key] = self._metrics[metric].labels(*labels)
         return child
 
-    def _count(self, route: str, status: int, fault: str | None) -> None:
-        s = self._state
-        s.statuses[status] += 1
-        self._child("requests", route, str(status)).inc()
-        if fault:
-            s.faults[fault] += 1
-            self._child("faults", fault).inc()
+    def _record(self, route: str, record: CallRecord) -> None:
+        """Count ``record`` (stats and Prometheus) and keep it in the ring of recent calls."""
+        self._log.add(route, record)
+        self._child("requests", route, str(record.status)).inc()
+        if record.fault:
+            self._child("faults", record.fault).inc()
+
+    def _body(self, body: Any) -> Any:
+        return body if self.keep_bodies else None
 
     def _tokens(self, prompt: int, completion: int) -> None:
         self._state.prompt_tokens += prompt
@@ -256,8 +235,7 @@ class MockLLM:
             elif route_path.endswith("/models"):
                 if method.upper() != "GET":
                     return self._refuse("models", route_path, method, _not_allowed())
-                self._count("models", 200, None)
-                self._calls.append(CallRecord(0, method, route_path, None, False, 200, None))
+                self._record("models", _plain(method, route_path, 200))
                 return MockReply(200, dict(_JSON), self._models_body)
             else:
                 unknown = Refusal(404, f"Unknown path {route_path!r}", code="not_found")
@@ -283,19 +261,19 @@ class MockLLM:
         prompt_tokens: int = 0,
     ) -> MockReply:
         """Count, record and answer an error."""
-        self._count(route, refusal.status, refusal.fault)
         stream = bool(isinstance(body, Mapping) and body.get("stream"))
-        self._calls.append(
+        self._record(
+            route,
             CallRecord(
                 index=index,
                 method=method,
                 path=path,
-                body=body,
+                body=self._body(body),
                 stream=stream,
                 status=refusal.status,
                 fault=refusal.fault,
                 prompt_tokens=prompt_tokens,
-            )
+            ),
         )
         return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
 
@@ -359,13 +337,13 @@ class MockLLM:
             ttft_s=ttft,
             itl_s=draws.itl_s * profile.slowdown(s.decoding),
         )
-        self._count(request.route, plan.status, plan.fault)
-        self._calls.append(
+        self._record(
+            request.route,
             CallRecord(
                 index=index,
                 method="POST",
                 path=request.path,
-                body=request.body,
+                body=self._body(request.body),
                 stream=request.stream,
                 status=plan.status,
                 fault=plan.fault,
@@ -373,23 +351,23 @@ class MockLLM:
                 completion_tokens=plan.completion_tokens,
                 planned_ttft_s=plan.planned_ttft_s,
                 planned_total_s=plan.planned_total_s,
-            )
+            ),
         )
         return plan
 
     def _drop(self, request: CompletionRequest, index: int, drop: Drop) -> MockReply:
-        self._count(request.route, 0, drop.fault)
-        self._calls.append(
+        self._record(
+            request.route,
             CallRecord(
                 index=index,
                 method="POST",
                 path=request.path,
-                body=request.body,
+                body=self._body(request.body),
                 stream=request.stream,
                 status=0,
                 fault=drop.fault,
                 prompt_tokens=request.prompt_tokens,
-            )
+            ),
         )
         return MockReply(0, {}, fault=drop.fault, hang_s=drop.hang_s)
 
@@ -418,6 +396,11 @@ class MockLLM:
     def _stream_done(self) -> None:
         self._release()
         self._state.active -= 1
+
+
+def _plain(method: str, path: str, status: int) -> CallRecord:
+    """The record of a request to a route other than the completions."""
+    return CallRecord(index=0, method=method, path=path, body=None, stream=False, status=status, fault=None)
 
 
 def _not_allowed() -> Refusal:
