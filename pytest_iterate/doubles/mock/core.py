@@ -4,6 +4,18 @@
 (:mod:`.respx_router`) and the loopback server (:mod:`.server`) only translate a
 :class:`MockReply` to their wire; so both give the same answers for the same seed.
 
+Routes (matched on the end of the path, so ``/health`` and ``/v1/health`` alike;
+the query string is ignored):
+
+    POST .../chat/completions, .../completions   the simulated completions (below)
+    GET  .../models                               the profile's models, OpenAI's list shape
+    GET  .../models/{id}                          one model, or 404 ``model_not_found``
+    GET  .../health                               200 ``{"status": "ok"}``
+    GET  .../version                              200 ``{"version": "<pytest-iterate version>"}``
+
+``HEAD`` on the GET routes answers 200 without a body; other methods get 405 and
+other paths 404, both in OpenAI's error shape.
+
 A completion request goes through three steps, each in its own module and each
 passing a small typed record to the next:
 
@@ -35,6 +47,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytest_iterate import __version__
 from pytest_iterate.doubles.mock.answers import AnswerBook
 from pytest_iterate.doubles.mock.calls import DEFAULT_KEEP_CALLS, CallLog, CallRecord, MockStats
 from pytest_iterate.doubles.mock.faults import FaultPlan
@@ -62,6 +75,8 @@ __all__ = ["CallRecord", "MockLLM", "MockReply", "MockStats"]
 Sleep = Callable[[float], Awaitable[Any]]
 _JSON = {"content-type": "application/json"}
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+_HEALTH = json.dumps({"status": "ok"}).encode()
+_VERSION = json.dumps({"version": __version__}).encode()
 
 
 @dataclass(slots=True)
@@ -129,15 +144,12 @@ class MockLLM:
         self._metrics: dict[str, Any] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self.registry()
-        self._models_body = json.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": CREATED, "owned_by": "pytest-iterate-mock"}
-                    for m in self.profile.models
-                ],
-            }
-        ).encode()
+        models = [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "pytest-iterate-mock"}
+            for m in self.profile.models
+        ]
+        self._models_body = json.dumps({"object": "list", "data": models}).encode()
+        self._model_bodies = {m["id"]: json.dumps(m).encode() for m in models}
 
     def __repr__(self) -> str:
         return f"MockLLM(profile={self.profile.name!r}, seed={self.seed})"
@@ -226,28 +238,48 @@ class MockLLM:
             s.max_active = s.active
         streaming = False
         try:
-            route_path = path.split("?", 1)[0].rstrip("/")
-            route: Route
-            if route_path.endswith("/chat/completions"):
-                route = "chat"
-            elif route_path.endswith("/completions"):
-                route = "completions"
-            elif route_path.endswith("/models"):
-                if method.upper() != "GET":
-                    return self._refuse("models", route_path, method, _not_allowed())
-                self._record("models", _plain(method, route_path, 200))
-                return MockReply(200, dict(_JSON), self._models_body)
-            else:
+            route_path = path.split("?", 1)[0].rstrip("/") or "/"
+            verb = method.upper()
+            route = _completion_route(route_path)
+            if route is not None:
+                if verb != "POST":
+                    return self._refuse(route, route_path, method, _not_allowed())
+                reply = await self._completion(route, route_path, body)
+                streaming = reply.chunks is not None
+                return reply
+            probe = self._probe(route_path)
+            if probe is None:
                 unknown = Refusal(404, f"Unknown path {route_path!r}", code="not_found")
                 return self._refuse("other", route_path, method, unknown)
-            if method.upper() != "POST":
-                return self._refuse(route, route_path, method, _not_allowed())
-            reply = await self._completion(route, route_path, body)
-            streaming = reply.chunks is not None
-            return reply
+            name, answer = probe
+            if verb not in ("GET", "HEAD"):
+                return self._refuse(name, route_path, method, _not_allowed())
+            if isinstance(answer, Refusal):
+                return self._refuse(name, route_path, method, answer)
+            self._record(name, _plain(method, route_path, 200))
+            return MockReply(200, dict(_JSON), b"" if verb == "HEAD" else answer)
         finally:
             if not streaming:
                 s.active -= 1
+
+    def _probe(self, route_path: str) -> tuple[str, bytes | Refusal] | None:
+        """``(route, body or 404)`` of a GET route: models, one model, health, version."""
+        if route_path.endswith("/models"):
+            return "models", self._models_body
+        _, sep, model = route_path.partition("/models/")
+        if sep:
+            found = self._model_bodies.get(model)
+            if found is None:
+                missing = Refusal(
+                    404, f"The model {model!r} does not exist", code="model_not_found", param="model"
+                )
+                return "models", missing
+            return "models", found
+        if route_path.endswith("/health"):
+            return "health", _HEALTH
+        if route_path.endswith("/version"):
+            return "version", _VERSION
+        return None
 
     def _refuse(
         self,
@@ -396,6 +428,14 @@ class MockLLM:
     def _stream_done(self) -> None:
         self._release()
         self._state.active -= 1
+
+
+def _completion_route(route_path: str) -> Route | None:
+    if route_path.endswith("/chat/completions"):
+        return "chat"
+    if route_path.endswith("/completions"):
+        return "completions"
+    return None
 
 
 def _plain(method: str, path: str, status: int) -> CallRecord:

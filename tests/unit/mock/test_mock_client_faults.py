@@ -163,3 +163,23 @@ async def test_same_seed_same_answers_through_the_client() -> None:
                 texts.append([(await c.call(req())).text, (await c.call(req(True))).text])
     assert texts[0] == texts[1] and texts[0][0] == texts[0][1]
     assert json.dumps(texts)  # plain strings
+
+
+async def test_the_in_process_router_answers_probes_at_the_root_and_under_the_base_url() -> None:
+    import httpx
+
+    core = MockLLM("fast")
+    root = MOCK_BASE_URL.rsplit("/v1", 1)[0]
+    with mock_router(core):
+        async with httpx.AsyncClient() as http:
+            health = await http.get(root + "/health")
+            version = await http.get(root + "/version")
+            models = await http.get(MOCK_BASE_URL + "/models")
+            one = await http.get(MOCK_BASE_URL + "/models/gpt-4o-mini")
+            elsewhere = await http.get(root + "/nothing/here")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert version.status_code == 200 and version.json()["version"]
+    assert models.status_code == 200 and one.json()["id"] == "gpt-4o-mini"
+    assert elsewhere.status_code == 404
+    paths = ["/health", "/version", "/v1/models", "/v1/models/gpt-4o-mini", "/nothing/here"]
+    assert [c.path for c in core.calls] == paths

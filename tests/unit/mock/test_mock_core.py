@@ -302,3 +302,29 @@ async def test_routes_errors_models_and_metrics() -> None:
     assert 'mock_requests_total{route="chat",status="400"} 2.0' in text
     assert "mock_concurrent_requests 0.0" in text
     assert core.stats.requests == 6 and len(core.calls) == 6
+
+
+async def test_probe_routes_health_version_and_one_model() -> None:
+    from importlib.metadata import version
+
+    import pytest_iterate
+
+    core = core_on(VirtualTime(), "fast")
+    for path in ("/health", "/v1/health"):
+        reply = await core.handle("GET", path, {}, b"")
+        assert reply.status == 200 and json.loads(reply.body) == {"status": "ok"}
+        assert reply.headers["content-type"] == "application/json"
+    ver = await core.handle("GET", "/version", {}, b"")
+    assert ver.status == 200
+    assert pytest_iterate.__version__ == version("pytest-iterate")
+    assert json.loads(ver.body) == {"version": pytest_iterate.__version__}
+    one = await core.handle("GET", "/v1/models/gpt-4o", {}, b"")
+    assert one.status == 200 and json.loads(one.body)["id"] == "gpt-4o"
+    missing = await core.handle("GET", "/v1/models/nope", {}, b"")
+    assert missing.status == 404
+    assert json.loads(missing.body)["error"]["code"] == "model_not_found"
+    head = await core.handle("HEAD", "/health", {}, b"")
+    assert head.status == 200 and head.body == b""
+    assert (await core.handle("POST", "/health", {}, b"{}")).status == 405
+    assert core.stats.routes == {"health": 4, "version": 1, "models": 2}
+    assert core.stats.completions == 0
