@@ -4,6 +4,8 @@
     LatencyProfile   load_profile("v1" | "fast" | "degraded" | "zero" | path.json)
     FaultPlan        faults by rate and by script ("429=0.02", "5:hang")
     RateLimiter      requests/min and tokens/min buckets with x-ratelimit-* headers
+    request_digest   what a request asks, in 16 hex digits; answer_digest(text) reads it back
+                     from the ``# answers <digest>`` line every answer carries
     mock_router      a respx router over a core (in-process, for httpx clients)
     MockServer       an aiohttp.web server over a core on 127.0.0.1 (any client)
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_iterate.doubles.mock.core import CallRecord, MockLLM, MockReply, MockStats
+    from pytest_iterate.doubles.mock.digest import answer_digest, request_digest
     from pytest_iterate.doubles.mock.faults import FAULT_KINDS, FaultPlan, parse_fault
     from pytest_iterate.doubles.mock.profiles import (
         Distribution,
@@ -39,9 +42,11 @@ __all__ = [
     "MockServer",
     "MockStats",
     "RateLimiter",
+    "answer_digest",
     "load_profile",
     "mock_router",
     "parse_fault",
+    "request_digest",
     "shipped_profiles",
 ]
 
@@ -50,6 +55,8 @@ _WHERE = {
     "MockLLM": "core",
     "MockReply": "core",
     "MockStats": "core",
+    "answer_digest": "digest",
+    "request_digest": "digest",
     "FAULT_KINDS": "faults",
     "FaultPlan": "faults",
     "parse_fault": "faults",

@@ -32,7 +32,8 @@ class CallRecord:
     """One request the core saw (``index`` 0 for non-completion routes).
 
     ``body`` is the parsed JSON body when the core keeps bodies, else None.
-    ``status`` 0 means no HTTP answer (a ``hang`` or ``reset`` fault).
+    ``status`` 0 means no HTTP answer (a ``hang`` or ``reset`` fault). ``digest`` is
+    the :func:`~.digest.request_digest` of a valid completion request ("" otherwise).
     """
 
     index: int
@@ -46,6 +47,7 @@ class CallRecord:
     completion_tokens: int = 0
     planned_ttft_s: float = 0.0
     planned_total_s: float = 0.0
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -281,33 +281,39 @@ class MockLLM:
             return "version", _VERSION
         return None
 
-    def _refuse(
-        self,
-        route: str,
-        path: str,
-        method: str,
-        refusal: Refusal,
-        *,
-        body: Any = None,
-        index: int = 0,
-        prompt_tokens: int = 0,
-    ) -> MockReply:
-        """Count, record and answer an error."""
+    def _refuse(self, route: str, path: str, method: str, refusal: Refusal, *, body: Any = None) -> MockReply:
+        """Count, record and answer an error made before planning (``body``: the parsed JSON)."""
         stream = bool(isinstance(body, Mapping) and body.get("stream"))
-        self._record(
-            route,
-            CallRecord(
-                index=index,
-                method=method,
-                path=path,
-                body=self._body(body),
-                stream=stream,
-                status=refusal.status,
-                fault=refusal.fault,
-                prompt_tokens=prompt_tokens,
-            ),
+        record = CallRecord(
+            index=0,
+            method=method,
+            path=path,
+            body=self._body(body),
+            stream=stream,
+            status=refusal.status,
+            fault=refusal.fault,
         )
+        self._record(route, record)
         return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
+
+    def _call(
+        self, request: CompletionRequest, index: int, status: int, fault: str | None, plan: Plan | None = None
+    ) -> CallRecord:
+        """The record of a numbered completion request (``plan`` when it is answered)."""
+        return CallRecord(
+            index=index,
+            method="POST",
+            path=request.path,
+            body=self._body(request.body),
+            stream=request.stream,
+            status=status,
+            fault=fault,
+            prompt_tokens=request.prompt_tokens,
+            completion_tokens=plan.completion_tokens if plan else 0,
+            planned_ttft_s=plan.planned_ttft_s if plan else 0.0,
+            planned_total_s=plan.planned_total_s if plan else 0.0,
+            digest=request.digest,
+        )
 
     # -- completions: validate, plan, render ---------------------------------------------
     async def _completion(self, route: Route, path: str, raw: bytes) -> MockReply:
@@ -342,16 +348,11 @@ class MockLLM:
                 return self._drop(request, index, outcome)
             refusal = outcome
         if refusal is not None:
-            return self._refuse(
-                request.route,
-                request.path,
-                "POST",
-                refusal,
-                body=request.body,
-                index=index,
-                prompt_tokens=request.prompt_tokens,
-            )
-        answers = tuple(self._answers.get(p, request.max_tokens, request.route) for p in request.prompts)
+            self._record(request.route, self._call(request, index, refusal.status, refusal.fault))
+            return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
+        answers = tuple(
+            self._answers.get(p, request.max_tokens, request.route, request.digest) for p in request.prompts
+        )
         self._tokens(request.prompt_tokens, sum(len(a.tokens) for a in answers))
         ttft = draws.ttft_base_s + profile.prefill_per_token_s * request.prompt_tokens
         t0 = self._clock()
@@ -369,38 +370,11 @@ class MockLLM:
             ttft_s=ttft,
             itl_s=draws.itl_s * profile.slowdown(s.decoding),
         )
-        self._record(
-            request.route,
-            CallRecord(
-                index=index,
-                method="POST",
-                path=request.path,
-                body=self._body(request.body),
-                stream=request.stream,
-                status=plan.status,
-                fault=plan.fault,
-                prompt_tokens=request.prompt_tokens,
-                completion_tokens=plan.completion_tokens,
-                planned_ttft_s=plan.planned_ttft_s,
-                planned_total_s=plan.planned_total_s,
-            ),
-        )
+        self._record(request.route, self._call(request, index, plan.status, plan.fault, plan))
         return plan
 
     def _drop(self, request: CompletionRequest, index: int, drop: Drop) -> MockReply:
-        self._record(
-            request.route,
-            CallRecord(
-                index=index,
-                method="POST",
-                path=request.path,
-                body=self._body(request.body),
-                stream=request.stream,
-                status=0,
-                fault=drop.fault,
-                prompt_tokens=request.prompt_tokens,
-            ),
-        )
+        self._record(request.route, self._call(request, index, 0, drop.fault))
         return MockReply(0, {}, fault=drop.fault, hang_s=drop.hang_s)
 
     async def _render(self, plan: Plan) -> MockReply:

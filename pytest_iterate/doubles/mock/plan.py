@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pytest_iterate.doubles.mock.answers import Answer, AnswerBook
+from pytest_iterate.doubles.mock.digest import answer_tag
 from pytest_iterate.doubles.mock.faults import FaultPlan
 from pytest_iterate.doubles.mock.profiles import LatencyProfile
 from pytest_iterate.doubles.mock.ratelimit import RateDecision
@@ -184,24 +185,28 @@ def fault_outcome(fault: str, faults: FaultPlan, headers: Mapping[str, str]) -> 
 
 
 class AnswerSource:
-    """Answers by ``(prompt, max_tokens, route)``: length drawn from ``(seed, prompt)``, memoised (LRU)."""
+    """Answers by prompt, ``max_tokens``, route and request digest, memoised (LRU).
+
+    The words and the target length come from ``(seed, prompt)``; the digest only
+    adds the tag line (see :mod:`.digest`), counted inside the target length.
+    """
 
     def __init__(self, book: AnswerBook, profile: LatencyProfile, seed: int, *, size: int = 2048) -> None:
         self.book = book
         self.profile = profile
         self.seed = seed
         self.size = size
-        self._memo: OrderedDict[tuple[str, int, int], Answer] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, int, int, str], Answer] = OrderedDict()
 
-    def get(self, prompt: str, max_tokens: int | None, route: Route) -> Answer:
-        key = (prompt, max_tokens if max_tokens is not None else -1, 0 if route == "chat" else 1)
+    def get(self, prompt: str, max_tokens: int | None, route: Route, digest: str) -> Answer:
+        key = (prompt, max_tokens if max_tokens is not None else -1, 0 if route == "chat" else 1, digest)
         memo = self._memo
         cached = memo.get(key)
         if cached is not None:
             memo.move_to_end(key)
             return cached
         target = max(1, round(self.profile.output_tokens.sample(_length_rng(self.seed, prompt))))
-        answer = self.book.answer(self.seed, prompt, target, max_tokens)
+        answer = self.book.answer(self.seed, prompt, target, max_tokens, tag=answer_tag(digest))
         memo[key] = answer
         if len(memo) > self.size:
             memo.popitem(last=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_iterate.doubles.mock.answers import prompt_text
+from pytest_iterate.doubles.mock.digest import request_digest
 
 if TYPE_CHECKING:
     from pytest_iterate.tokens.counter import TokenCounter
@@ -65,6 +66,7 @@ class CompletionRequest:
     see :func:`~.answers.prompt_text`) and one per choice for ``/v1/completions``.
     ``prompt_tokens`` is what ``usage`` reports; ``window_tokens`` is what the
     context window sees (the whole chat, or the longest single completion prompt).
+    ``digest`` is :func:`~.digest.request_digest` of the body, tagged in the answers.
     """
 
     route: Route
@@ -77,6 +79,7 @@ class CompletionRequest:
     include_usage: bool
     prompt_tokens: int
     window_tokens: int
+    digest: str
 
     @property
     def wanted_tokens(self) -> int:
@@ -133,4 +136,5 @@ def parse_completion(
         include_usage=include_usage,
         prompt_tokens=prompt_tokens,
         window_tokens=window_tokens,
+        digest=request_digest(data),
     )
