@@ -228,3 +228,19 @@ def test_openai_sdk_with_its_default_settings_probes_the_loopback_server() -> No
         server.stop()
     # the 404 is not retried by the SDK: exactly one request per call
     assert server.core.stats.routes == {"models": 3, "health": 2, "version": 1}
+
+
+async def test_attempts_per_request_id_over_http() -> None:
+    core = MockLLM("fast", faults=FaultPlan(script={1: "503"}))
+    async with MockServer(core) as server, aiohttp.ClientSession() as http:
+        statuses = []
+        for rid in ("call-1", "call-1", "call-2"):
+            headers = {"X-Client-Request-Id": rid}
+            async with http.post(
+                server.base_url + "/chat/completions", json={"messages": MSG}, headers=headers
+            ) as r:
+                statuses.append(r.status)
+                await r.read()
+    assert statuses == [503, 200, 200]
+    assert core.attempts("call-1") == 2 and core.attempts("call-2") == 1
+    assert core.stats.logical_requests == 2 and core.stats.max_attempts == 2

@@ -29,6 +29,12 @@ The request's latencies (TTFT base, inter-token latency) and its fault come from
 any concurrency. The answer's words *and length* come from ``(seed, prompt text)``
 (see :mod:`.answers`), so one prompt always gets one answer, streamed or not.
 
+Attempts: every POST to a completion route is an attempt of a logical request
+named by its ``X-Client-Request-Id`` header (the same over a call's retries), or by
+:func:`~.digest.request_digest` of its body without one. :attr:`MockLLM.stats`
+counts logical requests, the most attempts one made and how many made k attempts;
+:meth:`MockLLM.attempts` looks one up (see :class:`~.calls.Attempts`).
+
 Memory is bounded (:mod:`.calls`): :attr:`MockLLM.stats` counts every request,
 :attr:`MockLLM.calls` keeps the last ``keep_calls`` records (default 1,000), without
 the request bodies unless ``keep_bodies=True``.
@@ -49,7 +55,14 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_iterate import __version__
 from pytest_iterate.doubles.mock.answers import AnswerBook
-from pytest_iterate.doubles.mock.calls import DEFAULT_KEEP_CALLS, CallLog, CallRecord, MockStats
+from pytest_iterate.doubles.mock.calls import (
+    DEFAULT_KEEP_CALLS,
+    DEFAULT_KEEP_REQUEST_IDS,
+    Attempts,
+    CallLog,
+    CallRecord,
+    MockStats,
+)
 from pytest_iterate.doubles.mock.faults import FaultPlan
 from pytest_iterate.doubles.mock.plan import (
     STREAM_ERROR_TEXT,
@@ -127,6 +140,7 @@ class MockLLM:
         sleep: Sleep = asyncio.sleep,
         keep_calls: int = DEFAULT_KEEP_CALLS,
         keep_bodies: bool = False,
+        keep_request_ids: int = DEFAULT_KEEP_REQUEST_IDS,
     ) -> None:
         self.profile = profile if isinstance(profile, LatencyProfile) else load_profile(profile)
         self.seed = seed
@@ -140,6 +154,7 @@ class MockLLM:
         self._slots = Slots(self.profile.capacity)
         self._log = CallLog(keep_calls)
         self.keep_bodies = keep_bodies
+        self._attempts = Attempts(keep_request_ids)
         self._registry: CollectorRegistry | None = None
         self._metrics: dict[str, Any] = {}
         self._children: dict[tuple[str, ...], Any] = {}
@@ -157,7 +172,7 @@ class MockLLM:
     # -- observability ------------------------------------------------------------------
     @property
     def stats(self) -> MockStats:
-        s, log = self._state, self._log
+        s, log, attempts = self._state, self._log, self._attempts
         return MockStats(
             requests=s.requests,
             completions=s.index,
@@ -171,7 +186,16 @@ class MockLLM:
             routes=dict(log.routes),
             recorded=log.recorded,
             kept=len(log.recent),
+            logical_requests=attempts.logical,
+            max_attempts=attempts.max_attempts,
+            attempts=attempts.histogram(),
+            request_ids_evicted=attempts.evicted,
         )
+
+    def attempts(self, request_id: str) -> int:
+        """Attempts seen so far of one logical request: its ``X-Client-Request-Id``, or
+        :func:`~.digest.request_digest` of its body when it was sent without one (0: unknown)."""
+        return self._attempts.get(request_id)
 
     @property
     def calls(self) -> list[CallRecord]:
@@ -244,7 +268,7 @@ class MockLLM:
             if route is not None:
                 if verb != "POST":
                     return self._refuse(route, route_path, method, _not_allowed())
-                reply = await self._completion(route, route_path, body)
+                reply = await self._completion(route, route_path, headers, body)
                 streaming = reply.chunks is not None
                 return reply
             probe = self._probe(route_path)
@@ -297,7 +321,13 @@ class MockLLM:
         return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
 
     def _call(
-        self, request: CompletionRequest, index: int, status: int, fault: str | None, plan: Plan | None = None
+        self,
+        request: CompletionRequest,
+        index: int,
+        attempt: int,
+        status: int,
+        fault: str | None,
+        plan: Plan | None = None,
     ) -> CallRecord:
         """The record of a numbered completion request (``plan`` when it is answered)."""
         return CallRecord(
@@ -313,22 +343,41 @@ class MockLLM:
             planned_ttft_s=plan.planned_ttft_s if plan else 0.0,
             planned_total_s=plan.planned_total_s if plan else 0.0,
             digest=request.digest,
+            request_id=request.request_id,
+            attempt=attempt,
         )
 
     # -- completions: validate, plan, render ---------------------------------------------
-    async def _completion(self, route: Route, path: str, raw: bytes) -> MockReply:
+    async def _completion(self, route: Route, path: str, headers: Mapping[str, str], raw: bytes) -> MockReply:
         parsed = parse_completion(
-            route, path, raw, default_model=self.profile.models[0], counter=self._book.counter
+            route, path, headers, raw, default_model=self.profile.models[0], counter=self._book.counter
         )
+        attempt = self._attempts.add(parsed.request_id)
         if isinstance(parsed, Invalid):
-            return self._refuse(route, path, "POST", parsed.refusal, body=parsed.body)
-        planned = await self._plan(parsed)
+            refusal, body = parsed.refusal, parsed.body
+            record = CallRecord(
+                index=0,
+                method="POST",
+                path=path,
+                body=self._body(body),
+                stream=bool(isinstance(body, Mapping) and body.get("stream")),
+                status=refusal.status,
+                fault=refusal.fault,
+                request_id=parsed.request_id,
+                attempt=attempt,
+            )
+            self._record(route, record)
+            return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
+        planned = await self._plan(parsed, attempt)
         if isinstance(planned, Plan):
             return await self._render(planned)
         return planned
 
-    async def _plan(self, request: CompletionRequest) -> Plan | MockReply:
-        """Number the request, draw, check and admit it; a refusal or a drop is answered here."""
+    async def _plan(self, request: CompletionRequest, attempt: int) -> Plan | MockReply:
+        """Number the request, draw, check and admit it; a refusal or a drop is answered here.
+
+        ``attempt`` is the request's attempt number within its logical request.
+        """
         s = self._state
         s.index += 1
         index = s.index
@@ -345,10 +394,10 @@ class MockLLM:
             assert self.faults is not None
             outcome = fault_outcome(draws.fault, self.faults, headers)
             if isinstance(outcome, Drop):
-                return self._drop(request, index, outcome)
+                return self._drop(request, index, attempt, outcome)
             refusal = outcome
         if refusal is not None:
-            self._record(request.route, self._call(request, index, refusal.status, refusal.fault))
+            self._record(request.route, self._call(request, index, attempt, refusal.status, refusal.fault))
             return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
         answers = tuple(
             self._answers.get(p, request.max_tokens, request.route, request.digest) for p in request.prompts
@@ -370,11 +419,11 @@ class MockLLM:
             ttft_s=ttft,
             itl_s=draws.itl_s * profile.slowdown(s.decoding),
         )
-        self._record(request.route, self._call(request, index, plan.status, plan.fault, plan))
+        self._record(request.route, self._call(request, index, attempt, plan.status, plan.fault, plan))
         return plan
 
-    def _drop(self, request: CompletionRequest, index: int, drop: Drop) -> MockReply:
-        self._record(request.route, self._call(request, index, 0, drop.fault))
+    def _drop(self, request: CompletionRequest, index: int, attempt: int, drop: Drop) -> MockReply:
+        self._record(request.route, self._call(request, index, attempt, 0, drop.fault))
         return MockReply(0, {}, fault=drop.fault, hang_s=drop.hang_s)
 
     async def _render(self, plan: Plan) -> MockReply:

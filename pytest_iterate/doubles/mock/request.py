@@ -13,6 +13,7 @@ A :class:`Refusal` is any error answer of the mock in OpenAI's shape
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,9 +25,21 @@ from pytest_iterate.doubles.mock.digest import request_digest
 if TYPE_CHECKING:
     from pytest_iterate.tokens.counter import TokenCounter
 
-__all__ = ["CompletionRequest", "Invalid", "Refusal", "Route", "parse_completion"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "CompletionRequest",
+    "Invalid",
+    "Refusal",
+    "Route",
+    "header_request_id",
+    "parse_completion",
+]
 
 Route = Literal["chat", "completions"]
+
+#: The header a client keeps the same over the retries of one call (case-insensitive).
+REQUEST_ID_HEADER = "x-client-request-id"
+_MAX_ID_CHARS = 128  # longer ids are kept as their sha256 (the id table stays small)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class Invalid:
     """A request refused before planning; ``body`` is the parsed JSON (None when unparseable)."""
 
     refusal: Refusal
+    request_id: str
     body: Any = None
 
 
@@ -66,7 +80,8 @@ class CompletionRequest:
     see :func:`~.answers.prompt_text`) and one per choice for ``/v1/completions``.
     ``prompt_tokens`` is what ``usage`` reports; ``window_tokens`` is what the
     context window sees (the whole chat, or the longest single completion prompt).
-    ``digest`` is :func:`~.digest.request_digest` of the body, tagged in the answers.
+    ``digest`` is :func:`~.digest.request_digest` of the body, tagged in the answers;
+    ``request_id`` the ``X-Client-Request-Id`` header, or the digest without one.
     """
 
     route: Route
@@ -80,6 +95,7 @@ class CompletionRequest:
     prompt_tokens: int
     window_tokens: int
     digest: str
+    request_id: str
 
     @property
     def wanted_tokens(self) -> int:
@@ -87,24 +103,48 @@ class CompletionRequest:
         return self.window_tokens + (self.max_tokens or 0)
 
 
-def _bad(message: str, *, param: str | None = None, body: Any = None) -> Invalid:
-    return Invalid(Refusal(400, message, param=param), body)
+def header_request_id(headers: Mapping[str, str]) -> str | None:
+    """The ``X-Client-Request-Id`` of a request (any letter case), or None."""
+    value = headers.get(REQUEST_ID_HEADER)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == REQUEST_ID_HEADER), None)
+    if not value:
+        return None
+    value = str(value)
+    return value if len(value) <= _MAX_ID_CHARS else hashlib.sha256(value.encode()).hexdigest()
 
 
 def parse_completion(
-    route: Route, path: str, raw: bytes, *, default_model: str, counter: TokenCounter
+    route: Route,
+    path: str,
+    headers: Mapping[str, str],
+    raw: bytes,
+    *,
+    default_model: str,
+    counter: TokenCounter,
 ) -> CompletionRequest | Invalid:
     """Parse ``raw`` (the HTTP body) sent to ``route``; never raises for bad input."""
+    header_id = header_request_id(headers)
+
+    def bad(message: str, *, param: str | None = None, body: Any = None) -> Invalid:
+        if header_id is not None:
+            rid = header_id
+        elif isinstance(body, dict):
+            rid = request_digest(body)
+        else:
+            rid = hashlib.sha256(raw).hexdigest()[:16]
+        return Invalid(Refusal(400, message, param=param), rid, body)
+
     try:
         data = json.loads(raw or b"null")
     except ValueError:
-        return _bad("We could not parse the JSON body of your request.")
+        return bad("We could not parse the JSON body of your request.")
     if not isinstance(data, dict):
-        return _bad("The request body must be a JSON object.")
+        return bad("The request body must be a JSON object.")
     if route == "chat":
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages:
-            return _bad("'messages' is a required property", param="messages", body=data)
+            return bad("'messages' is a required property", param="messages", body=data)
         prompts: tuple[str, ...] = (prompt_text(data),)
     else:
         p = data.get("prompt")
@@ -113,13 +153,14 @@ def parse_completion(
         elif isinstance(p, list) and p and all(isinstance(x, str) for x in p):
             prompts = tuple(p)
         else:
-            return _bad("'prompt' must be a string or a list of strings", param="prompt", body=data)
+            return bad("'prompt' must be a string or a list of strings", param="prompt", body=data)
     model = str(data.get("model") or default_model)
     max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
     max_tokens = int(max_tokens) if isinstance(max_tokens, int | float) else None
     stream = bool(data.get("stream"))
     opts = data.get("stream_options")
     include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+    digest = request_digest(data)
     if route == "chat":
         prompt_tokens = window_tokens = counter.count_messages(data["messages"], model)
     else:
@@ -136,5 +177,6 @@ def parse_completion(
         include_usage=include_usage,
         prompt_tokens=prompt_tokens,
         window_tokens=window_tokens,
-        digest=request_digest(data),
+        digest=digest,
+        request_id=header_id if header_id is not None else digest,
     )

@@ -28,7 +28,7 @@ async def send(core: MockLLM, start: int, stop: int) -> None:
 
 
 async def test_memory_and_records_stay_bounded_over_many_calls() -> None:
-    core = MockLLM("zero", keep_calls=50)
+    core = MockLLM("zero", keep_calls=50, keep_request_ids=1000)
     tracemalloc.start()  # before the warm-up: blocks freed later must have been traced
     try:
         # warm up past every bounded memo (2,048 answers, 4,096 token counts)
@@ -49,6 +49,7 @@ async def test_memory_and_records_stay_bounded_over_many_calls() -> None:
     stats = core.stats
     assert stats.recorded == 7000 and stats.kept == 50
     assert stats.completions == 7000 and stats.statuses == {200: 7000} and stats.routes == {"chat": 7000}
+    assert stats.logical_requests == 7000 and stats.request_ids_evicted == 6000
 
 
 async def test_counters_cover_calls_that_left_the_ring() -> None:
