@@ -382,7 +382,7 @@ class MockLLM:
         s.index += 1
         index = s.index
         profile = self.profile
-        draws = draw(self.seed, index, profile, self.faults)
+        draws = draw(self.seed, index, profile, self.faults, request_id=request.request_id, attempt=attempt)
         refusal = window_refusal(request, profile)
         headers: Mapping[str, str] = {}
         if refusal is None and self.rate_limit is not None:

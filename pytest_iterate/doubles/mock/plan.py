@@ -60,10 +60,24 @@ class Draws:
     itl_s: float
 
 
-def draw(seed: int, index: int, profile: LatencyProfile, faults: FaultPlan | None) -> Draws:
-    """The draws of the ``index``-th completion request (1-based) under ``seed``."""
+def draw(
+    seed: int,
+    index: int,
+    profile: LatencyProfile,
+    faults: FaultPlan | None,
+    *,
+    request_id: str = "",
+    attempt: int = 1,
+) -> Draws:
+    """The draws of the ``index``-th completion request (1-based) under ``seed``.
+
+    ``request_id`` and ``attempt`` (the attempt's number within its logical request)
+    decide the first-attempts faults (see :mod:`.faults`); they draw nothing.
+    """
     rng = random.Random(f"{seed}:{index}")
-    fault = faults.pick(index, rng) if faults is not None else None
+    fault = None
+    if faults is not None:
+        fault = faults.pick(index, rng, request_id=request_id, attempt=attempt, seed=seed)
     ttft_base = profile.ttft_base.sample(rng)
     itl = profile.itl.sample(rng)
     return Draws(fault, ttft_base, itl)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -9,12 +10,12 @@ import pytest
 
 from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
-from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.client.errors import ConfigError, ServerError
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest
 from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.digest import request_digest
-from pytest_iterate.doubles.mock.faults import FaultPlan
+from pytest_iterate.doubles.mock.faults import FaultPlan, FirstAttempts, parse_fault
 from pytest_iterate.doubles.mock.respx_router import mock_router
 
 CHAT = "/v1/chat/completions"
@@ -113,3 +114,120 @@ async def test_our_client_retries_count_as_attempts_of_one_logical_request() -> 
     stats = core.stats
     assert stats.logical_requests == 2 and stats.max_attempts == 3 and stats.attempts == {1: 1, 3: 1}
     assert [c.attempt for c in core.calls] == [1, 2, 3, 1]
+
+
+# -- first-attempts faults (KINDxK=SHARE) ---------------------------------------------------
+
+
+def test_first_attempts_form_parses_and_bad_values_name_the_accepted_forms() -> None:
+    plan = FaultPlan.parse(["503x3=0.02", "429x1=0.5", "429=0.01"], retry_after_s=0.5)
+    assert plan.first_attempts == (FirstAttempts("503", 3, 0.02), FirstAttempts("429", 1, 0.5))
+    assert plan.rates == {"429": 0.01} and not plan.empty
+    assert parse_fault("429msx2=0.1") == FirstAttempts("429ms", 2, 0.1)
+    assert str(FirstAttempts("503", 3, 0.02)) == "503x3=0.02"
+    for bad, why in [
+        ("503x0=0.1", r"'503x0=0.1': the attempt count must be >= 1, got 0"),
+        ("503xa=0.1", r"attempt count 'a' is not an integer \(use e.g. 503x3=0.02"),
+        ("503x=0.1", r"attempt count '' is not an integer"),
+        ("503x3=2", r"'503x3=2': the share must be between 0 and 1, got 2"),
+        ("503x3=lots", r"share 'lots' is not a number"),
+        (
+            "418x3=0.1",
+            r"unknown fault kind '418x3'.*forms: KIND=RATE \(429=0.02\), N:KIND \(5:hang\) or KINDxK",
+        ),
+        ("503x3", r"neither KIND=RATE .* nor KINDxK=SHARE \(503x3=0.02\)"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            parse_fault(bad)
+    with pytest.raises(
+        ConfigError, match=r"first-attempts shares add up to 1.2, more than 1 \(503x3=0.7, 429x1=0.5\)"
+    ):
+        FaultPlan.parse(["503x3=0.7", "429x1=0.5"])
+    with pytest.raises(
+        ConfigError, match=r"'503x3' is a first-attempts rule: use FirstAttempts or the string 503x3"
+    ):
+        FaultPlan({"503x3": 0.1})
+    with pytest.raises(ConfigError, match="attempt count must be an integer >= 1"):
+        FirstAttempts("503", 0, 0.1)
+
+
+async def client_loop(core: MockLLM, rid: str, max_attempts: int, pause: int) -> int:
+    """Retry like a client: the same id on every attempt; returns the attempts made (negative: gave up)."""
+    for attempt in range(1, max_attempts + 1):
+        for _ in range(pause):  # interleave the loops differently from run to run
+            await asyncio.sleep(0)
+        if await post(core, body(f"Task: {rid}"), rid) == 200:
+            return attempt
+    return -max_attempts
+
+
+async def run_calls(spec: str, order: list[int], concurrent: bool, max_attempts: int = 3) -> dict[str, int]:
+    core = MockLLM("zero", seed=3, faults=FaultPlan.parse([spec], retry_after_s=0.0))
+    rids = [f"call-{i}" for i in order]
+    pauses = [(i * 7919) % 5 for i in order]
+    if concurrent:
+        outcomes = await asyncio.gather(
+            *(client_loop(core, r, max_attempts, p) for r, p in zip(rids, pauses, strict=True))
+        )
+    else:
+        outcomes = [await client_loop(core, r, max_attempts, 0) for r in rids]
+    return dict(zip(rids, outcomes, strict=True))
+
+
+async def test_first_attempts_faults_pick_the_same_requests_under_any_concurrency() -> None:
+    n, share = 300, 0.2
+    order = list(range(n))
+    shuffled = order[::-1][::2] + order[::-1][1::2]
+    one_by_one = await run_calls(f"503x3={share}", order, concurrent=False)
+    together = await run_calls(f"503x3={share}", shuffled, concurrent=True)
+    assert one_by_one == together
+    plan = FaultPlan.parse([f"503x3={share}"])
+    doomed = {rid for rid in one_by_one if plan.first_attempts_for(rid, 3) is not None}
+    assert {rid for rid, made in one_by_one.items() if made < 0} == doomed
+    sigma = (n * share * (1 - share)) ** 0.5
+    assert abs(len(doomed) - n * share) <= 4 * sigma and doomed  # the share holds, and it is not empty
+    assert {made for rid, made in one_by_one.items() if rid not in doomed} == {1}
+    # another seed dooms other requests
+    assert {rid for rid in one_by_one if plan.first_attempts_for(rid, 4) is not None} != doomed
+
+
+@pytest.mark.parametrize(("k", "max_attempts"), [(3, 3), (2, 3), (5, 3), (1, 2)])
+async def test_k_at_the_retry_bound_exhausts_it_and_one_less_succeeds_on_the_last_attempt(
+    k: int, max_attempts: int
+) -> None:
+    core = MockLLM("zero", seed=1, faults=FaultPlan.parse([f"503x{k}=1"]))
+    made = [await client_loop(core, f"r{i}", max_attempts, 0) for i in range(5)]
+    if k >= max_attempts:
+        assert made == [-max_attempts] * 5
+        assert core.stats.attempts == {max_attempts: 5} and core.stats.faults == {"503": 5 * max_attempts}
+    else:
+        assert made == [k + 1] * 5
+        assert core.stats.attempts == {k + 1: 5} and core.stats.faults == {"503": 5 * k}
+    assert core.stats.max_attempts == min(k + 1, max_attempts)
+
+
+async def test_a_429_first_attempts_rule_carries_the_plans_retry_after() -> None:
+    core = MockLLM("zero", faults=FaultPlan.parse(["429x2=1"], retry_after_s=2.0))
+    raw = json.dumps(body()).encode()
+    replies = [await core.handle("POST", CHAT, {"X-Client-Request-Id": "q"}, raw) for _ in range(3)]
+    assert [r.status for r in replies] == [429, 429, 200]
+    assert replies[0].headers["retry-after"] == "2"
+
+
+async def test_our_client_exhausts_its_attempts_on_the_doomed_share_and_only_there() -> None:
+    # K = max_attempts: the doomed requests fail after exactly max_attempts attempts
+    core = MockLLM("fast", seed=2, faults=FaultPlan.parse(["503x3=0.25"], retry_after_s=0.0))
+    cfg = IterateConfig(base_url=MOCK_BASE_URL, max_attempts=3)
+    requests = [LLMRequest(messages=({"role": "user", "content": f"Task: {i}"},)) for i in range(40)]
+    outcomes: list[int] = []
+    with mock_router(core):
+        async with LLMClient(cfg, metrics=IterateMetrics(), sleep=NoSleep()) as client:
+            for request in requests:
+                try:
+                    outcomes.append((await client.call(request)).attempts)
+                except ServerError as exc:
+                    assert exc.status == 503
+                    outcomes.append(-1)
+    failed = outcomes.count(-1)
+    assert 0 < failed < 40 and set(outcomes) == {1, -1}
+    assert core.stats.max_attempts == 3 and core.stats.attempts == {1: 40 - failed, 3: failed}
