@@ -103,6 +103,13 @@ class CompletionRequest:
         return self.window_tokens + (self.max_tokens or 0)
 
 
+def _whole(value: Any) -> bool:
+    """An int, or a float with no fractional part (``json`` reads ``100.0`` as a float)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
 def header_request_id(headers: Mapping[str, str]) -> str | None:
     """The ``X-Client-Request-Id`` of a request (any letter case), or None."""
     value = headers.get(REQUEST_ID_HEADER)
@@ -145,6 +152,10 @@ def parse_completion(
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages:
             return bad("'messages' is a required property", param="messages", body=data)
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                what = f"expected an object with a 'role', got {message!r:.80}"
+                return bad(f"Invalid value for 'messages[{i}]': {what}", param=f"messages[{i}]", body=data)
         prompts: tuple[str, ...] = (prompt_text(data),)
     else:
         p = data.get("prompt")
@@ -155,8 +166,17 @@ def parse_completion(
         else:
             return bad("'prompt' must be a string or a list of strings", param="prompt", body=data)
     model = str(data.get("model") or default_model)
-    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-    max_tokens = int(max_tokens) if isinstance(max_tokens, int | float) else None
+    budget_key = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
+    budget = data.get(budget_key)
+    max_tokens: int | None = None
+    if budget is not None:
+        if not _whole(budget) or budget < 0:
+            return bad(
+                f"Invalid value for '{budget_key}': expected an integer >= 0, got {budget!r:.80}",
+                param=budget_key,
+                body=data,
+            )
+        max_tokens = int(budget)
     stream = bool(data.get("stream"))
     opts = data.get("stream_options")
     include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))

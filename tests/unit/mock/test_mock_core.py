@@ -328,3 +328,44 @@ async def test_probe_routes_health_version_and_one_model() -> None:
     assert (await core.handle("POST", "/health", {}, b"{}")).status == 405
     assert core.stats.routes == {"health": 4, "version": 1, "models": 2}
     assert core.stats.completions == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        (
+            {"messages": ["hi"]},
+            "messages[0]",
+            "Invalid value for 'messages[0]': expected an object with a 'role'",
+        ),
+        ({"messages": [{"content": "x"}]}, "messages[0]", "expected an object with a 'role', got {'content'"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, "max_tokens", "got -1"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 10.5}, "max_tokens", "got 10.5"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "100"}, "max_tokens", "got '100'"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": True}, "max_tokens", "got True"),
+        (
+            {"prompt": "x", "max_completion_tokens": -5},
+            "max_completion_tokens",
+            "expected an integer >= 0, got -5",
+        ),
+    ],
+)
+async def test_bad_request_values_get_a_400_naming_the_field(
+    body: dict[str, Any], param: str, message: str
+) -> None:
+    core = core_on(VirtualTime(), "fast")
+    path = CHAT if "messages" in body else "/v1/completions"
+    reply = await core.handle("POST", path, {}, json.dumps(body).encode())
+    assert reply.status == 400
+    error = json.loads(reply.body)["error"]
+    assert error["param"] == param and message in error["message"]
+    assert core.stats.completions == 0
+
+
+async def test_non_finite_max_tokens_is_a_400_not_a_crash() -> None:
+    core = core_on(VirtualTime(), "fast")
+    for raw in (b'{"prompt": "x", "max_tokens": NaN}', b'{"prompt": "x", "max_tokens": 1e999}'):
+        reply = await core.handle("POST", "/v1/completions", {}, raw)
+        assert reply.status == 400 and json.loads(reply.body)["error"]["param"] == "max_tokens"
+    whole = await core.handle("POST", "/v1/completions", {}, b'{"prompt": "x", "max_tokens": 12.0}')
+    assert whole.status == 200 and json.loads(whole.body)["usage"]["completion_tokens"] == 12
