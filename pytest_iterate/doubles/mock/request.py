@@ -113,7 +113,7 @@ def _whole(value: Any) -> bool:
 def header_request_id(headers: Mapping[str, str]) -> str | None:
     """The ``X-Client-Request-Id`` of a request (any letter case), or None."""
     value = headers.get(REQUEST_ID_HEADER)
-    if value is None:
+    if value is None and isinstance(headers, dict):  # the front ends' headers are case-insensitive
         value = next((v for k, v in headers.items() if k.lower() == REQUEST_ID_HEADER), None)
     if not value:
         return None
