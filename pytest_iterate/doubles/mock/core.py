@@ -26,8 +26,12 @@ passing a small typed record to the next:
 Determinism: POST completion requests are numbered 1, 2, 3... in arrival order.
 The request's latencies (TTFT base, inter-token latency) and its fault come from
 ``random.Random(f"{seed}:{index}")``: the nth request always draws the same, under
-any concurrency. The answer's words *and length* come from ``(seed, prompt text)``
-(see :mod:`.answers`), so one prompt always gets one answer, streamed or not.
+any concurrency. First-attempts faults (``503x3=0.02``, see :mod:`.faults`) are a
+function of ``(seed, request id)`` and the attempt's number instead, so the same
+logical requests fail whatever the arrival order. The answer's words *and length*
+come from ``(seed, prompt text)`` (see :mod:`.answers`), so one prompt always gets
+one answer, streamed or not; its code block opens with ``# answers <digest>``
+naming the request it answers (:mod:`.digest`).
 
 Attempts: every POST to a completion route is an attempt of a logical request
 named by its ``X-Client-Request-Id`` header (the same over a call's retries), or by
