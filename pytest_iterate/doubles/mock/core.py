@@ -309,20 +309,31 @@ class MockLLM:
             return "version", _VERSION
         return None
 
-    def _refuse(self, route: str, path: str, method: str, refusal: Refusal, *, body: Any = None) -> MockReply:
+    def _refuse(
+        self,
+        route: str,
+        path: str,
+        method: str,
+        refusal: Refusal,
+        *,
+        body: Any = None,
+        request_id: str = "",
+        attempt: int = 0,
+    ) -> MockReply:
         """Count, record and answer an error made before planning (``body``: the parsed JSON)."""
-        stream = bool(isinstance(body, Mapping) and body.get("stream"))
         record = CallRecord(
             index=0,
             method=method,
             path=path,
             body=self._body(body),
-            stream=stream,
+            stream=bool(isinstance(body, Mapping) and body.get("stream")),
             status=refusal.status,
             fault=refusal.fault,
+            request_id=request_id,
+            attempt=attempt,
         )
         self._record(route, record)
-        return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
+        return _error_reply(refusal)
 
     def _call(
         self,
@@ -358,20 +369,15 @@ class MockLLM:
         )
         attempt = self._attempts.add(parsed.request_id)
         if isinstance(parsed, Invalid):
-            refusal, body = parsed.refusal, parsed.body
-            record = CallRecord(
-                index=0,
-                method="POST",
-                path=path,
-                body=self._body(body),
-                stream=bool(isinstance(body, Mapping) and body.get("stream")),
-                status=refusal.status,
-                fault=refusal.fault,
+            return self._refuse(
+                route,
+                path,
+                "POST",
+                parsed.refusal,
+                body=parsed.body,
                 request_id=parsed.request_id,
                 attempt=attempt,
             )
-            self._record(route, record)
-            return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
         planned = await self._plan(parsed, attempt)
         if isinstance(planned, Plan):
             return await self._render(planned)
@@ -402,7 +408,7 @@ class MockLLM:
             refusal = outcome
         if refusal is not None:
             self._record(request.route, self._call(request, index, attempt, refusal.status, refusal.fault))
-            return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
+            return _error_reply(refusal)
         answers = tuple(
             self._answers.get(p, request.max_tokens, request.route, request.digest) for p in request.prompts
         )
@@ -444,8 +450,7 @@ class MockLLM:
         finally:
             self._release()
         if plan.status == 500:
-            error = Refusal(500, STREAM_ERROR_TEXT, type="server_error")
-            return MockReply(500, {**_JSON, **headers}, error.body())
+            return _error_reply(Refusal(500, STREAM_ERROR_TEXT, type="server_error", headers=headers))
         return MockReply(200, {**_JSON, **headers}, completion_body(plan))
 
     def _release(self) -> None:
@@ -468,6 +473,10 @@ def _completion_route(route_path: str) -> Route | None:
 def _plain(method: str, path: str, status: int) -> CallRecord:
     """The record of a request to a route other than the completions."""
     return CallRecord(index=0, method=method, path=path, body=None, stream=False, status=status, fault=None)
+
+
+def _error_reply(refusal: Refusal) -> MockReply:
+    return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
 
 
 def _not_allowed() -> Refusal:
