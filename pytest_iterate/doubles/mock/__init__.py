@@ -13,7 +13,8 @@
 Modules: ``core`` (MockLLM: routes, and a completion's three steps ``request``
 (validate), ``plan`` and ``render``), ``calls`` (stats, attempts per logical request,
 the bounded call log), ``answers``, ``digest``, ``faults``, ``profiles``,
-``ratelimit``, the front ends ``respx_router`` and ``server`` and ``cli`` (serve-mock).
+``ratelimit``, the front ends ``respx_router`` and ``server``, ``cli`` (serve-mock),
+and ``calibration`` (how long a call takes on a profile over the standard workload).
 
 Names are imported lazily: ``import pytest_iterate.doubles.mock`` costs nothing.
 """

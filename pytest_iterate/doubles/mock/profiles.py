@@ -34,7 +34,8 @@ import functools
 import json
 import math
 import random
-from collections.abc import Mapping
+import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
@@ -159,12 +160,26 @@ class Distribution:
             return self._clamp(self.mean_value)
         return _clamped_mean(self)
 
+    def mean_of(self, fn: Callable[[float], float]) -> float:
+        """The expected value of ``fn`` of the clamped variable (numeric quadrature)."""
+        if self.kind == "fixed" or self.std == 0:
+            return fn(self._clamp(self.mean_value))
+        return statistics.fmean(fn(x) for x in _clamped_points(self))
+
 
 @functools.lru_cache(maxsize=256)
 def _clamped_mean(dist: Distribution) -> float:
     nd = NormalDist()
     n = _QUADRATURE_POINTS
     return sum(dist._clamp(dist._raw(nd.inv_cdf((i + 0.5) / n))) for i in range(n)) / n
+
+
+@functools.lru_cache(maxsize=64)
+def _clamped_points(dist: Distribution) -> tuple[float, ...]:
+    """Equal-probability quantiles of the clamped variable (the quadrature nodes of ``mean``)."""
+    nd = NormalDist()
+    n = _QUADRATURE_POINTS
+    return tuple(dist._clamp(dist._raw(nd.inv_cdf((i + 0.5) / n))) for i in range(n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +225,21 @@ class LatencyProfile:
         """Mean TTFT of a lone request (no queueing)."""
         return self.ttft_base.mean() + self.prefill_per_token_s * prompt_tokens
 
-    def expected_output_tokens(self) -> float:
-        return max(1.0, self.output_tokens.mean())
+    def expected_output_tokens(self, max_tokens: int | None = None) -> float:
+        """Mean answer length in tokens (``max(1, round(draw))``), cut at ``max_tokens``.
 
-    def expected_total_s(self, prompt_tokens: int) -> float:
-        """Mean total latency of a lone request not capped by ``max_tokens``."""
-        return self.expected_ttft_s(prompt_tokens) + (self.expected_output_tokens() - 1) * self.itl.mean()
+        The mock's answers meet their drawn length within a few tokens, so this is
+        the mean of what a request receives up to that slack.
+        """
+        if max_tokens is None:
+            return max(1.0, self.output_tokens.mean())
+        cap = max(0, max_tokens)
+        return self.output_tokens.mean_of(lambda x: float(min(max(1, round(x)), cap)))
+
+    def expected_total_s(self, prompt_tokens: int, max_tokens: int | None = None) -> float:
+        """Mean total latency of a lone request (no queueing, no load slowdown)."""
+        n_out = self.expected_output_tokens(max_tokens)
+        return self.expected_ttft_s(prompt_tokens) + max(0.0, n_out - 1) * self.itl.mean()
 
     @classmethod
     def from_json(

@@ -21,10 +21,10 @@ from pytest_iterate.doubles.mock.profiles import (
 from pytest_iterate.doubles.mock.ratelimit import RateLimiter, format_reset
 
 
-def test_shipped_profiles_load_and_v1_is_about_2_3_s() -> None:
+def test_shipped_profiles_load_and_v1_is_about_2_9_s_uncut() -> None:
     assert {"v1", "fast", "degraded", "zero"} <= set(shipped_profiles())
     v1 = load_profile("v1")
-    assert 2.1 <= v1.expected_total_s(200) <= 2.5
+    assert 2.7 <= v1.expected_total_s(200) <= 3.1  # ~380 tokens uncut; 2.3 s over the standard workload
     assert load_profile("fast").expected_total_s(200) < 0.02
     assert load_profile("zero").is_zero and not v1.is_zero
     assert load_profile("degraded").expected_total_s(200) > v1.expected_total_s(200)

@@ -88,7 +88,9 @@ async def test_2000_requests_match_the_profile_means_and_the_fault_rate() -> Non
             await reply.chunks.aclose()  # type: ignore[attr-defined]
     assert statistics.fmean(ttfts) == pytest.approx(statistics.fmean(expected_ttft), rel=0.05)
     assert statistics.fmean(totals) == pytest.approx(statistics.fmean(expected_total), rel=0.05)
-    assert 2.0 < statistics.fmean(totals) < 2.6  # the seeds' V1: about 2.3 s per request
+    # v1 with uncut ~380-token answers (no max_tokens); over the standard workload, whose
+    # max_tokens cut most answers, a call is 2.3 s (test_mock_calibration.py)
+    assert 2.6 < statistics.fmean(totals) < 3.2
     faults = core.stats.faults.get("503", 0)
     requests = 2 * n
     sigma = math.sqrt(requests * rate * (1 - rate))
