@@ -16,6 +16,7 @@ omission). How late the harness itself started a request is ``lag_s``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import time
@@ -140,6 +141,7 @@ async def _one(
 ) -> RequestSample:
     if start is None:
         start = clock()
+    key = getattr(item, "id", None)
     try:
         result = await send(item)
     except asyncio.CancelledError:
@@ -147,9 +149,17 @@ async def _one(
     except Exception as exc:
         end = clock()
         return RequestSample(
-            scheduled_s=scheduled, start_s=start, end_s=end, ok=False, error_kind=error_kind_of(exc)
+            scheduled_s=scheduled,
+            start_s=start,
+            end_s=end,
+            ok=False,
+            error_kind=error_kind_of(exc),
+            key=key if isinstance(key, str) else None,
         )
-    return _to_sample(result, scheduled, start, clock())
+    sample = _to_sample(result, scheduled, start, clock())
+    if sample.key is None and isinstance(key, str):
+        sample = dataclasses.replace(sample, key=key)
+    return sample
 
 
 async def run_load(

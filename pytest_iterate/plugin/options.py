@@ -93,7 +93,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "profile", "mock latency profile: v1, fast, degraded, zero or a JSON file", "v1", metavar="NAME"
     ),
-    OptionSpec("concurrency", "concurrency levels of the sweep, comma-separated", "1,5,10", metavar="N,N"),
+    OptionSpec("concurrency", "concurrency levels of the sweep, comma-separated; the top one drives the "
+               "standard run", "1,5,10,16", metavar="N,N"),
     OptionSpec("report_dir", "folder for the reports", "reports", metavar="DIR"),
     OptionSpec(
         "threshold",
@@ -186,7 +187,7 @@ class IterateOptions(NamedTuple):
     api_key_env: str = "OPENAI_API_KEY"
     workload: str | None = None
     profile: str = "v1"
-    concurrency: tuple[int, ...] = (1, 5, 10)
+    concurrency: tuple[int, ...] = (1, 5, 10, 16)
     report_dir: Path = Path("reports")
     thresholds: Mapping[str, float] = MappingProxyType({})
     criteria: tuple[str, ...] = ("*",)
