@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -45,13 +44,12 @@ from pytest_iterate.client.errors import (
     RateLimited,
     RequestTimeout,
     ServerError,
-    StreamError,
-    error_for_status,
 )
-from pytest_iterate.client.retry import RetryingCaller, RetryPolicy, parse_retry_after
-from pytest_iterate.client.sse import StreamDecoder
+from pytest_iterate.client.retry import RetryingCaller, RetryPolicy
+from pytest_iterate.client.secret import Secret
 from pytest_iterate.client.throttle import Throttle
-from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse, Usage
+from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
+from pytest_iterate.client.wire import Reply, StreamAccumulator, encode_body, parse_body
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
@@ -120,7 +118,7 @@ class LLMClient:
             "completions": self._base_url + "/completions",
         }
         key = config.api_key  # raises ConfigError when required and missing
-        self._secret = key
+        self._masks = (Secret(key),) if key else ()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -268,7 +266,7 @@ class LLMClient:
 
     async def _raw_call(self, request: LLMRequest, /, *, on_delta: OnDelta | None = None) -> LLMResponse:
         url = self._urls[request.endpoint]
-        body = json.dumps(request.body(self._model)).encode()
+        body = encode_body(request, self._model)
         clock = self._clock
         t0 = clock()
         try:
@@ -282,15 +280,16 @@ class LLMClient:
                 )
                 try:
                     self._throttle.observe_headers(resp.headers)
-                    status = resp.status
-                    if status < 200 or status >= 300:
-                        raise self._status_error(url, status, resp.headers, await resp.read())
+                    reply = Reply(url, resp.status, self._masks)
+                    if not 200 <= reply.status < 300:
+                        raise reply.status_error(resp.headers, await resp.read())
                     if request.stream:
-                        response = await self._read_stream(request, resp, url, t0, on_delta)
+                        acc = StreamAccumulator(request, reply, started=t0, clock=clock, on_delta=on_delta)
+                        response = await _read_stream(resp, acc)
                     else:
                         raw = await resp.read()
                         total = clock() - t0
-                        response = self._parse_body(request, raw, url, status)
+                        response = parse_body(request, raw, reply)
                         response.ttft_s = response.total_s = total
                         if on_delta is not None and response.text:
                             on_delta(response.text)
@@ -300,180 +299,16 @@ class LLMClient:
             raise RequestTimeout(f"{url}: no complete answer within {self._timeout_s:g}s", url=url) from exc
         return response
 
-    # -- parsing -------------------------------------------------------------------------
-    def _mask(self, data: bytes) -> bytes:
-        if self._secret and self._secret.encode() in data:
-            return data.replace(self._secret.encode(), b"***")
-        return data
 
-    def _status_error(self, url: str, status: int, headers: Mapping[str, str], raw: bytes) -> HTTPStatusError:
-        raw = self._mask(raw)
-        code: str | None = None
-        detail: str | None = None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            err = data.get("error", data)
-            if isinstance(err, dict):
-                if err.get("code") is not None:
-                    code = str(err["code"])
-                elif err.get("type") is not None:
-                    code = str(err["type"])
-                if err.get("message"):
-                    detail = str(err["message"])[:200]
-            elif isinstance(err, str):
-                detail = err[:200]
-        if detail is None and raw:
-            detail = repr(raw[:80])
-        return error_for_status(
-            status,
-            url=url,
-            body=raw,
-            retry_after_s=parse_retry_after(headers),
-            code=code,
-            detail=detail,
-        )
-
-    def _bad(self, url: str, status: int, raw: bytes, why: str, *, retryable: bool) -> BadResponse:
-        raw = self._mask(raw)
-        return BadResponse(
-            f"{url} answered HTTP {status} with {why}; first bytes: {raw[:80]!r}",
-            url=url,
-            status=status,
-            body=raw,
-            retryable=retryable,
-        )
-
-    def _parse_body(self, request: LLMRequest, raw: bytes, url: str, status: int) -> LLMResponse:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise self._bad(url, status, raw, "a body that is not JSON", retryable=True) from None
-        if not isinstance(data, dict):
-            raise self._bad(url, status, raw, "JSON that is not an object", retryable=False)
-        choices = data.get("choices")
-        if not choices or not isinstance(choices, list):
-            raise self._bad(url, status, raw, "no choices", retryable=False)
-        try:
-            texts: list[str] | None = None
-            if request.endpoint == "chat":
-                first = choices[0]
-                text = first["message"]["content"] or ""
-            elif isinstance(request.prompt, tuple):
-                texts = self._list_texts(choices, len(request.prompt))
-                first = choices[0]
-                text = texts[0] if texts else ""
-            else:
-                first = choices[0]
-                text = first["text"] or ""
-            finish = first.get("finish_reason")
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise self._bad(
-                url, status, raw, f"a choice missing a field ({exc!r})", retryable=False
-            ) from None
-        return LLMResponse(
-            text=text,
-            finish_reason=finish,
-            usage=Usage.from_json(data.get("usage")),
-            model=data.get("model"),
-            raw=data,
-            texts=texts,
-        )
-
-    @staticmethod
-    def _list_texts(choices: list[Any], n: int) -> list[str]:
-        texts: list[str | None] = [None] * n
-        for pos, choice in enumerate(choices):
-            index = choice.get("index", pos)
-            if not isinstance(index, int) or not 0 <= index < n:
-                raise ValueError(f"choice index {index!r} outside 0..{n - 1}")
-            texts[index] = choice["text"] or ""
-        if any(t is None for t in texts):
-            raise ValueError(f"{n} prompts but {len(choices)} choices")
-        return [t or "" for t in texts]
-
-    async def _read_stream(
-        self,
-        request: LLMRequest,
-        resp: TransportResponse,
-        url: str,
-        t0: float,
-        on_delta: OnDelta | None,
-    ) -> LLMResponse:
-        clock = self._clock
-        decoder = StreamDecoder(url=url, status=resp.status)
-        chat = request.endpoint == "chat"
-        n_prompts = len(request.prompt) if isinstance(request.prompt, tuple) else 0
-        per_index: list[list[str]] = [[] for _ in range(n_prompts)]
-        chunks: list[str] = []
-        times: list[float] = []
-        ttft: float | None = None
-        finish: str | None = None
-        usage: Usage | None = None
-        model: str | None = None
-
-        def handle(payloads: list[dict[str, Any]]) -> None:
-            nonlocal ttft, finish, usage, model
-            for payload in payloads:
-                if payload.get("usage"):
-                    usage = Usage.from_json(payload["usage"])
-                if model is None:
-                    model = payload.get("model")
-                for choice in payload.get("choices") or ():
-                    delta = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                    if not delta:
-                        continue
-                    index = choice.get("index", 0)
-                    if n_prompts:
-                        if not isinstance(index, int) or not 0 <= index < n_prompts:
-                            raise self._bad(
-                                url,
-                                resp.status,
-                                json.dumps(payload).encode(),
-                                f"a stream choice index {index!r} outside 0..{n_prompts - 1}",
-                                retryable=False,
-                            )
-                        per_index[index].append(delta)
-                    elif index != 0:
-                        continue
-                    now = clock() - t0
-                    if ttft is None:
-                        ttft = now
-                    chunks.append(delta)
-                    times.append(now)
-                    if on_delta is not None and (not n_prompts or index == 0):
-                        on_delta(delta)
-
-        try:
-            async for raw in resp.iter_chunks():
-                handle(decoder.feed(raw))
-                if decoder.done:
-                    break
-            handle(decoder.close())
-        except ConnectError as exc:
-            raise StreamError(
-                f"{url}: the stream was cut ({type(exc.__cause__ or exc).__name__})",
-                url=url,
-                status=resp.status,
-            ) from exc
-        total = clock() - t0
-        texts = ["".join(parts) for parts in per_index] if n_prompts else None
-        text = texts[0] if texts else "".join(chunks)
-        return LLMResponse(
-            text=text,
-            finish_reason=finish,
-            usage=usage,
-            model=model,
-            ttft_s=ttft if ttft is not None else total,
-            total_s=total,
-            chunks=chunks,
-            chunk_times_s=times,
-            texts=texts,
-        )
+async def _read_stream(resp: TransportResponse, acc: StreamAccumulator) -> LLMResponse:
+    """Feed the body to ``acc`` chunk by chunk until ``[DONE]``; a lost connection is a StreamError."""
+    try:
+        async for chunk in resp.iter_chunks():
+            if acc.feed(chunk):
+                break
+    except ConnectError as exc:
+        raise acc.cut(exc) from exc
+    return acc.finish()
 
 
 _END = object()
