@@ -48,11 +48,11 @@ async def _project_mock_inprocess(profile: str | None) -> AsyncIterator[tuple[st
     """The project's in-process mock (a respx router over the mock core)."""
     core_mod = importlib.import_module("pytest_iterate.doubles.mock.core")
     router_mod = importlib.import_module("pytest_iterate.doubles.mock.respx_router")
-    from pytest_iterate.client.config import MOCK_BASE_URL
+    base_url = router_mod.MOCK_BASE_URL
 
     name = profile or "v1"
-    with router_mod.mock_router(core_mod.MockLLM(name), MOCK_BASE_URL):
-        yield MOCK_BASE_URL, f"pytest_iterate.doubles.mock in-process (profile {name})"
+    with router_mod.mock_router(core_mod.MockLLM(name), base_url):
+        yield base_url, f"pytest_iterate.doubles.mock in-process (profile {name})"
 
 
 @contextlib.asynccontextmanager
@@ -111,6 +111,8 @@ async def open_target(
         items = load_workload(path)
         info["workload"] = str(path)
         overrides = {"base_url": base_url, **dict(config_overrides or {})}
+        if target == "inprocess":  # respx intercepts httpx only
+            overrides["transport"] = "httpx"
         config = IterateConfig.load(overrides)
         info["model"] = config.model
         info["cache_enabled"] = config.cache_enabled

@@ -10,8 +10,8 @@ The call stack, outermost first, each layer a
 
 ``raw_call`` is exposed so other layers (cache, token guard) can wrap the bare
 attempt. The wire goes through a :class:`~.transport.base.Transport`: aiohttp by
-default, httpx when ``config.transport == "httpx"`` or when ``base_url`` is the
-respx-only mock host (respx only intercepts httpx); a transport passed in wins.
+default, httpx when ``config.transport == "httpx"`` (what respx intercepts); a
+transport passed in wins.
 
 Timings: ``raw_call`` measures ``ttft_s`` (first content delta; the whole answer for
 a non-streamed call), ``total_s`` and ``chunk_times_s`` from its own send;
@@ -32,7 +32,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pytest_iterate.client.errors import (
     BadResponse,
@@ -45,6 +44,7 @@ from pytest_iterate.client.errors import (
     RequestTimeout,
     ServerError,
 )
+from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.retry import RetryingCaller, RetryPolicy
 from pytest_iterate.client.secret import Secret
 from pytest_iterate.client.throttle import Throttle
@@ -53,13 +53,11 @@ from pytest_iterate.client.wire import Reply, StreamAccumulator, encode_body, pa
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
-    from pytest_iterate.client.metrics import IterateMetrics
     from pytest_iterate.client.transport.base import Transport, TransportResponse
 
-__all__ = ["LLMClient", "ResponseStream", "outcome_label"]
+__all__ = ["LLMClient", "ResponseStream", "make_transport", "outcome_label"]
 
 OnDelta = Callable[[str], None]
-_MOCK_HOST = "mock.iterate.invalid"
 _NO_TIMEOUT = contextlib.nullcontext()
 
 _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
@@ -73,6 +71,28 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (Busy, "busy"),
     (IterateError, "error"),
 )
+
+
+def make_transport(config: IterateConfig) -> Transport:
+    """The transport ``config.transport`` names, with the config's pool size and timeouts."""
+    # each transport module imports its HTTP library: import only the one in use
+    if config.transport == "httpx":
+        import httpx
+
+        from pytest_iterate.client.transport.httpx_transport import HttpxTransport
+
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+        )
+        return HttpxTransport(
+            limits=limits,
+            connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s,
+        )
+    from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
+
+    return AiohttpTransport(config)
 
 
 def outcome_label(exc: BaseException | None) -> str:
@@ -105,8 +125,6 @@ class LLMClient:
         rng: random.Random | None = None,
         throttle: Throttle | None = None,
     ) -> None:
-        from pytest_iterate.client.metrics import IterateMetrics
-
         self.config = config
         self._base_url = config.base_url.rstrip("/")
         self._model = config.model
@@ -125,7 +143,7 @@ class LLMClient:
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._owns_transport = transport is None
-        self._transport = transport if transport is not None else self._make_transport(config)
+        self._transport = transport if transport is not None else make_transport(config)
         # aiohttp's own total timeout already bounds the whole attempt (body included)
         self._wrap_timeout = not getattr(self._transport, "enforces_total_timeout", False)
         self._throttle = (
@@ -146,27 +164,6 @@ class LLMClient:
         self._m_ttft = m.ttft
         self._m_tokens_in = m.tokens.labels("prompt")
         self._m_tokens_out = m.tokens.labels("completion")
-
-    # -- construction helpers ------------------------------------------------------------
-    def _make_transport(self, config: IterateConfig) -> Transport:
-        host = urlsplit(self._base_url).hostname or ""
-        if config.transport == "httpx" or host == _MOCK_HOST:
-            import httpx
-
-            from pytest_iterate.client.transport.httpx_transport import HttpxTransport
-
-            limits = httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            )
-            return HttpxTransport(
-                limits=limits,
-                connect_timeout_s=config.connect_timeout_s,
-                read_timeout_s=config.read_timeout_s,
-            )
-        from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
-
-        return AiohttpTransport(config)
 
     # -- properties ----------------------------------------------------------------------
     @property

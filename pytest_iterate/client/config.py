@@ -5,6 +5,10 @@ Precedence, written down once and used everywhere (pytest options included):
     CLI (explicit overrides) > ITERATE_* environment variables > [tool.iterate] in
     pyproject.toml (or the pytest ini keys iterate_*) > the defaults below
 
+``base_url`` defaults to ``http://127.0.0.1:8000/v1``, the address local
+OpenAI-compatible servers (llama.cpp's ``llama-server --port 8000``, vLLM, the
+project's own ``iterate-bench serve-mock``) listen on; point it at any other endpoint.
+
 The API key itself is never a config value: ``api_key_env`` names the environment
 variable that holds it, and :attr:`IterateConfig.api_key` reads it on demand. It is
 left out of ``repr`` so it cannot reach a log or a report.
@@ -26,10 +30,10 @@ from typing import Any, Literal, get_args
 
 from pytest_iterate.client.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName"]
+__all__ = ["DEFAULT_BASE_URL", "ENV_PREFIX", "IterateConfig", "TokenPolicy", "TransportName"]
 
 ENV_PREFIX = "ITERATE_"
-MOCK_BASE_URL = "http://mock.iterate.invalid/v1"  # served in-process by the respx router
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # a local OpenAI-compatible server
 
 TokenPolicy = Literal["truncate", "split", "shrink_output", "refuse"]
 TransportName = Literal["aiohttp", "httpx"]
@@ -39,7 +43,7 @@ TransportName = Literal["aiohttp", "httpx"]
 class IterateConfig:
     """Settings of the client, retry, throttle, cache, token guard and pipeline."""
 
-    base_url: str = MOCK_BASE_URL
+    base_url: str = DEFAULT_BASE_URL
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     api_key_required: bool = False

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ConfigError
 
 
@@ -16,7 +16,7 @@ def write_pyproject(tmp_path: Path, body: str) -> Path:
 
 def test_defaults() -> None:
     cfg = IterateConfig.load(environ={}, pyproject=None)
-    assert cfg.base_url == MOCK_BASE_URL
+    assert cfg.base_url == "http://127.0.0.1:8000/v1"  # a local server, never the test double
     assert cfg.max_attempts == 3 and cfg.request_timeout_s == 10.0
     assert cfg.transport == "aiohttp"
 

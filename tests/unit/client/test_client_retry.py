@@ -344,14 +344,29 @@ async def test_completions_list_prompt_fills_texts_in_index_order(client: LLMCli
 
 
 @respx.mock
-async def test_mock_host_uses_httpx_transport_automatically() -> None:
-    from pytest_iterate.client.config import MOCK_BASE_URL
+async def test_the_mock_host_is_nothing_special_to_the_client() -> None:
+    from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
     from pytest_iterate.client.transport.httpx_transport import HttpxTransport
+    from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
 
     respx.post(MOCK_BASE_URL + "/chat/completions").mock(return_value=ok_json("mocked"))
     async with LLMClient(IterateConfig(base_url=MOCK_BASE_URL)) as c:
+        assert isinstance(c.transport, AiohttpTransport)  # the configured transport, whatever the host
+    async with LLMClient(IterateConfig(base_url=MOCK_BASE_URL, transport="httpx")) as c:
         assert isinstance(c.transport, HttpxTransport)
         assert (await c.call(REQ)).text == "mocked"
+
+
+def test_the_client_layer_knows_nothing_of_the_test_doubles() -> None:
+    from pathlib import Path
+
+    import pytest_iterate.client
+
+    root = Path(pytest_iterate.client.__file__).parent
+    sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in root.rglob("*.py")}
+    assert "client.py" in sources and "transport/aiohttp_transport.py" in sources
+    for name, text in sources.items():
+        assert "pytest_iterate.doubles" not in text and "mock.iterate.invalid" not in text, name
 
 
 @respx.mock
