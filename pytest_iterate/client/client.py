@@ -18,9 +18,13 @@ a non-streamed call), ``total_s`` and ``chunk_times_s`` from its own send;
 :meth:`LLMClient.call` then moves ``ttft_s`` and ``total_s`` to count from the start of
 the call, so retries, backoff and queueing are included.
 
-The API key is read once from ``config.api_key_env`` into the Authorization header;
-it is never logged, never in a repr or an error message (an echo of it in an error
-body is masked).
+Credentials: the API key is read once from ``config.api_key_env`` as a
+:class:`~pytest_iterate.client.secret.Secret` and handed to the transport as ``auth``
+(``Bearer <key>``); user information in ``base_url`` (``http://user:pw@host/v1``)
+becomes Basic auth the same way and leaves the URL. No frame on the call path holds
+the key as a plain string, the headers passed around never hold it, and the URLs the
+client shows or stores (``base_url``, repr, error messages) are redacted. An echo of
+the key in an error body is masked.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pytest_iterate.client.errors import (
     BadResponse,
     Busy,
     ClientError,
+    ConfigError,
     ConnectError,
     HTTPStatusError,
     IterateError,
@@ -46,7 +51,7 @@ from pytest_iterate.client.errors import (
 )
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.retry import RetryingCaller, RetryPolicy
-from pytest_iterate.client.secret import Secret
+from pytest_iterate.client.secret import Secret, redact_url, split_credentials
 from pytest_iterate.client.throttle import Throttle
 from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
 from pytest_iterate.client.wire import Reply, StreamAccumulator, encode_body, parse_body
@@ -95,6 +100,20 @@ def make_transport(config: IterateConfig) -> Transport:
     return AiohttpTransport(config)
 
 
+def _authorization(config: IterateConfig, url_auth: Secret | None) -> Secret | None:
+    """The ``Authorization`` value: ``Bearer`` the API key, or Basic from the URL's user info."""
+    key = config.api_key  # raises ConfigError when required and missing
+    if key is None:
+        return url_auth
+    if url_auth is not None:
+        raise ConfigError(
+            f"base_url {redact_url(config.base_url)} carries credentials and the environment "
+            f"variable {config.api_key_env!r} holds an API key; both would be the Authorization "
+            "header: keep one"
+        )
+    return Secret.bearer(key)
+
+
 def outcome_label(exc: BaseException | None) -> str:
     """The ``outcome`` label of ``iterate_requests_total`` for an error (``"ok"`` for None)."""
     if exc is None:
@@ -126,7 +145,9 @@ class LLMClient:
         throttle: Throttle | None = None,
     ) -> None:
         self.config = config
-        self._base_url = config.base_url.rstrip("/")
+        base_url, url_auth = split_credentials(config.base_url.rstrip("/"))
+        self._base_url = base_url
+        self._shown_url = redact_url(base_url)
         self._model = config.model
         self._metrics = metrics if metrics is not None else IterateMetrics()
         self._clock = clock
@@ -135,11 +156,9 @@ class LLMClient:
             "chat": self._base_url + "/chat/completions",
             "completions": self._base_url + "/completions",
         }
-        key = config.api_key  # raises ConfigError when required and missing
-        self._masks = (Secret(key),) if key else ()
+        self._auth = _authorization(config, url_auth)
+        self._masks = (self._auth,) if self._auth else ()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._owns_transport = transport is None
@@ -168,7 +187,8 @@ class LLMClient:
     # -- properties ----------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        return self._base_url
+        """The endpoint's base URL without trailing slash, credentials redacted."""
+        return self._shown_url
 
     @property
     def model(self) -> str:
@@ -187,7 +207,7 @@ class LLMClient:
         return self._transport
 
     def __repr__(self) -> str:
-        return f"LLMClient(base_url={self._base_url!r}, model={self._model!r})"
+        return f"LLMClient(base_url={self._shown_url!r}, model={self._model!r})"
 
     # -- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> LLMClient:
@@ -274,6 +294,7 @@ class LLMClient:
                     headers=self._stream_headers if request.stream else self._headers,
                     json_body=body,
                     timeout_s=self._timeout_s,
+                    auth=self._auth,
                 )
                 try:
                     self._throttle.observe_headers(resp.headers)

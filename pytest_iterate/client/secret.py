@@ -33,6 +33,7 @@ __all__ = ["MaskedStr", "Secret", "redact_url", "split_credentials"]
 
 MASK = "***"
 _SECRET_PARAM = re.compile(r"key|token|secret|passw|auth|sig|credential", re.IGNORECASE)
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/?#@]*@")  # [scheme://]userinfo@
 
 
 class MaskedStr(str):
@@ -143,28 +144,22 @@ def redact_url(url: str) -> str:
 
     Key-like query parameters are those whose name mentions key, token, secret,
     password, auth, sig or credential (``api-key``, ``access_token``, ``sig``...).
-    A string that does not parse as a URL is returned as ``'<unparseable URL>'``.
+    Works on text that is not a valid URL too (a bad ``base_url`` in an error message).
 
     >>> redact_url("http://127.0.0.1:8000/v1")
     'http://127.0.0.1:8000/v1'
-    >>> redact_url("http://user:pw@[::1]:8000/v1")
-    'http://***@[::1]:8000/v1'
+    >>> redact_url("http://user:pw@[::1]:8000/v1"), redact_url("user:pw@host/v1")
+    ('http://***@[::1]:8000/v1', '***@host/v1')
     """
     if "@" not in url and "?" not in url:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    query = parts.query
-    if query:
+    shown = _USERINFO.sub(lambda m: f"{m.group(1) or ''}{MASK}@", url, count=1)
+    head, mark, rest = shown.partition("?")
+    if mark:
+        query, hash_mark, fragment = rest.partition("#")
         query = "&".join(_redact_param(p) for p in query.split("&"))
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        shown = f"{head}?{query}{hash_mark}{fragment}"
+    return shown
 
 
 def _redact_param(param: str) -> str:

@@ -14,8 +14,9 @@ composes (and tests drive directly, with no server):
 Errors are a :class:`~pytest_iterate.client.errors.BadResponse`
 (:class:`~pytest_iterate.client.errors.StreamError` for a broken stream) or an
 :class:`~pytest_iterate.client.errors.HTTPStatusError`. The values in ``Reply.masks``
-(the API key) are replaced by ``***`` in the body and message of the errors built
-here, so an endpoint that echoes the key back cannot put it into a report.
+(the credential) are replaced by ``***`` in the message and body of every error that
+leaves here, a stream's error events included, so an endpoint that echoes the key
+back cannot put it into a traceback or a report.
 """
 
 from __future__ import annotations
@@ -88,6 +89,13 @@ class Reply:
             body=raw,
             retryable=retryable,
         )
+
+    def stream_error(self, exc: StreamError) -> StreamError:
+        """``exc`` (from the SSE decoder) with the secrets masked in its message and body."""
+        if not self.masks:
+            return exc
+        message = self.masked(str(exc).encode()).decode("utf-8", errors="replace")
+        return StreamError(message, url=self.url, status=self.status, body=self.masked(exc.body))
 
 
 def _loads(raw: bytes) -> Any:
@@ -229,7 +237,11 @@ class StreamAccumulator:
     def feed(self, chunk: bytes) -> bool:
         """Take the next bytes off the wire; True once ``data: [DONE]`` has arrived."""
         decoder = self._decoder
-        for payload in decoder.feed(chunk):
+        try:
+            payloads = decoder.feed(chunk)
+        except StreamError as exc:
+            raise self._reply.stream_error(exc) from None
+        for payload in payloads:
             self._take(payload)
         return decoder.done
 
@@ -244,7 +256,11 @@ class StreamAccumulator:
 
     def finish(self) -> LLMResponse:
         """The end of the body: the whole response, or StreamError when ``[DONE]`` never came."""
-        for payload in self._decoder.close():
+        try:
+            payloads = self._decoder.close()
+        except StreamError as exc:
+            raise self._reply.stream_error(exc) from None
+        for payload in payloads:
             self._take(payload)
         total = self._clock() - self._started
         texts = ["".join(parts) for parts in self._per_index] if self._n_prompts else None

@@ -83,7 +83,9 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 def test_redact_url_of_something_that_is_not_a_url() -> None:
-    assert redact_url(f"http://[{KEY}@x/v1") == "<unparseable URL>"
+    assert redact_url(f"http://[{KEY}@x/v1") == "http://***@x/v1"
+    assert redact_url(f"bob:{KEY}@x/v1") == "***@x/v1"
+    assert redact_url("http://x/v1/@me?q=a@b") == "http://x/v1/@me?q=a@b"
 
 
 def test_split_credentials_moves_userinfo_into_a_basic_secret() -> None:
