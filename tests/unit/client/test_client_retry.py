@@ -18,12 +18,15 @@ from pytest_iterate.client.errors import (
     ClientError,
     ConfigError,
     ConnectError,
+    HTTPStatusError,
     RateLimited,
     RequestTimeout,
     ServerError,
     StreamError,
+    error_for_status,
 )
 from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.retry import RETRY_STATUSES, retry_reason
 from pytest_iterate.client.types import LLMRequest
 
 BASE = "http://api.test/v1"
@@ -213,6 +216,35 @@ async def test_other_4xx_never_retried(client: LLMClient, sleeps: Sleeps, status
 async def test_408_409_retried(client: LLMClient, status: int) -> None:
     route = respx.post(CHAT).mock(side_effect=[httpx.Response(status), ok_json()])
     assert (await client.call(REQ)).attempts == 2 and route.call_count == 2
+
+
+@pytest.mark.parametrize("status", sorted(RETRY_STATUSES))
+@respx.mock
+async def test_every_retryable_status_is_retried_with_its_reason(
+    client: LLMClient, metrics: IterateMetrics, status: int
+) -> None:
+    route = respx.post(CHAT).mock(side_effect=[httpx.Response(status), ok_json("again")])
+    resp = await client.call(REQ)
+    assert resp.text == "again" and resp.attempts == 2 and route.call_count == 2
+    assert retries(metrics, RETRY_STATUSES[status]) == 1
+
+
+@pytest.mark.parametrize("status", [501, 505, 507, 511, 599, 400, 418, 451])
+@respx.mock
+async def test_a_status_a_retry_cannot_fix_fails_at_once(
+    client: LLMClient, sleeps: Sleeps, status: int
+) -> None:
+    route = respx.post(CHAT).mock(side_effect=[httpx.Response(status, text="no"), ok_json()])
+    with pytest.raises(HTTPStatusError) as info:
+        await client.call(REQ)
+    assert info.value.status == status and route.call_count == 1 and sleeps.calls == []
+
+
+def test_the_table_is_exactly_the_statuses_that_can_succeed_on_retry() -> None:
+    assert sorted(RETRY_STATUSES) == [408, 409, 425, 429, 500, 502, 503, 504, 529]
+    for status in range(100, 600):
+        exc = error_for_status(status, url=CHAT)
+        assert (retry_reason(exc) is not None) == (status in RETRY_STATUSES), status
 
 
 @respx.mock
