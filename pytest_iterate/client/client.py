@@ -3,8 +3,10 @@
 The call stack, outermost first, each layer a
 :class:`~pytest_iterate.client.types.Caller`:
 
-    LLMClient.call        telemetry: request count/outcome, duration, TTFT, tokens
-      RetryingCaller      retry policy (see :mod:`.retry`), attempts recorded
+    LLMClient.call        telemetry: request count/outcome, duration, TTFT, tokens;
+                          one X-Client-Request-Id for the logical call
+      RetryingCaller      retry policy (see :mod:`.retry`), attempts recorded; hands
+                          every attempt the same request id
         throttled call    one throttle slot per attempt (see :mod:`.throttle`)
           raw_call        one HTTP attempt: send, check status, parse JSON or SSE
 
@@ -54,7 +56,14 @@ from pytest_iterate.client.retry import RetryingCaller, RetryPolicy
 from pytest_iterate.client.secret import Secret, redact_url, split_credentials
 from pytest_iterate.client.throttle import Throttle
 from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
-from pytest_iterate.client.wire import Reply, StreamAccumulator, encode_body, parse_body
+from pytest_iterate.client.wire import (
+    REQUEST_ID_HEADER,
+    Reply,
+    StreamAccumulator,
+    encode_body,
+    new_request_id,
+    parse_body,
+)
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
@@ -232,7 +241,7 @@ class LLMClient:
         start = self._clock()
         model = request.model or self._model
         try:
-            response = await self._retrying(request, on_delta=on_delta)
+            response = await self._retrying(request, on_delta=on_delta, request_id=new_request_id())
         except BaseException as exc:
             self._count(model, outcome_label(exc) if isinstance(exc, Exception) else "cancelled")
             self._m_duration.observe(self._clock() - start)
@@ -272,18 +281,25 @@ class LLMClient:
         child.inc()
 
     async def _throttled_call(
-        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None
+        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, request_id: str | None = None
     ) -> LLMResponse:
         throttle = self._throttle
         await throttle.acquire()
         try:
-            return await self._raw_call(request, on_delta=on_delta)
+            return await self._raw_call(request, on_delta=on_delta, request_id=request_id)
         finally:
             throttle.release()
 
-    async def _raw_call(self, request: LLMRequest, /, *, on_delta: OnDelta | None = None) -> LLMResponse:
+    async def _raw_call(
+        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, request_id: str | None = None
+    ) -> LLMResponse:
+        """One attempt; ``request_id`` is the logical call's (a fresh one when None)."""
         url = self._urls[request.endpoint]
         body = encode_body(request, self._model)
+        headers = {
+            **(self._stream_headers if request.stream else self._headers),
+            REQUEST_ID_HEADER: request_id or new_request_id(),
+        }
         clock = self._clock
         t0 = clock()
         try:
@@ -291,7 +307,7 @@ class LLMClient:
                 resp = await self._transport.send(
                     "POST",
                     url,
-                    headers=self._stream_headers if request.stream else self._headers,
+                    headers=headers,
                     json_body=body,
                     timeout_s=self._timeout_s,
                     auth=self._auth,

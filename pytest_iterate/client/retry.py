@@ -57,7 +57,7 @@ from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
 from pytest_iterate.client.errors import BadResponse, ConnectError, HTTPStatusError, RequestTimeout
-from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
+from pytest_iterate.client.types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
@@ -74,6 +74,8 @@ __all__ = [
 ]
 
 Sleep = Callable[[float], Awaitable[Any]]
+OnDelta = Callable[[str], None]
+Attempt = Callable[..., Awaitable[LLMResponse]]  # a Caller, maybe taking more keywords
 
 RETRY_STATUSES: Mapping[int, str] = MappingProxyType(
     {
@@ -194,8 +196,26 @@ class WaitRetryAfterOrBackoff(wait_base):
         return self.policy.wait_s(retry_state.attempt_number, exc, self.rng)
 
 
+class _DeltaTracker:
+    """Passes deltas on to the consumer and remembers whether any arrived."""
+
+    __slots__ = ("on_delta", "seen")
+
+    def __init__(self, on_delta: OnDelta) -> None:
+        self.on_delta = on_delta
+        self.seen = False
+
+    def __call__(self, delta: str) -> None:
+        self.seen = True
+        self.on_delta(delta)
+
+
 class RetryingCaller:
     """A Caller that retries ``inner`` by the policy and records attempts and retries.
+
+    Keyword arguments other than ``on_delta`` are handed unchanged to every attempt of
+    the call (the client passes the logical request's id this way, so its retries
+    carry the same one).
 
     The first attempt runs outside tenacity, so a success costs one ``await`` and no
     retry machinery. On a retryable failure, ``AsyncRetrying`` takes over; it replays
@@ -211,7 +231,7 @@ class RetryingCaller:
 
     def __init__(
         self,
-        inner: Caller,
+        inner: Attempt,
         policy: RetryPolicy,
         *,
         metrics: IterateMetrics | None = None,
@@ -228,34 +248,29 @@ class RetryingCaller:
         self._retry_counters: dict[str, Any] = {}
 
     async def __call__(
-        self, request: LLMRequest, /, *, on_delta: Callable[[str], None] | None = None
+        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, **attempt_kwargs: Any
     ) -> LLMResponse:
-        seen = [False]
-        tracked = on_delta
-        if on_delta is not None:
-
-            def tracked(delta: str) -> None:
-                seen[0] = True
-                on_delta(delta)
-
+        tracked = _DeltaTracker(on_delta) if on_delta is not None else None
         try:
-            response = await self.inner(request, on_delta=tracked)
+            response = await self.inner(request, on_delta=tracked, **attempt_kwargs)
         except Exception as first:
-            if self.policy.max_attempts <= 1 or seen[0] or retry_reason(first) is None:
+            seen = tracked is not None and tracked.seen
+            if self.policy.max_attempts <= 1 or seen or retry_reason(first) is None:
                 raise
-            return await self._retry_after(request, tracked, seen, first)
+            return await self._retry_after(first, request, on_delta=tracked, attempt_kwargs=attempt_kwargs)
         response.attempts = 1
         return response
 
     async def _retry_after(
         self,
-        request: LLMRequest,
-        on_delta: Callable[[str], None] | None,
-        seen: list[bool],
         first: BaseException,
+        request: LLMRequest,
+        *,
+        on_delta: _DeltaTracker | None,
+        attempt_kwargs: Mapping[str, Any],
     ) -> LLMResponse:
         def retry_unless_seen(state: RetryCallState) -> bool:
-            return not seen[0] and self._retry(state)
+            return not (on_delta is not None and on_delta.seen) and self._retry(state)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_attempts),
@@ -271,7 +286,7 @@ class RetryingCaller:
                     number = attempt.retry_state.attempt_number
                     if number == 1:
                         raise first
-                    response = await self.inner(request, on_delta=on_delta)
+                    response = await self.inner(request, on_delta=on_delta, **attempt_kwargs)
                     response.attempts = number
                     return response
         except tenacity.RetryError as exc:  # only without reraise; kept as a guard

@@ -5,6 +5,7 @@ how it reads what comes back, as plain functions and two small classes the clien
 composes (and tests drive directly, with no server):
 
     encode_body(request, model)     the JSON body, as bytes
+    new_request_id()                the X-Client-Request-Id of one logical call (all its attempts)
     Reply(url, status, masks)       where an answer came from; builds the errors about it
       .status_error(headers, raw)   a non-2xx answer -> RateLimited / ServerError / ClientError
       .bad(raw, why, retryable=)    a 2xx answer that breaks the API's promise -> BadResponse
@@ -22,6 +23,7 @@ back cannot put it into a traceback or a report.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +40,12 @@ from pytest_iterate.client.secret import Secret
 from pytest_iterate.client.sse import StreamDecoder
 from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
 
-__all__ = ["Reply", "StreamAccumulator", "encode_body", "parse_body"]
+__all__ = ["REQUEST_ID_HEADER", "Reply", "StreamAccumulator", "encode_body", "new_request_id", "parse_body"]
 
 OnDelta = Callable[[str], None]
+
+REQUEST_ID_HEADER = "X-Client-Request-Id"
+"""Sent with every attempt: the same random id on every retry of one logical call."""
 
 # what a malformed answer can make json.loads or a field lookup raise
 _SHAPE_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError)
@@ -49,6 +54,11 @@ _SHAPE_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError)
 def encode_body(request: LLMRequest, default_model: str) -> bytes:
     """The request's JSON body as sent (``request.model`` or ``default_model``)."""
     return json.dumps(request.body(default_model)).encode()
+
+
+def new_request_id() -> str:
+    """A fresh random id for one logical request: 32 hex digits."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)
