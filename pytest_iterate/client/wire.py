@@ -12,9 +12,11 @@ composes (and tests drive directly, with no server):
     parse_body(request, raw, reply) a whole JSON body -> LLMResponse
     StreamAccumulator               SSE bytes, chunk by chunk -> LLMResponse (deltas, timings)
 
-Errors are a :class:`~pytest_iterate.client.errors.BadResponse`
+Every error raised here is a :class:`~pytest_iterate.client.errors.BadResponse`
 (:class:`~pytest_iterate.client.errors.StreamError` for a broken stream) or an
-:class:`~pytest_iterate.client.errors.HTTPStatusError`. The values in ``Reply.masks``
+:class:`~pytest_iterate.client.errors.HTTPStatusError`, whatever the bytes: JSON of
+the wrong shape or of the wrong types, numbers out of range, nesting too deep to
+parse (``tests/unit/client/test_wire_fuzz.py`` feeds it such answers). The values in ``Reply.masks``
 (the credential) are replaced by ``***`` in the message and body of every error that
 leaves here, a stream's error events included, so an endpoint that echoes the key
 back cannot put it into a traceback or a report.
@@ -48,7 +50,7 @@ REQUEST_ID_HEADER = "X-Client-Request-Id"
 """Sent with every attempt: the same random id on every retry of one logical call."""
 
 # what a malformed answer can make json.loads or a field lookup raise
-_SHAPE_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError)
+_SHAPE_ERRORS = (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError)
 
 
 def encode_body(request: LLMRequest, default_model: str) -> bytes:
@@ -77,7 +79,10 @@ class Reply:
     def status_error(self, headers: Mapping[str, str], raw: bytes) -> HTTPStatusError:
         """The error for a non-2xx answer: code and message from an OpenAI error body if any."""
         raw = self.masked(raw)
-        code, detail = _error_fields(_loads(raw))
+        try:
+            code, detail = _error_fields(_loads(raw))
+        except RecursionError:  # str() of a value nested too deep to show
+            code, detail = None, None
         if detail is None and raw:
             detail = repr(raw[:80])
         return error_for_status(
@@ -109,11 +114,40 @@ class Reply:
 
 
 def _loads(raw: bytes) -> Any:
-    """The JSON value of ``raw``, or None when it is not JSON."""
+    """The JSON value of ``raw``, or None when it is not JSON (nested too deep included)."""
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+
+
+def _dumps(payload: Any) -> bytes:
+    """``payload`` as JSON for an error's body (a placeholder when it cannot be written)."""
+    try:
+        return json.dumps(payload, default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        return b"<an event that cannot be shown>"
+
+
+def _text(value: Any, field: str) -> str:
+    """A text field: a string, or null for none."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{field} is {type(value).__name__}, not a string")
+    return value
+
+
+def _optional_str(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{field} is {type(value).__name__}, not a string")
+    return value
+
+
+def _usage(value: Any) -> Usage | None:
+    if value and not isinstance(value, dict):
+        raise TypeError(f"usage is {type(value).__name__}, not an object")
+    return Usage.from_json(value)  # int() of its counts: TypeError / ValueError / OverflowError
 
 
 def _error_fields(data: Any) -> tuple[str | None, str | None]:
@@ -142,7 +176,7 @@ def parse_body(request: LLMRequest, raw: bytes, reply: Reply) -> LLMResponse:
     """
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise reply.bad(raw, "a body that is not JSON", retryable=True) from None
     if not isinstance(data, dict):
         raise reply.bad(raw, "JSON that is not an object", retryable=False)
@@ -153,32 +187,28 @@ def parse_body(request: LLMRequest, raw: bytes, reply: Reply) -> LLMResponse:
         texts: list[str] | None = None
         first = choices[0]
         if request.endpoint == "chat":
-            text = first["message"]["content"] or ""
+            text = _text(first["message"]["content"], "message.content")
         elif isinstance(request.prompt, tuple):
             texts = _list_texts(choices, len(request.prompt))
             text = texts[0] if texts else ""
         else:
-            text = first["text"] or ""
-        finish = first.get("finish_reason")
+            text = _text(first["text"], "text")
+        finish = _optional_str(first.get("finish_reason"), "finish_reason")
+        usage = _usage(data.get("usage"))
+        model = _optional_str(data.get("model"), "model")
     except _SHAPE_ERRORS as exc:
-        raise reply.bad(raw, f"a choice missing a field ({exc!r})", retryable=False) from None
-    return LLMResponse(
-        text=text,
-        finish_reason=finish,
-        usage=Usage.from_json(data.get("usage")),
-        model=data.get("model"),
-        raw=data,
-        texts=texts,
-    )
+        why = f"a choice missing a field or of the wrong type ({exc!r})"
+        raise reply.bad(raw, why, retryable=False) from None
+    return LLMResponse(text=text, finish_reason=finish, usage=usage, model=model, raw=data, texts=texts)
 
 
 def _list_texts(choices: list[Any], n: int) -> list[str]:
     texts: list[str | None] = [None] * n
     for pos, choice in enumerate(choices):
         index = choice.get("index", pos)
-        if not isinstance(index, int) or not 0 <= index < n:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
             raise ValueError(f"choice index {index!r} outside 0..{n - 1}")
-        texts[index] = choice["text"] or ""
+        texts[index] = _text(choice["text"], "text")
     if any(t is None for t in texts):
         raise ValueError(f"{n} prompts but {len(choices)} choices")
     return [t or "" for t in texts]
@@ -287,26 +317,48 @@ class StreamAccumulator:
         )
 
     def _take(self, payload: dict[str, Any]) -> None:
-        if payload.get("usage"):
-            self._usage = Usage.from_json(payload["usage"])
-        if self._model is None:
-            self._model = payload.get("model")
-        n_prompts = self._n_prompts
+        try:
+            deltas = self._read(payload)
+        except _SHAPE_ERRORS as exc:
+            why = f"a malformed stream event ({exc!r})"
+            raise self._reply.bad(_dumps(payload), why, retryable=False) from None
         on_delta = self._on_delta
-        for choice in payload.get("choices") or ():
-            delta = (choice.get("delta") or {}).get("content") if self._chat else choice.get("text")
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+        if on_delta is not None:  # outside the try: the consumer's own errors stay its own
+            for delta in deltas:
+                on_delta(delta)
+
+    def _read(self, payload: dict[str, Any]) -> list[str]:
+        """Record one event; return the deltas for ``on_delta``. Raises on a malformed event."""
+        if payload.get("usage"):
+            self._usage = _usage(payload["usage"])
+        if self._model is None:
+            self._model = _optional_str(payload.get("model"), "model")
+        choices = payload.get("choices")
+        if not choices:  # absent, null or empty: an event with usage or model only
+            return []
+        if not isinstance(choices, list):
+            raise TypeError(f"choices is {type(choices).__name__}, not a list")
+        n_prompts = self._n_prompts
+        shown: list[str] = []
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise TypeError(f"a choice is {type(choice).__name__}, not an object")
+            if self._chat:
+                delta_obj = choice.get("delta") or {}
+                if not isinstance(delta_obj, dict):
+                    raise TypeError(f"delta is {type(delta_obj).__name__}, not an object")
+                delta = _text(delta_obj.get("content"), "delta.content")
+            else:
+                delta = _text(choice.get("text"), "text")
+            finish = choice.get("finish_reason")
+            if finish:
+                self._finish = _optional_str(finish, "finish_reason")
             if not delta:
                 continue
             index = choice.get("index", 0)
             if n_prompts:
-                if not isinstance(index, int) or not 0 <= index < n_prompts:
-                    raise self._reply.bad(
-                        json.dumps(payload).encode(),
-                        f"a stream choice index {index!r} outside 0..{n_prompts - 1}",
-                        retryable=False,
-                    )
+                if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n_prompts:
+                    raise ValueError(f"a stream choice index {index!r} outside 0..{n_prompts - 1}")
                 self._per_index[index].append(delta)
             elif index != 0:
                 continue
@@ -315,5 +367,6 @@ class StreamAccumulator:
                 self._ttft = now
             self._chunks.append(delta)
             self._times.append(now)
-            if on_delta is not None and (not n_prompts or index == 0):
-                on_delta(delta)
+            if not n_prompts or index == 0:
+                shown.append(delta)
+        return shown

@@ -143,3 +143,39 @@ def test_stream_without_done_is_stream_error_naming_the_url() -> None:
     with pytest.raises(StreamError, match=r"before \[DONE\]") as info:
         acc.finish()
     assert info.value.url == URL and info.value.status == 200
+
+
+def test_the_consumers_own_error_in_on_delta_is_not_taken_for_a_bad_answer() -> None:
+    def refuse(delta: str) -> None:
+        raise ValueError(f"consumer refused {delta!r}")
+
+    acc = StreamAccumulator(CHAT, Reply(URL, 200), started=0.0, clock=lambda: 0.0, on_delta=refuse)
+    with pytest.raises(ValueError, match="consumer refused 'x'") as info:
+        acc.feed(sse({"choices": [{"delta": {"content": "x"}}]}))
+    assert not isinstance(info.value, BadResponse)
+
+
+@pytest.mark.parametrize(
+    ("event", "why"),
+    [
+        ({"choices": [{"delta": {"content": 7}}]}, "delta.content is int"),
+        ({"choices": "abc"}, "choices is str"),
+        ({"choices": [["x"]]}, "a choice is list"),
+        ({"usage": {"prompt_tokens": "many"}}, "invalid literal"),
+        ({"model": {"name": "m"}}, "model is dict"),
+    ],
+)
+def test_a_stream_event_of_the_wrong_types_is_bad_response_naming_the_field(
+    event: dict[str, object], why: str
+) -> None:
+    with pytest.raises(BadResponse, match=f"a malformed stream event .*{why}") as info:
+        ticking().feed(sse(event))
+    assert not info.value.retryable and not isinstance(info.value, StreamError)
+
+
+def test_a_stream_event_without_choices_is_fine() -> None:
+    acc = ticking()
+    acc.feed(sse({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0}}))
+    acc.feed(sse({"choices": None}))
+    acc.feed(b"data: [DONE]\n\n")
+    assert acc.finish().usage == Usage(1, 0)
