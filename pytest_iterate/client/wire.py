@@ -222,7 +222,7 @@ class StreamAccumulator:
     ``finish_reason`` are taken from whichever event carries them.
 
     >>> import itertools
-    >>> ticks = itertools.count()
+    >>> ticks = itertools.count(1)
     >>> acc = StreamAccumulator(LLMRequest(stream=True), Reply("u", 200), started=0.0,
     ...                         clock=lambda: float(next(ticks)))
     >>> acc.feed(b'data: {"choices": [{"delta": {"content": "hi"}}]}\\n\\n')
