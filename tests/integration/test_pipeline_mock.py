@@ -21,7 +21,7 @@ from aiohttp import web
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.profiles import load_profile
-from pytest_iterate.doubles.mock.respx_router import mock_router
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL, mock_router
 from pytest_iterate.doubles.mock.server import MockServer
 from pytest_iterate.pipeline.runner import Pipeline
 from pytest_iterate.pipeline.stages import STAGE_NAMES
@@ -170,7 +170,8 @@ async def test_100_designs_on_the_project_mock_in_process(tmp_path: Path) -> Non
     """MockLLM (fast profile) behind its respx router: answers sized by the profile, usage counted."""
     core = MockLLM(load_profile("fast"), seed=3)
     cfg = IterateConfig.load(
-        {"cache_dir": str(tmp_path / "cache"), "store_path": str(tmp_path / "a.sqlite")},
+        {"base_url": MOCK_BASE_URL, "transport": "httpx", "cache_dir": str(tmp_path / "cache"),
+         "store_path": str(tmp_path / "a.sqlite")},
         environ={},
         pyproject=None,
     )

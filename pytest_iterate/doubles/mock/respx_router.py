@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from pytest_iterate.client.config import MOCK_BASE_URL
-
 if TYPE_CHECKING:
     import httpx
     import respx
@@ -34,6 +32,10 @@ if TYPE_CHECKING:
     from pytest_iterate.doubles.mock.core import MockLLM
 
 __all__ = ["MOCK_BASE_URL", "mock_router"]
+
+# The in-process mock's own host (.invalid never resolves). Only httpx clients reach it:
+# LLMClient(IterateConfig(base_url=MOCK_BASE_URL, transport="httpx")).
+MOCK_BASE_URL = "http://mock.iterate.invalid/v1"
 
 
 def mock_router(

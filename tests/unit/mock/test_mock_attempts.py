@@ -9,14 +9,14 @@ import json
 import pytest
 
 from pytest_iterate.client.client import LLMClient
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ConfigError, ServerError
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest
 from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.digest import request_digest
 from pytest_iterate.doubles.mock.faults import FaultPlan, FirstAttempts, parse_fault
-from pytest_iterate.doubles.mock.respx_router import mock_router
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL, mock_router
 
 CHAT = "/v1/chat/completions"
 
@@ -105,7 +105,7 @@ class NoSleep:
 
 async def test_our_client_retries_count_as_attempts_of_one_logical_request() -> None:
     core = MockLLM("fast", faults=FaultPlan(script={1: "503", 2: "429"}, retry_after_s=0.0))
-    cfg = IterateConfig(base_url=MOCK_BASE_URL, max_attempts=3)
+    cfg = IterateConfig(base_url=MOCK_BASE_URL, transport="httpx", max_attempts=3)
     with mock_router(core):
         async with LLMClient(cfg, metrics=IterateMetrics(), sleep=NoSleep()) as client:
             first = await client.call(LLMRequest(messages=({"role": "user", "content": "Task: a"},)))
@@ -217,7 +217,7 @@ async def test_a_429_first_attempts_rule_carries_the_plans_retry_after() -> None
 async def test_our_client_exhausts_its_attempts_on_the_doomed_share_and_only_there() -> None:
     # K = max_attempts: the doomed requests fail after exactly max_attempts attempts
     core = MockLLM("fast", seed=2, faults=FaultPlan.parse(["503x3=0.25"], retry_after_s=0.0))
-    cfg = IterateConfig(base_url=MOCK_BASE_URL, max_attempts=3)
+    cfg = IterateConfig(base_url=MOCK_BASE_URL, transport="httpx", max_attempts=3)
     requests = [LLMRequest(messages=({"role": "user", "content": f"Task: {i}"},)) for i in range(40)]
     outcomes: list[int] = []
     with mock_router(core):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pytest_iterate.client.client import LLMClient
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import BadResponse, ClientError, RequestTimeout, ServerError
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest
@@ -16,7 +16,7 @@ from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.faults import FaultPlan
 from pytest_iterate.doubles.mock.profiles import LatencyProfile
 from pytest_iterate.doubles.mock.ratelimit import RateLimiter
-from pytest_iterate.doubles.mock.respx_router import mock_router
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL, mock_router
 
 
 class Sleeps:
@@ -43,9 +43,8 @@ class VirtualSleeps(Sleeps):
 
 
 def client(sleeps: Sleeps, clock: Any = None, **overrides: object) -> LLMClient:
-    cfg = IterateConfig(
-        **{"base_url": MOCK_BASE_URL, "request_timeout_s": 0.3, "max_attempts": 3, **overrides}
-    )  # type: ignore[arg-type]
+    base = {"base_url": MOCK_BASE_URL, "transport": "httpx", "request_timeout_s": 0.3, "max_attempts": 3}
+    cfg = IterateConfig(**{**base, **overrides})  # type: ignore[arg-type]
     extra = {"clock": clock} if clock is not None else {}
     return LLMClient(cfg, metrics=IterateMetrics(), sleep=sleeps, **extra)
 

@@ -11,12 +11,12 @@ import pytest
 
 from pytest_iterate.batch.packing import pack_prompts, split_packed_answer
 from pytest_iterate.client.client import LLMClient
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest
 from pytest_iterate.doubles.mock.core import MockLLM, MockReply
 from pytest_iterate.doubles.mock.digest import answer_digest, answer_digests, request_digest
-from pytest_iterate.doubles.mock.respx_router import mock_router
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL, mock_router
 
 CHAT = "/v1/chat/completions"
 MESSAGES = [
@@ -119,7 +119,7 @@ def test_answer_digest_finds_the_tag_line_only() -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_our_client_gets_answers_tagged_with_the_body_it_sent(stream: bool) -> None:
     request = LLMRequest(messages=tuple(MESSAGES), max_tokens=256, stream=stream, params={"temperature": 0})  # type: ignore[arg-type]
-    cfg = IterateConfig(base_url=MOCK_BASE_URL, model="gpt-4o-mini")
+    cfg = IterateConfig(base_url=MOCK_BASE_URL, transport="httpx", model="gpt-4o-mini")
     with mock_router(MockLLM("fast")):
         async with LLMClient(cfg, metrics=IterateMetrics()) as client:
             response = await client.call(request)

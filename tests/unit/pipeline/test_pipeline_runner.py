@@ -15,10 +15,11 @@ import pytest
 import respx
 
 from pytest_iterate.cache.tiered import ResponseCache
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import Busy, RateLimited
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest, LLMResponse
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
 from pytest_iterate.pipeline.runner import Pipeline
@@ -38,7 +39,12 @@ Answer = Callable[[dict[str, Any]], tuple[str, float]]
 
 
 def config(tmp_path: Path, **kw: Any) -> IterateConfig:
-    values: dict[str, Any] = {"cache_dir": str(tmp_path / "cache"), "max_attempts": 1}
+    values: dict[str, Any] = {
+        "base_url": MOCK_BASE_URL,
+        "transport": "httpx",
+        "cache_dir": str(tmp_path / "cache"),
+        "max_attempts": 1,
+    }
     values.update(kw)
     return IterateConfig.load(values, environ={}, pyproject=None)
 
