@@ -241,12 +241,16 @@ class LLMClient:
         start = self._clock()
         model = request.model or self._model
         try:
-            response = await self._retrying(request, on_delta=on_delta, request_id=new_request_id())
+            wire = _WireTime()
+            response = await self._retrying(
+                request, on_delta=on_delta, request_id=new_request_id(), wire=wire
+            )
         except BaseException as exc:
             self._count(model, outcome_label(exc) if isinstance(exc, Exception) else "cancelled")
             self._m_duration.observe(self._clock() - start)
             raise
         elapsed = self._clock() - start
+        response.wire_s = wire.seconds
         before_send = elapsed - response.total_s
         if before_send > 0:
             response.total_s = elapsed
@@ -281,13 +285,22 @@ class LLMClient:
         child.inc()
 
     async def _throttled_call(
-        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, request_id: str | None = None
+        self,
+        request: LLMRequest,
+        /,
+        *,
+        on_delta: OnDelta | None = None,
+        request_id: str | None = None,
+        wire: _WireTime | None = None,
     ) -> LLMResponse:
         throttle = self._throttle
         await throttle.acquire()
+        t0 = self._clock()
         try:
             return await self._raw_call(request, on_delta=on_delta, request_id=request_id)
         finally:
+            if wire is not None:
+                wire.seconds += self._clock() - t0
             throttle.release()
 
     async def _raw_call(
@@ -343,6 +356,15 @@ async def _read_stream(resp: TransportResponse, acc: StreamAccumulator) -> LLMRe
     except ConnectError as exc:
         raise acc.cut(exc) from exc
     return acc.finish()
+
+
+class _WireTime:
+    """Seconds one logical call spent inside HTTP attempts (every attempt, failed ones too)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
 
 _END = object()

@@ -171,6 +171,7 @@ def test_baseline_missing_then_saved_then_gated(pytester: pytest.Pytester) -> No
                 if isinstance(lat[key], float):
                     lat[key] /= 1000.0
         scenario.pop("samples_s", None)
+        scenario.pop("sample_keys", None)
     Path(pytester.path / "base" / "iterate-report.json").write_text(json.dumps(base))
     second = pytester.runpytest(*args, "--iterate-baseline=base", "--iterate-compare-fail=mean:10%")
     assert second.ret == pytest.ExitCode.TESTS_FAILED

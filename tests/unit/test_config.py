@@ -147,7 +147,7 @@ def test_credentials_in_base_url_never_in_repr_or_errors(monkeypatch: pytest.Mon
     with pytest.raises(ConfigError) as info:
         _ = cfg.replace(api_key_required=True).api_key
     assert "sk-in-url" not in str(info.value) and "https://***@llm.example/v1" in str(info.value)
-    with pytest.raises(ConfigError, match="no http:// or https:// scheme") as bad:
+    with pytest.raises(ConfigError, match=r"'\*\*\*@llm.example/v1' is not an http\(s\):// URL") as bad:
         IterateConfig(base_url="bob:sk-in-url@llm.example/v1")
     assert "sk-in-url" not in str(bad.value)
 
