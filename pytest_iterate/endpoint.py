@@ -155,6 +155,12 @@ class Endpoint:
     core: MockLLM | None = None
     transport: Transport | None = None  # shared by every client built here (a cassette)
     settings: Mapping[str, Any] = field(default_factory=dict)  # config values a client here needs
+    server: MockServer | None = None  # the loopback mock, when this endpoint started one
+
+    def server_cpu_seconds(self) -> float | None:
+        """CPU time of the mock server's own thread (:func:`open_endpoint` with ``threaded=True``),
+        so a measurement can leave the simulated endpoint's work out; None otherwise."""
+        return self.server.cpu_seconds() if self.server is not None else None
 
     @property
     def context_window(self) -> int | None:
@@ -179,10 +185,14 @@ class Endpoint:
 
 
 @contextlib.asynccontextmanager
-async def open_endpoint(spec: EndpointSpec) -> AsyncIterator[Endpoint]:
-    """Start (or point at) the endpoint in the running event loop; stop it on exit."""
+async def open_endpoint(spec: EndpointSpec, *, threaded: bool = False) -> AsyncIterator[Endpoint]:
+    """Start (or point at) the endpoint in the running event loop; stop it on exit.
+
+    ``threaded=True`` serves the loopback mock from its own thread and loop instead, so
+    the simulated endpoint's CPU is not the measured loop's (see
+    :meth:`Endpoint.server_cpu_seconds`)."""
     async with contextlib.AsyncExitStack() as stack:
-        endpoint = await _start(spec, stack)
+        endpoint = await _start(spec, stack, threaded)
         if spec.cassette is not None:
             transport = cassette_transport(spec.record_mode, spec.cassette, replay_timing=spec.replay_timing)
             stack.push_async_callback(transport.aclose)
@@ -191,7 +201,7 @@ async def open_endpoint(spec: EndpointSpec) -> AsyncIterator[Endpoint]:
         yield endpoint
 
 
-async def _start(spec: EndpointSpec, stack: contextlib.AsyncExitStack) -> Endpoint:
+async def _start(spec: EndpointSpec, stack: contextlib.AsyncExitStack, threaded: bool) -> Endpoint:
     if spec.external:
         url = spec.target.rstrip("/")
         return Endpoint(spec, url, url)
@@ -203,8 +213,12 @@ async def _start(spec: EndpointSpec, stack: contextlib.AsyncExitStack) -> Endpoi
     if spec.target == "inprocess":
         stack.enter_context(mock_router(core, MOCK_BASE_URL))
         return Endpoint(spec, MOCK_BASE_URL, f"{label}, in-process", core, settings={"transport": "httpx"})
-    server = await stack.enter_async_context(MockServer(core))
-    return Endpoint(spec, server.base_url, label, core)
+    if threaded:
+        server = MockServer(core).start_in_thread()
+        stack.callback(server.stop)
+    else:
+        server = await stack.enter_async_context(MockServer(core))
+    return Endpoint(spec, server.base_url, label, core, server=server)
 
 
 @contextlib.contextmanager
@@ -227,7 +241,7 @@ def serve(spec: EndpointSpec) -> Iterator[Endpoint]:
         return
     server = MockServer(core).start_in_thread()
     try:
-        yield Endpoint(spec, server.base_url, label, core)
+        yield Endpoint(spec, server.base_url, label, core, server=server)
     finally:
         server.stop()
 

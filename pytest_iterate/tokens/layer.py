@@ -156,6 +156,9 @@ class GuardingCaller:
         except HTTPStatusError as exc:
             if not is_context_error(exc):
                 raise
+            # every refusal for length counts, whatever repairs it afterwards: a request sent
+            # over the window is a failure for a user paying for it or rate-limited by it
+            self.guard.count_action("rejected")
             return await self._after_context_error(plan, request, decision, exc, on_delta, retry=retry)
         usage = response.usage
         if usage is not None and usage.prompt_tokens > 0 and response.cache_tier is None:

@@ -29,6 +29,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +171,14 @@ class MockServer:
         await self._stop()
 
     # -- background thread --------------------------------------------------------------
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server's own thread has used (started with :meth:`start_in_thread`);
+        None when it runs in the caller's loop, whose CPU it then shares."""
+        thread = self._thread
+        if thread is None or thread.ident is None:
+            return None
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
     def start_in_thread(self) -> MockServer:
         """Serve from a daemon thread with its own event loop; returns once listening."""
         if self._thread is not None:
