@@ -18,6 +18,7 @@ import aiohttp
 
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ConfigError, error_for_status
+from pytest_iterate.client.secret import redact_url
 from pytest_iterate.endpoint import Endpoint, EndpointSpec, open_endpoint
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
 
@@ -45,7 +46,7 @@ async def open_target(
     async with open_endpoint(spec) as endpoint:
         info: dict[str, str | int | float | bool | None] = {
             "target": endpoint.label,
-            "base_url": endpoint.base_url,
+            "base_url": redact_url(endpoint.base_url),
         }
         if raw:
             async with _raw_target(endpoint, info) as target:

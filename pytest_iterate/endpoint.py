@@ -38,6 +38,7 @@ from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ConfigError
 from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.secret import redact_url
 from pytest_iterate.client.transport.base import Transport
 from pytest_iterate.doubles.cassettes import RECORD_MODES, cassette_transport
 from pytest_iterate.doubles.loopback import LoopbackServer
@@ -204,7 +205,7 @@ async def open_endpoint(spec: EndpointSpec, *, threaded: bool = False) -> AsyncI
 async def _start(spec: EndpointSpec, stack: contextlib.AsyncExitStack, threaded: bool) -> Endpoint:
     if spec.external:
         url = spec.target.rstrip("/")
-        return Endpoint(spec, url, url)
+        return Endpoint(spec, url, redact_url(url))
     if spec.target == "loopback":
         loopback = await stack.enter_async_context(LoopbackServer(latency_s=spec.loopback_latency_s))
         return Endpoint(spec, loopback.base_url, f"loopback (fixed {spec.loopback_latency_s:g} s)")
@@ -231,7 +232,7 @@ def serve(spec: EndpointSpec) -> Iterator[Endpoint]:
         raise ConfigError(f"{spec.target!r} with a cassette or the loopback server needs open_endpoint()")
     if spec.external:
         url = spec.target.rstrip("/")
-        yield Endpoint(spec, url, url)
+        yield Endpoint(spec, url, redact_url(url))
         return
     core = spec.mock_core()
     label = f"mock ({core.profile.name})"
@@ -254,6 +255,7 @@ async def probe_endpoint(base_url: str, *, timeout_s: float = 10.0) -> str | Non
     or reset connection, a DNS failure or silence for ``timeout_s`` is "unreachable".
     """
     url = base_url.rstrip("/") + "/models"
+    shown = redact_url(url)
     timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(5.0, timeout_s))
     try:
         async with (
@@ -262,8 +264,8 @@ async def probe_endpoint(base_url: str, *, timeout_s: float = 10.0) -> str | Non
         ):
             await resp.read()
     except TimeoutError:
-        return f"no answer from {url} within {timeout_s:g} s"
+        return f"no answer from {shown} within {timeout_s:g} s"
     except (aiohttp.ClientError, OSError) as exc:
         reason = getattr(exc, "os_error", None) or exc
-        return f"cannot connect to {url}: {type(exc).__name__}: {reason}"
+        return f"cannot connect to {shown}: {type(exc).__name__}: {redact_url(str(reason))}"
     return None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
+from pytest_iterate.client.secret import redact_url
 from pytest_iterate.client.values import (
     to_bool,
     to_choice,
@@ -202,6 +203,11 @@ class IterateOptions(NamedTuple):
     @property
     def is_mock(self) -> bool:
         return self.endpoint == "mock"
+
+    @property
+    def endpoint_shown(self) -> str:
+        """The endpoint as messages and reports show it: credentials in the URL masked."""
+        return redact_url(self.endpoint)
 
     def selected_criteria(self) -> list[str]:
         """The criterion ids matching ``criteria`` globs, in table order."""

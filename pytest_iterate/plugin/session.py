@@ -243,7 +243,7 @@ class IterateSession:
         info: dict[str, str | int | float | bool | None] = {
             "tool": "pytest-iterate",
             "version": __version__,
-            "endpoint": opts.endpoint,
+            "endpoint": opts.endpoint_shown,
             "model": opts.model,
             "profile": opts.profile if opts.is_mock else None,
             "workload": opts.workload or "standard",

@@ -254,3 +254,20 @@ def test_defaults_with_the_v1_profile_pass(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest_subprocess("--iterate", "-p", "no:randomly")
     result.assert_outcomes(passed=len(CRITERIA))
+
+
+def test_credentials_in_the_endpoint_url_never_reach_the_reports(
+    pytester: pytest.Pytester, mock_llm_server: str
+) -> None:
+    sentinel = "sk-SENTINEL-in-url-8812"
+    url = mock_llm_server.replace("http://", f"http://bob:{sentinel}@")
+    result = pytester.runpytest(
+        *FAST, f"--iterate-endpoint={url}", "--iterate-criteria=latency.e2e_mean,errors.*"
+    )
+    result.assert_outcomes(passed=2)
+    assert sentinel not in result.stdout.str() + result.stderr.str()
+    written = list((pytester.path / "reports").iterdir())
+    assert len(written) == 5
+    for path in written:
+        assert sentinel not in path.read_text(), path.name
+    assert "http://***@127.0.0.1" in (pytester.path / "reports" / "iterate-report.json").read_text()

@@ -274,7 +274,7 @@ class ScenarioRunner:
         if not opts.is_mock:
             raise NeedsMock(
                 f"needs the embedded mock (fault injection, attempts counted by the endpoint): "
-                f"skipped against {opts.endpoint}"
+                f"skipped against {opts.endpoint_shown}"
             )
         return EndpointSpec("mock", profile=opts.profile).replace(**changes)
 
@@ -286,7 +286,7 @@ class ScenarioRunner:
             self._probed = True
         if self._unreachable is not None:
             raise NoMeasurement(
-                f"endpoint {self.options.endpoint} is unreachable ({self._unreachable}); "
+                f"endpoint {self.options.endpoint_shown} is unreachable ({self._unreachable}); "
                 "start the server or fix --iterate-endpoint"
             )
 
@@ -428,7 +428,7 @@ class ScenarioRunner:
         """20 designs at 10 concurrent; the mock serves 5 at a time, so requests wait for it."""
         level = QUEUE_LEVEL
         spec = None
-        capacity_note = f"against {self.options.endpoint}"
+        capacity_note = f"against {self.options.endpoint_shown}"
         if self.options.is_mock:
             profile = load_profile(self.options.profile)
             capacity = max(1, level // 2)
@@ -483,7 +483,7 @@ class ScenarioRunner:
         kinds = standard.summary.error_kinds_text() if standard.summary is not None else ""
         note = (
             f"{failed} of {len(results)} requests of the standard run still failed after retries"
-            f"{f' ({kinds})' if kinds else ''}; nothing injected against {self.options.endpoint}"
+            f"{f' ({kinds})' if kinds else ''}; nothing injected against {self.options.endpoint_shown}"
         )
         observed = {"errors.rate_with_retries": 100.0 * failed / len(results) if results else math.nan}
         return ScenarioResult("faults", None, results, observed, {"errors.rate_with_retries": note})
