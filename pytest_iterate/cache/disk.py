@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import diskcache
+
 __all__ = ["DiskStore"]
 
 log = logging.getLogger("pytest_iterate.cache")
@@ -36,7 +38,6 @@ _ENTRY_VERSION = 1
 
 
 def _json_only_disk() -> type[Any]:
-    import diskcache
 
     class _JsonOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         """A diskcache Disk that never unpickles: a pickled value or key is an error."""
@@ -60,7 +61,6 @@ class _ReadOnlyCache:
     SQLite's ``mode=ro&immutable=1``, and the values decoded by the same JSON-only Disk."""
 
     def __init__(self, folder: Path) -> None:
-        import diskcache
 
         db = folder / diskcache.core.DBNAME
         if not db.is_file():
@@ -115,7 +115,6 @@ class DiskStore:
     def _open(self) -> Any:
         if self._cache is not None or self._broken:
             return self._cache
-        import diskcache
 
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

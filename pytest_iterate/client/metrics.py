@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    push_to_gateway,
+    write_to_textfile,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "METRIC_NAMES", "IterateMetrics"]
@@ -68,7 +76,8 @@ class IterateMetrics:
             "iterate_token_guard_actions", "Token guard actions", ["action"], registry=r
         )
         self.cache_corrupt = Counter(
-            "iterate_cache_corrupt", "Cache entries found damaged or of the wrong shape (each removed)",
+            "iterate_cache_corrupt",
+            "Cache entries found damaged or of the wrong shape (each removed)",
             registry=r,
         )
 
@@ -78,13 +87,11 @@ class IterateMetrics:
 
     def write_textfile(self, path: str | Path) -> Path:
         """Write the exposition atomically (for node_exporter's textfile collector)."""
-        from prometheus_client import write_to_textfile
 
         write_to_textfile(str(path), self.registry)
         return Path(path)
 
     def push(self, gateway: str, job: str = "pytest-iterate") -> None:
         """Push to a Pushgateway (CI jobs are short-lived)."""
-        from prometheus_client import push_to_gateway
 
         push_to_gateway(gateway, job=job, registry=self.registry)

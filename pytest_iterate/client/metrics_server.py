@@ -17,8 +17,11 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
+from pytest_iterate.client.metrics import CONTENT_TYPE_LATEST
+
 if TYPE_CHECKING:
-    from aiohttp import web
 
     from pytest_iterate.client.metrics import IterateMetrics
 
@@ -39,9 +42,6 @@ class MetricsServer:
         return f"http://{self.host}:{self.port}/metrics"
 
     async def start(self) -> MetricsServer:
-        from aiohttp import web
-
-        from pytest_iterate.client.metrics import CONTENT_TYPE_LATEST
 
         metrics = self.metrics
 

@@ -16,6 +16,8 @@ import asyncio
 import time
 from typing import Any
 
+from aiohttp import web
+
 __all__ = ["LoopbackServer"]
 
 _BODY = (
@@ -48,7 +50,6 @@ class LoopbackServer:
         return f"http://{self.host}:{self.port}/v1"
 
     async def _handle(self, request: Any) -> Any:
-        from aiohttp import web
 
         await request.read()
         now = time.monotonic()
@@ -66,7 +67,6 @@ class LoopbackServer:
         return web.Response(body=_BODY, content_type="application/json")
 
     async def start(self) -> LoopbackServer:
-        from aiohttp import web
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)

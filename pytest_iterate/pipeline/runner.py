@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_iterate.cache.layer import CachingCaller
 from pytest_iterate.cache.tiered import ResponseCache
+from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.telemetry import StageRecorder, StageTiming, enable_json_logs, get_logger
 from pytest_iterate.client.types import Caller, GuardWarning, Usage
@@ -42,6 +43,7 @@ from pytest_iterate.pipeline.prompts import PromptBuilder
 from pytest_iterate.pipeline.stages import Services, Stage, StageContext, default_stages
 from pytest_iterate.pipeline.store import ArtifactStore
 from pytest_iterate.pipeline.workers import WorkerPool
+from pytest_iterate.pipeline.workload import load_workload
 from pytest_iterate.tokens.counter import TokenCounter
 from pytest_iterate.tokens.guard import TokenGuard
 from pytest_iterate.tokens.layer import GuardingCaller
@@ -131,8 +133,6 @@ class Pipeline:
             self._log_handler = enable_json_logs(logger=logger)
         self.logger = logger
         if client is None:
-            from pytest_iterate.client.client import LLMClient
-
             client = LLMClient(config, metrics=self.metrics)
             self._owned.append(client)
         self.client = client
@@ -238,7 +238,6 @@ class Pipeline:
     ) -> list[PipelineResult]:
         """Load a workload file (all or nothing: a bad line raises ``WorkloadError`` before any
         request is sent or stored) and run it with :meth:`run_many`."""
-        from pytest_iterate.pipeline.workload import load_workload
 
         return await self.run_many(load_workload(path), concurrency=concurrency, run_id=run_id)
 

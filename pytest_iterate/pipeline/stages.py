@@ -49,6 +49,7 @@ from pytest_iterate.cache.layer import CacheLookup, CachingCaller
 from pytest_iterate.client.types import Caller, GuardWarning, LLMRequest, LLMResponse
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
+from pytest_iterate.pipeline.store import ArtifactRecord
 from pytest_iterate.tokens.layer import GuardingCaller, GuardPlan
 
 if TYPE_CHECKING:
@@ -283,7 +284,6 @@ class StoreStage:
         store = ctx.services.store
         if store is None or ctx.response is None:
             return
-        from pytest_iterate.pipeline.store import ArtifactRecord
 
         a = ctx.artifact
         await store.put(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pytest_iterate._data import fixtures_dir
 from pytest_iterate.client.errors import WorkloadError
 from pytest_iterate.pipeline.design import DesignRequest
 
@@ -24,14 +25,12 @@ __all__ = ["load_workload", "long_context_workload_path", "standard_workload_pat
 
 def standard_workload_path() -> Path:
     """``fixtures/workloads/designs.jsonl``: 100 design requests, 30 of them exact duplicates."""
-    from pytest_iterate._data import fixtures_dir
 
     return fixtures_dir() / "workloads" / "designs.jsonl"
 
 
 def long_context_workload_path() -> Path:
     """``fixtures/workloads/long_context.jsonl``: requests too big for a 2,048-token window."""
-    from pytest_iterate._data import fixtures_dir
 
     return fixtures_dir() / "workloads" / "long_context.jsonl"
 

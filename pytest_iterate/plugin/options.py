@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
+from pytest_iterate._data import fixtures_dir
 from pytest_iterate.client.secret import redact_url
 from pytest_iterate.client.values import (
     to_bool,
@@ -279,7 +280,6 @@ def _existing_file(value: Any, source: str) -> str | None:
 
 def _profile(value: Any, source: str) -> str:
     text = str(value).strip()
-    from pytest_iterate._data import fixtures_dir
 
     shipped = sorted({p.stem for p in (fixtures_dir() / "profiles").glob("*.json")} | set(SHIPPED_PROFILES))
     if text in shipped or (text.endswith(".json") and Path(text).is_file()):
@@ -319,6 +319,7 @@ def _path(value: Any, source: str) -> Path | None:
 
 
 def _rules(values: Iterable[Any], source: str) -> tuple[str, ...]:
+    # not at module top: this module loads on every pytest start, the harness only when a rule is given
     from pytest_iterate.harness.compare import parse_rule
 
     rules: list[str] = []

@@ -61,6 +61,8 @@ def encoding_name_for(model: str | None) -> str:
 def load_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
     """Load a tiktoken encoding once per process; errors become :class:`ConfigError`."""
     try:
+        # imported on the first count, not with the module: tiktoken costs ~18 ms to import, and
+        # importing the pipeline (or the plugin's fixtures) must not pay for it
         import tiktoken
     except ImportError as exc:  # pragma: no cover - tiktoken is a dependency
         raise ConfigError("token counting needs the 'tiktoken' package") from exc

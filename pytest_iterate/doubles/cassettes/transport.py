@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from pytest_iterate.cache.keys import cache_key_from_body
 from pytest_iterate.client.errors import CassetteError, ConfigError
+from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
 from pytest_iterate.doubles.cassettes.format import (
     Interaction,
     Timing,
@@ -290,7 +292,6 @@ class CassetteTransport:
 
     def key_for(self, method: str, url: str, json_body: Any | None) -> str:
         """The matching key of a request (what the cassette line's ``key`` holds)."""
-        from pytest_iterate.cache.keys import cache_key_from_body
 
         body = _decode_body(json_body)
         parts = urlsplit(url)
@@ -371,8 +372,6 @@ class CassetteTransport:
 
     def _inner_transport(self) -> Transport:
         if self._inner is None:
-            from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
-
             self._inner = AiohttpTransport()
         return self._inner
 

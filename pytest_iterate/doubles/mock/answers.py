@@ -22,10 +22,10 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pytest_iterate.tokens.counter import TokenCounter
+from pytest_iterate.batch.packing import format_packed_answer, parse_packed_prompt
+from pytest_iterate.tokens.counter import TokenCounter
 
 __all__ = ["Answer", "AnswerBook", "answer_rng", "split_packed"]
 
@@ -53,10 +53,9 @@ def answer_rng(seed: int, text: str) -> random.Random:
 
 
 def split_packed(text: str) -> list[str] | None:
-    """Sub-prompts of a packed prompt (helper D's parser), or None when not packed."""
+    """Sub-prompts of a packed prompt (the batch layer's parser), or None when not packed."""
     if "ITEM" not in text:
         return None
-    from pytest_iterate.batch.packing import parse_packed_prompt
 
     return parse_packed_prompt(text)
 
@@ -79,8 +78,6 @@ class AnswerBook:
     @property
     def counter(self) -> TokenCounter:
         if self._counter is None:
-            from pytest_iterate.tokens.counter import TokenCounter
-
             self._counter = TokenCounter()
         return self._counter
 
@@ -108,13 +105,7 @@ class AnswerBook:
             return Answer(enc.decode(tokens), tuple(tokens), "length")
         return Answer(text, tuple(tokens), "stop")
 
-    def token_texts(self, tokens: Sequence[int]) -> list[str]:
-        """Each token's text (answers are ASCII, so every token decodes on its own)."""
-        enc = self.counter.encoding
-        return [enc.decode_single_token_bytes(t).decode("utf-8", errors="replace") for t in tokens]
-
     def packed_text(self, seed: int, items: Sequence[str], target_tokens: int, *, tag: str = "") -> str:
-        from pytest_iterate.batch.packing import format_packed_answer
 
         share = max(1, target_tokens // max(1, len(items)) - 4)  # 4: the header line
         return format_packed_answer([self.design_text(seed, item, share, tag=tag) for item in items])

@@ -17,6 +17,12 @@ import signal
 import sys
 from typing import Any
 
+from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.faults import FaultPlan
+from pytest_iterate.doubles.mock.ratelimit import RateLimiter
+from pytest_iterate.doubles.mock.server import MockServer
+
 __all__ = ["add_parser", "build_parser", "main", "run"]
 
 
@@ -66,9 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _core(args: argparse.Namespace) -> Any:
-    from pytest_iterate.doubles.mock.core import MockLLM
-    from pytest_iterate.doubles.mock.faults import FaultPlan
-    from pytest_iterate.doubles.mock.ratelimit import RateLimiter
 
     plan = FaultPlan.parse(args.fault, retry_after_s=args.retry_after, hang_s=args.hang)
     limiter = RateLimiter(args.rpm, args.tpm) if (args.rpm or args.tpm) else None
@@ -76,7 +79,6 @@ def _core(args: argparse.Namespace) -> Any:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from pytest_iterate.doubles.mock.server import MockServer
 
     server = MockServer(_core(args), host=args.host, port=args.port)
     await server.start()
@@ -95,7 +97,6 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; bad options print one line and return 2."""
-    from pytest_iterate.client.errors import ConfigError
 
     try:
         _core(args)  # validate profile and faults before binding

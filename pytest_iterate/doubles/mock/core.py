@@ -55,7 +55,9 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from pytest_iterate import __version__
 from pytest_iterate.doubles.mock.answers import AnswerBook
@@ -83,9 +85,6 @@ from pytest_iterate.doubles.mock.profiles import LatencyProfile, load_profile
 from pytest_iterate.doubles.mock.ratelimit import RateLimiter
 from pytest_iterate.doubles.mock.render import CREATED, ClosingStream, completion_body, sse_events
 from pytest_iterate.doubles.mock.request import CompletionRequest, Invalid, Refusal, Route, parse_completion
-
-if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
 
 __all__ = ["CallRecord", "MockLLM", "MockReply", "MockStats"]
 
@@ -209,8 +208,6 @@ class MockLLM:
     def registry(self) -> CollectorRegistry:
         """The core's own Prometheus registry (``mock_*`` metrics, not the global one)."""
         if self._registry is None:
-            from prometheus_client import CollectorRegistry, Counter, Gauge
-
             reg = CollectorRegistry(auto_describe=True)
             self._metrics = {
                 "requests": Counter(
@@ -228,7 +225,6 @@ class MockLLM:
 
     def exposition(self) -> bytes:
         """Prometheus text format of :meth:`registry`."""
-        from prometheus_client import generate_latest
 
         return generate_latest(self.registry())
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
+from pytest_iterate._data import fixtures_dir
 from pytest_iterate.client.errors import ConfigError
 
 __all__ = [
@@ -331,7 +332,6 @@ def _check_finite(where: str, value: Any, path: str) -> None:
 
 def profiles_dir() -> Path:
     """The folder of the shipped profiles (``fixtures/profiles``)."""
-    from pytest_iterate._data import fixtures_dir
 
     return fixtures_dir() / "profiles"
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import httpx
-    import respx
+import httpx
+import respx
 
+if TYPE_CHECKING:
     from pytest_iterate.doubles.mock.core import MockLLM
 
 __all__ = ["MOCK_BASE_URL", "mock_router"]
@@ -48,8 +48,6 @@ def mock_router(
     base URL's own path; other paths on the host go as they are (``/health``,
     ``/version``: where tools probe a server before a run).
     """
-    import httpx
-    import respx
 
     url = httpx.URL(base_url.rstrip("/"))
     origin = f"{url.scheme}://{url.netloc.decode('ascii')}"

@@ -31,12 +31,11 @@ import struct
 import threading
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from aiohttp import web
+from aiohttp import web
 
-    from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.core import MockLLM
 
 __all__ = ["MockServer"]
 
@@ -68,8 +67,6 @@ class MockServer:
         seed: int = 0,
     ) -> None:
         if core is None:
-            from pytest_iterate.doubles.mock.core import MockLLM
-
             core = MockLLM(profile if profile is not None else "v1", seed=seed)
         self.core = core
         self.host = host
@@ -95,7 +92,6 @@ class MockServer:
 
     # -- the app ------------------------------------------------------------------------
     def _app(self) -> web.Application:
-        from aiohttp import web
 
         core = self.core
 
@@ -135,7 +131,6 @@ class MockServer:
     # -- same loop ----------------------------------------------------------------------
     async def start(self) -> MockServer:
         """Start serving in the running loop; fills in ``port`` when it was 0."""
-        from aiohttp import web
 
         runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()

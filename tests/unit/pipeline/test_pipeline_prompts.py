@@ -11,21 +11,19 @@ import pytest
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.prompts import PromptBuilder
 from pytest_iterate.pipeline.workers import WorkerPool
+from pytest_iterate.tokens.counter import TokenCounter
 
 
-class CountingCounter:
+class CountingCounter(TokenCounter):
+    """The token guard's counter, recording every text it really encodes."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[str] = []
-        self.memo: dict[str, int] = {}
 
-    def count_text(self, text: str) -> int:
+    def encode(self, text: str) -> list[int]:
         self.calls.append(text)
-        return len(text.split())
-
-    def count_cached(self, text: str) -> int:
-        if text not in self.memo:
-            self.memo[text] = self.count_text(text)
-        return self.memo[text]
+        return super().encode(text)
 
 
 def design(**kw: object) -> DesignRequest:
