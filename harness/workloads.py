@@ -157,7 +157,7 @@ def _chat_request(record: Mapping[str, Any]) -> LLMRequest:
     _check_fields(record, _CHAT_FIELDS)
     messages = record["messages"]
     if not isinstance(messages, list) or not messages:
-        raise ValueError("field 'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+        raise ValueError('field \'messages\' must be a non-empty list of {"role", "content"} objects')
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise ValueError(f"messages[{i}] must be an object with a string 'content', got {message!r}")
@@ -202,7 +202,7 @@ def load_workload_file(path: str | Path, *, api: Api = "chat") -> Workload:
         elif found != kind:
             raise WorkloadError(
                 f"a {found} record in a {kind} workload (line {first_line} made it one); "
-                "one kind per file: prompt ({\"prompt\": ...}), chat ({\"messages\": [...]}) or design",
+                'one kind per file: prompt ({"prompt": ...}), chat ({"messages": [...]}) or design',
                 path=str(path),
                 line=number,
             )

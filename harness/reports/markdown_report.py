@@ -77,8 +77,11 @@ def _scenarios(report: Report) -> list[str]:
 def render(report: Report) -> str:
     lines = ["# pytest-iterate report" + ("" if report.complete else " (INCOMPLETE)"), ""]
     if not report.complete:
-        lines += [f"> **Incomplete run**: {report.incomplete_reason or 'no reason recorded'}. "
-                  "It is not compared with a baseline and is never saved as one.", ""]
+        lines += [
+            f"> **Incomplete run**: {report.incomplete_reason or 'no reason recorded'}. "
+            "It is not compared with a baseline and is never saved as one.",
+            "",
+        ]
     meta = ", ".join(f"{k}: {v}" for k, v in report.run.items() if v is not None)
     if meta:
         lines += [meta, ""]

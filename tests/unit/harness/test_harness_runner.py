@@ -189,8 +189,17 @@ async def test_saturation_steps_are_long_enough_and_warmed_up() -> None:
         return summary.with_info(seen=True)
 
     sweep = await saturate(
-        send, [1], {"p95": 0.5}, start_rps=10, max_rps=40, duration_s=1.0, warmup=3,
-        clock=t.clock, sleep=t.sleep, spin_s=0, on_step=on_step,
+        send,
+        [1],
+        {"p95": 0.5},
+        start_rps=10,
+        max_rps=40,
+        duration_s=1.0,
+        warmup=3,
+        clock=t.clock,
+        sleep=t.sleep,
+        spin_s=0,
+        on_step=on_step,
     )
     # 10 req/s for 1 s would be 10 requests: the p95 rule asks for 200, so the step runs 20 s
     assert [s.requests for _, s in sweep.steps] == [200, 200, 200]
@@ -212,8 +221,16 @@ async def test_saturation_steps_down_when_the_first_rate_already_fails() -> None
         return RequestSample(scheduled_s=now, start_s=now, end_s=now + rate[0] / 1000.0)
 
     sweep = await saturate(
-        send, [1], {"p95": 0.1}, start_rps=400, refine_steps=3, requests_per_step=200,
-        shape_factory=shape_factory, clock=t.clock, sleep=t.sleep, spin_s=0,
+        send,
+        [1],
+        {"p95": 0.1},
+        start_rps=400,
+        refine_steps=3,
+        requests_per_step=200,
+        shape_factory=shape_factory,
+        clock=t.clock,
+        sleep=t.sleep,
+        spin_s=0,
     )
     assert [r for r, _ in sweep.steps][:3] == [400, 200, 100]  # down until one passes, then bisect
     assert sweep.best_rps is not None and 100 <= sweep.best_rps <= 150
