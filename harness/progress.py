@@ -20,13 +20,18 @@ from pytest_iterate.harness.fmt import seconds
 from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.summary import ScenarioSummary
 
-__all__ = ["Progress", "progress_enabled", "scenario_line"]
+__all__ = ["Progress", "ScenarioReporter", "in_ci", "progress_enabled", "scenario_line"]
+
+
+def in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``CI`` is set to a true value (GitHub Actions, GitLab CI and others set it)."""
+    env = os.environ if environ is None else environ
+    return env.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def progress_enabled(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
     """True on an interactive terminal outside CI."""
-    env = os.environ if environ is None else environ
-    if env.get("CI", "").strip().lower() in ("1", "true", "yes", "on"):
+    if in_ci(environ):
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
@@ -113,3 +118,41 @@ class Progress:
         """Clear the live line, for the caller's :func:`scenario_line` to take its place."""
         if self.enabled and self._drawn:
             self._write("\r" + " " * 78 + "\r")
+
+
+class ScenarioReporter:
+    """Progress of named scenarios for a caller that runs several (``pytest --iterate``).
+
+    :meth:`start` returns a :class:`Progress` drawing a live line when ``live`` (a
+    terminal), else nothing; :meth:`finish` writes the scenario's :func:`scenario_line`,
+    so a terminal sees a live line per scenario and a CI log one line per scenario.
+    ``write`` receives text exactly as it should appear (newlines included);
+    ``newline`` is called first so the lines start on a fresh line.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        live: bool,
+        newline: Callable[[], None] | None = None,
+        prefix: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write, self.live, self._newline, self.prefix, self._clock = write, live, newline, prefix, clock
+        self._started: dict[str, float] = {}
+
+    def start(self, name: str, total: int | None = None) -> Progress | None:
+        self._started[name] = self._clock()
+        if not self.live:
+            return None
+        if self._newline is not None:
+            self._newline()
+        return Progress(f"{self.prefix}{name}", total, enabled=True, write=self._write, clock=self._clock)
+
+    def finish(self, summary: ScenarioSummary) -> None:
+        began = self._started.pop(summary.name, None)
+        took = "" if began is None else f" [{self._clock() - began:.1f} s]"
+        if self._newline is not None and not self.live:
+            self._newline()
+        self._write(f"{self.prefix}{scenario_line(summary)}{took}\n")

@@ -3,10 +3,12 @@
 :class:`ScenarioRunner` ``.get(name)`` runs a scenario on first use (in its own event
 loop, its own endpoint and pipeline, a fresh cache folder) and caches the
 :class:`ScenarioResult`; ``.observe(criterion_id)`` returns the observed value of a
-criterion from the scenario it reads. What is measured is the design-iteration
-:class:`~pytest_iterate.pipeline.runner.Pipeline`, stage by stage, driven by the
-harness's closed-loop runner; the endpoint is the embedded loopback mock (or a real
-URL, where fault-injection scenarios raise :class:`NeedsMock`).
+criterion from the scenario it reads. A ``progress`` reporter shows each load run
+while it runs (a live line on a terminal) and its summary line when it ends. What is
+measured is the design-iteration :class:`~pytest_iterate.pipeline.runner.Pipeline`,
+stage by stage, driven by the harness's closed-loop runner; the endpoint is the
+embedded loopback mock (or a real URL, where fault-injection scenarios raise
+:class:`NeedsMock`).
 
 Scenarios (``standard`` and ``concurrency_N`` carry ``"sweep": true`` in their summary: they
 are the points of the report's throughput-vs-p95 plot):
@@ -48,6 +50,7 @@ from pytest_iterate.client.metrics_server import MetricsServer
 from pytest_iterate.client.telemetry import JsonFormatter
 from pytest_iterate.endpoint import Endpoint, EndpointSpec, open_endpoint, probe_endpoint
 from pytest_iterate.harness.loads import ClosedLoop
+from pytest_iterate.harness.progress import ScenarioReporter
 from pytest_iterate.harness.runner import run_load
 from pytest_iterate.harness.samples import sample_from_pipeline_result
 from pytest_iterate.harness.stats import summarize
@@ -172,9 +175,15 @@ class ScenarioRunner:
     """Runs scenarios lazily, once each; results kept in :attr:`results` (insertion order)."""
 
     def __init__(
-        self, options: IterateOptions, *, pyproject: Path | None = None, workdir: Path | None = None
+        self,
+        options: IterateOptions,
+        *,
+        pyproject: Path | None = None,
+        workdir: Path | None = None,
+        progress: ScenarioReporter | None = None,
     ) -> None:
         self.options = options
+        self.progress = progress
         self.pyproject = pyproject
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="iterate-"))
@@ -304,13 +313,16 @@ class ScenarioRunner:
             results.append(result)
             return result
 
+        live = self.progress.start(name, len(items)) if self.progress is not None else None
         cpu0 = time.process_time()
-        run = await run_load(send, list(items), ClosedLoop(concurrency), requests=len(items))
+        run = await run_load(send, list(items), ClosedLoop(concurrency), requests=len(items), progress=live)
         cpu = time.process_time() - cpu0
         cpu_pct = 100.0 * cpu / run.wall_s / available_cores() if run.wall_s > 0 else math.nan
         summary = run.summary(name).replace(
             concurrency=concurrency, cpu_percent=cpu_pct, endpoint=endpoint, sweep=sweep
         )
+        if self.progress is not None:
+            self.progress.finish(summary)
         _require_an_answer(name, summary, results)
         return summary, results, cpu_pct
 

@@ -9,7 +9,7 @@ import io
 import pytest
 
 from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
-from pytest_iterate.harness.progress import Progress, progress_enabled
+from pytest_iterate.harness.progress import Progress, ScenarioReporter, progress_enabled, scenario_line
 from pytest_iterate.harness.runner import (
     Outcome,
     calibrate_start_rate,
@@ -304,3 +304,30 @@ def test_progress_quiet_off_tty_and_in_ci() -> None:
     assert "cache 0 %" in out and "rate:5  2/3" in out and "cache 50 %" in out
     shown.close()
     assert tty.getvalue().endswith("\r" + " " * 78 + "\r")  # cleared for the step's summary line
+
+
+def test_scenario_reporter_live_on_a_terminal_one_line_otherwise() -> None:
+    now = [0.0]
+    written: list[str] = []
+    newlines: list[int] = []
+    summary = ScenarioSummary(
+        name="standard", requests=2, latency_s=Distribution.of([0.1, 0.2]), max_inflight=2
+    )
+    quiet = ScenarioReporter(
+        written.append, live=False, newline=lambda: newlines.append(1), clock=lambda: now[0]
+    )
+    assert quiet.start("standard", 2) is None
+    now[0] = 3.0
+    quiet.finish(summary)
+    assert written == [scenario_line(summary) + " [3.0 s]\n"] and newlines == [1]
+    assert "standard: 2 requests, 0 errors" in written[0] and "in flight max 2" in written[0]
+    written.clear()
+    live = ScenarioReporter(written.append, live=True, prefix="iterate: ", clock=lambda: now[0])
+    progress = live.start("standard", 2)
+    assert progress is not None
+    now[0] = 4.0
+    progress.update(RequestSample(scheduled_s=0, start_s=0, end_s=0.1))
+    progress.close()
+    live.finish(summary)
+    assert written[0].startswith("\riterate: standard  1/2") and written[1].startswith("\r ")
+    assert written[-1].startswith("iterate: standard: 2 requests") and written[-1].endswith("[1.0 s]\n")
