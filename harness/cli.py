@@ -37,6 +37,7 @@ from pytest_iterate.harness.compare import (
     load_baseline,
     parse_rule,
 )
+from pytest_iterate.harness.fmt import seconds
 from pytest_iterate.harness.limits import client_limits, raise_open_files_limit
 from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape, Poisson
 from pytest_iterate.harness.paths import user_cache_dir
@@ -351,8 +352,15 @@ def _config_overrides(args: argparse.Namespace, shapes: Sequence[LoadShape]) -> 
 _DEFAULT_CACHE_DIR = IterateConfig().cache_dir  # relative: it would land in the current directory
 
 
-def _print_step(summary: ScenarioSummary, max_connections: int | None, *, open_loop: bool) -> None:
-    print(scenario_line(summary), flush=True)
+def _print_step(
+    summary: ScenarioSummary, max_connections: int | None, *, open_loop: bool, stream: bool = False
+) -> None:
+    tokens = ""
+    if stream and summary.ttft_s.count:
+        tokens = f", TTFT p50 {seconds(summary.ttft_s.p50)} p99 {seconds(summary.ttft_s.p99)}"
+        if summary.itl_s.count:
+            tokens += f", ITL p50 {seconds(summary.itl_s.p50)}"
+    print(scenario_line(summary) + tokens, flush=True)
     # a closed loop of N workers has N in flight by design; an open loop that fills the
     # pool was held back by it (the pool was capped by the open-files limit)
     full = max_connections and summary.max_inflight is not None and summary.max_inflight >= max_connections
@@ -381,7 +389,7 @@ async def _run(args: argparse.Namespace) -> int:
 
             def step(summary: ScenarioSummary) -> ScenarioSummary:
                 summary = summary.replace(max_inflight=target.gauge.reset())
-                _print_step(summary, max_connections, open_loop=True)
+                _print_step(summary, max_connections, open_loop=True, stream=args.stream)
                 return summary
 
             sweep = await saturate(
@@ -438,7 +446,9 @@ async def _run(args: argparse.Namespace) -> int:
                 )
                 scenarios.append(summary)
                 samples[summary.name] = result.samples
-                _print_step(summary, max_connections, open_loop=not isinstance(shape, ClosedLoop))
+                _print_step(
+                    summary, max_connections, open_loop=not isinstance(shape, ClosedLoop), stream=args.stream
+                )
         run_info = {"tool": "iterate-bench", "version": __version__, **target.info}
     report = Report.build(run_info, criteria, scenarios)
     paths = write_reports(

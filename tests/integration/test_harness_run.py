@@ -217,6 +217,7 @@ def test_stream_measures_time_to_first_token(
     )
     assert code == 0, capsys.readouterr().err
     assert json.loads(loopback.last_body)["stream"] is True
+    assert "TTFT p50 " in capsys.readouterr().out
     (s,) = report["scenarios"]
     assert s["ttft_s"]["count"] == 4 and s["tokens"]["completion"] == 4 * 5
     assert report["run"]["workload_kind"] == "synthetic" and report["run"]["stream"] is True
