@@ -87,6 +87,7 @@ def _inner_transport(endpoint: Endpoint, config: IterateConfig) -> Transport:
     """The endpoint's shared transport (a cassette), else the one the config names."""
     if endpoint.transport is not None:
         return endpoint.transport
+    # each transport module imports its HTTP library: import only the one in use, as the client does
     if config.transport == "httpx":
         import httpx
 

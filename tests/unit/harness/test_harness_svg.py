@@ -213,3 +213,16 @@ def test_throughput_line_never_joins_two_points_at_the_same_level(tmp_path: Path
     assert line.count("<circle") == 3
     write_reports(report, tmp_path, formats=("html",))
     assert "concurrency_10" in (tmp_path / "iterate-report.html").read_text()
+
+
+def test_tables_show_the_hit_rate_and_the_most_requests_in_flight(tmp_path: Path) -> None:
+    scenario = summarize("closed:7", _samples(9, 0.01, n=20), 1.0).replace(max_inflight=7, concurrency=7)
+    cached = summarize("repeat", _samples(10, 0.0002, n=20, cache=True), 0.1)
+    write_reports(Report.build({}, [], [scenario, cached]), tmp_path, formats=("md", "html"))
+    md = (tmp_path / "iterate-report.md").read_text()
+    assert "| cache hit | in flight max |" in md
+    assert re.search(r"^\| closed:7 \|.*\| 0 % \| 7 \|$", md, re.M) and re.search(
+        r"^\| repeat \|.*\| 100 % \| - \|$", md, re.M
+    )
+    html = (tmp_path / "iterate-report.html").read_text()
+    assert "<th>cache hits</th><th>in flight max</th>" in html and "<td>0 %</td><td>7</td>" in html
