@@ -316,3 +316,41 @@ def test_a_bad_workload_file_exits_2_naming_the_line(
     code, _ = _run(tmp_path, "--target", "loopback", "--workload", str(bad))
     err = capsys.readouterr().err
     assert code == 2 and f"{bad}:2: unknown field(s) 'temperature'" in err
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_design_workloads_take_max_tokens_and_stream_too(
+    raw: bool, tmp_path: Path, loopback: LoopbackServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    designs = str(Path(__file__).parents[2] / "fixtures" / "workloads" / "designs.jsonl")
+    code, report = _run(
+        tmp_path,
+        "--target",
+        loopback.base_url,
+        "--workload",
+        designs,
+        "--max-tokens",
+        "9",
+        "--stream",
+        "--requests",
+        "3",
+        *(["--raw"] if raw else []),
+    )
+    assert code == 0, capsys.readouterr().err
+    body = json.loads(loopback.last_body)
+    assert body["max_tokens"] == 9 and body["stream"] is True
+    assert body["messages"][0]["role"] == "system" and "Task: " in body["messages"][1]["content"]
+    (s,) = report["scenarios"]
+    assert report["run"]["workload_kind"] == "design" and s["ttft_s"]["count"] == 3
+
+
+def test_raw_mode_without_a_workload_sends_a_one_token_ping(
+    tmp_path: Path, loopback: LoopbackServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = _run(tmp_path, "--target", loopback.base_url, "--raw", "--requests", "2")
+    assert code == 0, capsys.readouterr().err
+    body = json.loads(loopback.last_body)
+    assert body["messages"] == [{"role": "user", "content": "ping"}] and body["max_tokens"] == 1
+    assert (
+        report["run"]["workload"] == "ping (1 token)" and report["scenarios"][0]["tokens"]["completion"] == 2
+    )
