@@ -36,6 +36,7 @@ package version) are returned as warnings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,15 @@ from pathlib import Path
 
 from pytest_iterate.harness.fmt import percent, quantity, seconds
 from pytest_iterate.harness.reports import json_report
-from pytest_iterate.harness.significance import proportion_p, quantile_p, ratio_estimate, shift_p
-from pytest_iterate.harness.summary import DISTRIBUTIONS, Report, ScenarioSummary
+from pytest_iterate.harness.significance import (
+    paired_log_ratios,
+    paired_p,
+    proportion_p,
+    quantile_p,
+    ratio_estimate,
+    shift_p,
+)
+from pytest_iterate.harness.summary import DISTRIBUTIONS, Report, ScenarioSummary, percentile
 
 __all__ = [
     "COMPARABLE_KEYS",
@@ -62,7 +70,7 @@ __all__ = [
     "parse_rule",
 ]
 
-DEFAULT_ALPHA = 0.01
+DEFAULT_ALPHA = 0.005
 DEFAULT_MIN_DELTA_S = 0.005
 MIN_SAMPLES = 8
 _TAIL_SHARE = 0.2  # of alpha, for a percentile rule's own permutation test (its "tail grew" path)
@@ -306,6 +314,18 @@ def comparability_warnings(baseline: Report, current: Report) -> list[str]:
     return out
 
 
+def _shift(base: ScenarioSummary, cur: ScenarioSummary) -> tuple[float, float | None, str]:
+    """(p-value, ratio estimate, method) of "the current run is slower as a whole": paired
+    request by request when both runs keyed the same requests, else over the two samples."""
+    if base.sample_keys and cur.sample_keys:
+        diffs = paired_log_ratios(base.samples_s, base.sample_keys, cur.samples_s, cur.sample_keys)
+        if len(diffs) >= MIN_SAMPLES:
+            ratio = math.exp(percentile(sorted(diffs), 50.0))
+            return paired_p(diffs), ratio, f"paired over {len(diffs)} requests"
+    a, b = base.samples_s, cur.samples_s
+    return shift_p(a, b), ratio_estimate(a, b), "rank and log-t tests"
+
+
 def _decide(
     rule: Rule,
     base: ScenarioSummary,
@@ -341,25 +361,24 @@ def _decide(
         row.note = f"too few samples to test ({len(a)} vs {len(b)}; {MIN_SAMPLES} needed)"
         row.exceeded = False
         return
+    p_shift, ratio, how = _shift(base, cur)
     if rule.stat == "mean":
-        row.p_value, row.method = shift_p(a, b), "rank and log-t tests"
+        row.p_value, row.method = p_shift, how
         row.regression = row.exceeded and row.p_value < alpha
         return
-    # a percentile: its own permutation test, or a shift of the whole distribution
-    p_shift = shift_p(a, b)
-    ratio = ratio_estimate(a, b)
+    # a percentile: the whole distribution moved, or its own permutation test (a tail that grew)
     shift = (ratio - 1.0) * bv if ratio is not None else 0.0
     shifted = shift >= min_delta_s and (shift > rule.limit * abs(bv) if rule.relative else shift > rule.limit)
     if shifted and p_shift < alpha:
         row.exceeded, row.p_value, row.regression = True, p_shift, True
-        row.method = f"whole distribution {ratio:.2f}x slower, rank and log-t tests"
+        row.method = f"whole distribution {ratio:.2f}x slower, {how}"
         return
     if row.exceeded:
         row.p_value = quantile_p(a, b, _PCT[rule.stat], seed=seed)
         row.method = f"permutation test of {rule.stat}"
         row.regression = row.p_value < _TAIL_SHARE * alpha
     else:
-        row.p_value, row.method = p_shift, "rank and log-t tests"
+        row.p_value, row.method = p_shift, how
 
 
 def compare(

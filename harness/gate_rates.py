@@ -2,9 +2,13 @@
 
 Latencies are drawn (seeded) from a mock latency profile the way the mock answers a
 non-streamed request: ``ttft + (output_tokens - 1) * itl``. A *pair* is a baseline run
-and a current run of ``n`` requests each; the current run's latencies are multiplied by
-``slowdown``. :func:`flag_rate` applies one rule to ``pairs`` such pairs and returns the
-share flagged as a regression: with ``slowdown=1`` that is the false-alarm rate, above 1
+and a current run of the same ``n`` requests (a workload: each request's answer length is
+drawn once and kept, as the same prompt gets the same answer), each run drawing its own
+time to first token and per-token time for every request; the current run's latencies
+are multiplied by ``slowdown``. ``paired=False`` draws two unrelated workloads instead
+(and drops the request keys), which is what a comparison of two different workloads sees.
+:func:`flag_rate` applies one rule to ``pairs`` such pairs and returns the share flagged
+as a regression: with ``slowdown=1`` that is the false-alarm rate, above 1
 the power. ``python -m pytest_iterate.harness.gate_rates`` prints the table that
 DEFINITIONS.md quotes.
 """
@@ -23,22 +27,25 @@ from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.stats import summarize
 from pytest_iterate.harness.summary import Report
 
-__all__ = ["GateRate", "draw", "flag_rate", "main"]
+__all__ = ["GateRate", "draw", "flag_rate", "main", "workload"]
 
 
-def draw(profile: LatencyProfile, n: int, rng: random.Random, slowdown: float = 1.0) -> list[float]:
-    """``n`` latencies of non-streamed answers from ``profile``, times ``slowdown``."""
-    out = []
-    for _ in range(n):
-        tokens = max(1, round(profile.output_tokens.sample(rng)))
-        latency = profile.ttft_base.sample(rng) + (tokens - 1) * profile.itl.sample(rng)
-        out.append(latency * slowdown)
-    return out
+def workload(profile: LatencyProfile, n: int, rng: random.Random) -> list[int]:
+    """The answer lengths (output tokens) of ``n`` requests."""
+    return [max(1, round(profile.output_tokens.sample(rng))) for _ in range(n)]
 
 
-def _report(latencies: Sequence[float]) -> Report:
+def draw(
+    profile: LatencyProfile, tokens: Sequence[int], rng: random.Random, slowdown: float = 1.0
+) -> list[float]:
+    """One run's latencies for requests of these answer lengths, times ``slowdown``."""
+    return [(profile.ttft_base.sample(rng) + (n - 1) * profile.itl.sample(rng)) * slowdown for n in tokens]
+
+
+def _report(latencies: Sequence[float], keyed: bool) -> Report:
     samples = [
-        RequestSample(scheduled_s=float(i), start_s=float(i), end_s=i + v) for i, v in enumerate(latencies)
+        RequestSample(scheduled_s=float(i), start_s=float(i), end_s=i + v, key=f"r{i}" if keyed else None)
+        for i, v in enumerate(latencies)
     ]
     return Report.build({}, [], [summarize("run", samples, float(len(latencies)))])
 
@@ -51,6 +58,7 @@ class GateRate:
     slowdown: float
     pairs: int
     flagged: int
+    paired: bool = True
 
     @property
     def rate(self) -> float:
@@ -67,6 +75,7 @@ def flag_rate(
     seed: int = 0,
     alpha: float = DEFAULT_ALPHA,
     min_delta_s: float = DEFAULT_MIN_DELTA_S,
+    paired: bool = True,
 ) -> GateRate:
     """How many of ``pairs`` seeded baseline/current pairs ``rule`` flags as a regression."""
     prof = profile if isinstance(profile, LatencyProfile) else load_profile(profile)
@@ -74,11 +83,12 @@ def flag_rate(
     flagged = 0
     for i in range(pairs):
         rng = random.Random(f"{seed}:{prof.name}:{i}")
-        base = _report(draw(prof, n, rng))
-        cur = _report(draw(prof, n, rng, slowdown))
+        tokens = workload(prof, n, rng)
+        base = _report(draw(prof, tokens, rng), paired)
+        cur = _report(draw(prof, tokens if paired else workload(prof, n, rng), rng, slowdown), paired)
         result = compare(base, cur, [parsed], alpha=alpha, min_delta_s=min_delta_s, seed=i)
         flagged += not result.passed
-    return GateRate(prof.name, rule, n, slowdown, pairs, flagged)
+    return GateRate(prof.name, rule, n, slowdown, pairs, flagged, paired)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,13 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slowdowns", default="1.0,1.3,1.5", help="slowdown factors (default 1.0,1.3,1.5)")
     args = parser.parse_args(argv)
     slowdowns = [float(s) for s in args.slowdowns.split(",")]
-    print("| profile | rule | n a side | " + " | ".join(f"x{s:g}" for s in slowdowns) + " |")
-    print("|---|---|---:|" + "---:|" * len(slowdowns))
+    print("| profile | rule | runs | n a side | " + " | ".join(f"x{s:g}" for s in slowdowns) + " |")
+    print("|---|---|---|---:|" + "---:|" * len(slowdowns))
     for profile in args.profiles.split(","):
         for rule in args.rules.split(","):
-            cells = [flag_rate(profile, rule, n=args.n, pairs=args.pairs, slowdown=s) for s in slowdowns]
-            shown = " | ".join(f"{c.rate:.1%} ({c.flagged}/{c.pairs})" for c in cells)
-            print(f"| {profile} | {rule} | {args.n} | {shown} |", flush=True)
+            for paired in (True, False):
+                cells = [
+                    flag_rate(profile, rule, n=args.n, pairs=args.pairs, slowdown=s, paired=paired)
+                    for s in slowdowns
+                ]
+                shown = " | ".join(f"{c.rate:.1%} ({c.flagged}/{c.pairs})" for c in cells)
+                kind = "same requests" if paired else "different requests"
+                print(f"| {profile} | {rule} | {kind} | {args.n} | {shown} |", flush=True)
     return 0
 
 

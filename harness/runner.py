@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import itertools
@@ -146,6 +147,7 @@ async def _one(
 ) -> RequestSample:
     if start is None:
         start = clock()
+    key = getattr(item, "id", None)
     try:
         result = await send(item)
     except asyncio.CancelledError:
@@ -153,9 +155,17 @@ async def _one(
     except Exception as exc:
         end = clock()
         return RequestSample(
-            scheduled_s=scheduled, start_s=start, end_s=end, ok=False, error_kind=error_kind_of(exc)
+            scheduled_s=scheduled,
+            start_s=start,
+            end_s=end,
+            ok=False,
+            error_kind=error_kind_of(exc),
+            key=key if isinstance(key, str) else None,
         )
-    return _to_sample(result, scheduled, start, clock())
+    sample = _to_sample(result, scheduled, start, clock())
+    if sample.key is None and isinstance(key, str):
+        sample = dataclasses.replace(sample, key=key)
+    return sample
 
 
 @contextlib.contextmanager

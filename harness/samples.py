@@ -47,6 +47,7 @@ class RequestSample:
     attempts: int = 1
     stages: dict[str, float] = field(default_factory=dict)  # stage name -> duration (s)
     last_token_s: float | None = None  # arrival of the last token; defaults to end_s
+    key: str | None = None  # what was sent (a design id): pairs the same request across two runs
 
     @property
     def retries(self) -> int:

@@ -13,6 +13,11 @@ difference at least this bad when both runs come from the same distribution.
   best; requiring both keeps the false-alarm rate under each one's own (measured in
   DEFINITIONS.md: the log-t test alone raised 1.2 % false alarms at alpha 0.01 on the v1
   profile, the pair 0.9 %).
+* :func:`paired_log_ratios` / :func:`paired_p` — when both runs sent the same requests
+  (the same workload, keyed by design id), each request is compared with itself: the
+  differences between requests (a long answer against a short one) cancel, and only the
+  run-to-run change is left. ``paired_p`` asks a Wilcoxon signed-rank test and a paired
+  t-test on the log-ratios, both of which must agree.
 * :func:`quantile_p` — a permutation test of one quantile's difference (a tail that grew
   while the bulk did not). Under "same distribution" the labels are exchangeable, so the
   p-value is valid at any sample size (no normal approximation, no bootstrap bias).
@@ -36,11 +41,14 @@ from pytest_iterate.harness.summary import percentile
 
 __all__ = [
     "log_t_p",
+    "paired_log_ratios",
+    "paired_p",
     "proportion_p",
     "quantile_p",
     "rank_p",
     "ratio_estimate",
     "shift_p",
+    "signed_rank_p",
     "stride",
     "student_t_sf",
 ]
@@ -127,6 +135,73 @@ def shift_p(base: Sequence[float], current: Sequence[float]) -> float:
     """One-sided p-value of "the current run is slower as a whole": the larger of the rank
     test's and the log-t test's p-values (both must say so)."""
     return max(rank_p(base, current), log_t_p(base, current))
+
+
+def paired_log_ratios(
+    base: Sequence[float], base_keys: Sequence[str], current: Sequence[float], current_keys: Sequence[str]
+) -> list[float]:
+    """log(current / base) for every request both runs sent, matched by key and by
+    occurrence (the second "design-7" of one run with the second of the other)."""
+    seen: dict[str, int] = {}
+    index: dict[tuple[str, int], float] = {}
+    for key, value in zip(base_keys, base, strict=True):
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        index[(key, n)] = value
+    seen.clear()
+    out = []
+    for key, value in zip(current_keys, current, strict=True):
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        before = index.get((key, n))
+        if before is not None and before > 0 and value > 0:
+            out.append(math.log(value / before))
+    return out
+
+
+def signed_rank_p(diffs: Sequence[float]) -> float:
+    """One-sided Wilcoxon signed-rank p-value that ``diffs`` lean positive (normal
+    approximation, zeros dropped, ties averaged and corrected, continuity-corrected)."""
+    nonzero = [d for d in diffs if d != 0.0]
+    n = len(nonzero)
+    if n < 2:
+        return 1.0
+    ordered = sorted(nonzero, key=abs)
+    w_plus = 0.0
+    tie_term = 0.0
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and abs(ordered[j + 1]) == abs(ordered[i]):
+            j += 1
+        rank = (i + j) / 2.0 + 1.0
+        w_plus += rank * sum(1 for k in range(i, j + 1) if ordered[k] > 0)
+        t = j - i + 1
+        tie_term += t**3 - t
+        i = j + 1
+    mean = n * (n + 1) / 4.0
+    var = n * (n + 1) * (2 * n + 1) / 24.0 - tie_term / 48.0
+    if var <= 0:
+        return 1.0
+    z = (w_plus - mean - 0.5) / math.sqrt(var)
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _paired_t_p(diffs: Sequence[float]) -> float:
+    n = len(diffs)
+    if n < 2:
+        return 1.0
+    mean = math.fsum(diffs) / n
+    var = math.fsum((d - mean) ** 2 for d in diffs) / (n - 1)
+    if var <= 0:
+        return 0.0 if mean > 0 else 1.0
+    return student_t_sf(mean / math.sqrt(var / n), n - 1)
+
+
+def paired_p(diffs: Sequence[float]) -> float:
+    """One-sided p-value that the paired log-ratios ``diffs`` are positive (the current run is
+    slower request by request): the larger of the signed-rank and the paired t-test p-values."""
+    return max(signed_rank_p(diffs), _paired_t_p(diffs))
 
 
 def quantile_p(

@@ -34,6 +34,18 @@ def _cap(values: Sequence[float], cap: int) -> list[float]:
     return [round(values[int(i * step)], 6) for i in range(cap)]
 
 
+def _keys(ordered: Sequence[RequestSample], cap: int) -> tuple[str, ...]:
+    """The request keys parallel to ``samples_s`` (the same striding), or () unless every
+    sample has one: a comparison pairs the same requests of two runs by them."""
+    if not ordered or any(s.key is None for s in ordered):
+        return ()
+    keys = [s.key or "" for s in ordered]
+    if len(keys) <= cap:
+        return tuple(keys)
+    step = len(keys) / cap
+    return tuple(keys[int(i * step)] for i in range(cap))
+
+
 def _goodput(samples: Sequence[RequestSample], objectives: Mapping[str, float], wall_s: float) -> Goodput:
     """Requests that succeeded and met every per-request objective (``latency_s``,
     ``ttft_s``, ``tpot_s``, ``itl_s`` upper bounds)."""
@@ -113,6 +125,7 @@ def summarize(
         tokens=TokenCounts(prompt=sum(s.prompt_tokens for s in ordered), completion=completion),
         retries=sum(s.retries for s in ordered),
         samples_s=tuple(_cap(latencies, sample_cap)),
+        sample_keys=_keys(ordered, sample_cap),
         timeline=tuple((round(s.scheduled_s - t0, 6), round(s.latency_s, 6), int(s.ok)) for s in shown),
         goodput=_goodput(ordered, objectives, wall_s) if objectives else None,
         load=load,

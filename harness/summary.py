@@ -280,6 +280,7 @@ class ScenarioSummary:
     tokens: TokenCounts = TokenCounts()
     retries: int = 0
     samples_s: tuple[float, ...] = ()
+    sample_keys: tuple[str, ...] = ()  # what each of samples_s sent (empty: not known for every one)
     timeline: tuple[tuple[float, float, int], ...] = ()
     goodput: Goodput | None = None
     load: str | None = None
@@ -339,6 +340,7 @@ class ScenarioSummary:
             "tokens": self.tokens.to_json(),
             "retries": self.retries,
             "samples_s": list(self.samples_s),
+            "sample_keys": list(self.sample_keys),
             "timeline": [list(point) for point in self.timeline],
             "load": self.load,
             "warmup": self.warmup,
@@ -378,6 +380,7 @@ class ScenarioSummary:
             tokens=TokenCounts.from_json(obj.get("tokens"), _where(path, "tokens")),
             retries=_int(obj, "retries", path),
             samples_s=tuple(_floats(obj.get("samples_s"), _where(path, "samples_s"))),
+            sample_keys=_keys(obj.get("sample_keys"), _where(path, "sample_keys"), obj.get("samples_s")),
             timeline=_timeline(obj.get("timeline"), _where(path, "timeline")),
             goodput=Goodput.from_json(obj["goodput"], _where(path, "goodput"))
             if obj.get("goodput")
@@ -403,6 +406,16 @@ def _floats(data: Any, path: str) -> list[float]:
     ):
         raise ReportError(f"{path} should be a list of numbers")
     return [float(v) for v in data]
+
+
+def _keys(data: Any, path: str, samples: Any) -> tuple[str, ...]:
+    if not data:
+        return ()
+    if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
+        raise ReportError(f"{path} should be a list of strings")
+    if not isinstance(samples, list) or len(samples) != len(data):
+        raise ReportError(f"{path} should have one key per value of samples_s")
+    return tuple(data)
 
 
 def _timeline(data: Any, path: str) -> tuple[tuple[float, float, int], ...]:

@@ -6,6 +6,9 @@ Values are stored as JSON text, never pickled: :class:`_JsonOnlyDisk` refuses to
 unpickle anything it finds, so a foreign or damaged entry cannot run code. Every
 failure to read (garbage in a value, a damaged SQLite file, a locked or missing
 folder) is logged as a warning and reads as a miss; a damaged entry is removed.
+A folder that cannot be written (a read-only checkout, a CI cache restored read-only)
+still serves its entries: the database is read through SQLite's read-only, immutable
+mode, and nothing is stored.
 
 TTL: the expiry time (wall clock, injectable) is stored in the entry and checked on
 read; diskcache's own ``expire=`` is set as well so expired rows get culled.
@@ -51,6 +54,49 @@ def _json_only_disk() -> type[Any]:
     return _JsonOnlyDisk
 
 
+class _ReadOnlyCache:
+    """The entries of a diskcache folder that cannot be written: diskcache itself needs to
+    write when it opens (its schema, its WAL), so a read-only folder is read directly with
+    SQLite's ``mode=ro&immutable=1``, and the values decoded by the same JSON-only Disk."""
+
+    def __init__(self, folder: Path) -> None:
+        import diskcache
+
+        db = folder / diskcache.core.DBNAME
+        if not db.is_file():
+            raise FileNotFoundError(f"no {diskcache.core.DBNAME} in {folder}")
+        self._db = sqlite3.connect(f"{db.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        try:
+            self._db.execute("SELECT COUNT(*) FROM Cache").fetchone()  # a damaged file fails here
+        except sqlite3.Error:
+            self._db.close()
+            raise
+        self._disk = _json_only_disk()(str(folder))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute(
+            "SELECT mode, filename, value, expire_time FROM Cache WHERE key = ? AND raw = 1", (key,)
+        ).fetchone()
+        if row is None or (row[3] is not None and row[3] <= time.time()):
+            return default
+        return self._disk.fetch(row[0], row[1], row[2], False)
+
+    def set(self, key: str, value: Any, expire: float | None = None) -> bool:
+        raise sqlite3.OperationalError("the disk cache folder is read-only")
+
+    def delete(self, key: str) -> bool:
+        return False
+
+    def clear(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM Cache").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class DiskStore:
     """JSON entries in a diskcache folder, opened on first use.
 
@@ -63,6 +109,7 @@ class DiskStore:
         self._wall_clock = wall_clock
         self._cache: Any = None
         self._broken = False
+        self.read_only = False
 
     # -- opening --------------------------------------------------------------
     def _open(self) -> Any:
@@ -74,8 +121,18 @@ class DiskStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._cache = diskcache.Cache(str(self.folder), disk=_json_only_disk(), timeout=5)
         except (sqlite3.Error, OSError) as exc:
-            self._broken = True
-            log.warning("disk cache at %s cannot be opened, disk tier disabled: %s", self.folder, exc)
+            try:
+                self._cache = _ReadOnlyCache(self.folder)
+            except (sqlite3.Error, OSError):
+                self._broken = True
+                log.warning("disk cache at %s cannot be opened, disk tier disabled: %s", self.folder, exc)
+            else:
+                self.read_only = True
+                log.warning(
+                    "disk cache at %s cannot be written (%s): serving its entries, storing none",
+                    self.folder,
+                    exc,
+                )
         return self._cache
 
     @property
@@ -117,7 +174,7 @@ class DiskStore:
     def put(self, key: str, payload: dict[str, Any], ttl_s: float | None = None) -> bool:
         """Store ``payload`` (plain JSON types) under ``key``; False if the store failed."""
         cache = self._open()
-        if cache is None:
+        if cache is None or self.read_only:
             return False
         expires_at = None if ttl_s is None else self._wall_clock() + ttl_s
         text = json.dumps(

@@ -31,6 +31,8 @@ may wait on another process's lock, run in a thread.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
     from pytest_iterate.client.metrics import IterateMetrics
 
 __all__ = ["CacheStats", "ResponseCache", "TierStats"]
+
+log = logging.getLogger("pytest_iterate.cache")
 
 _REFUSED_FINISH = frozenset({"error", "busy", "content_filter"})
 
@@ -79,6 +83,7 @@ class CacheStats:
     overall: TierStats
     stores: int = 0
     refused: int = 0
+    corrupt: int = 0  # entries of the wrong shape found on disk (removed, read as misses)
 
     @property
     def hits(self) -> int:
@@ -99,6 +104,7 @@ class CacheStats:
             "disk": self.disk.to_json(),
             "stores": self.stores,
             "refused": self.refused,
+            "corrupt": self.corrupt,
         }
 
 
@@ -133,6 +139,7 @@ class ResponseCache:
                 self._children[name] = metrics.cache_requests.labels(tier=tier, result=result)
         self._stores = 0
         self._refused = 0
+        self._corrupt = 0
 
     # -- policy ---------------------------------------------------------------
     def cacheable(self, request: LLMRequest) -> bool:
@@ -156,14 +163,32 @@ class ResponseCache:
             self._count("memory_miss")
         assert self._disk is not None
         payload = self._disk.get(key)
-        if payload is None:
+        response = None if payload is None else self._checked(key, payload)
+        if response is None:
             if record:
                 self._count("disk_miss")
             return None
+        assert payload is not None
         if record:
             self._count("disk_hit")
         self._memory.put(key, payload, self.ttl_s)
-        return _response_from(payload, key, "disk")
+        return response
+
+    def _checked(self, key: str, payload: dict[str, Any]) -> LLMResponse | None:
+        """The response a stored payload describes, or None when it has the wrong shape: the
+        entry is then removed and counted (``iterate_cache_corrupt_total``), never served."""
+        try:
+            return _response_from(payload, key, "disk")
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning(
+                "disk cache entry %s has the wrong shape, removed and treated as a miss: %s", key, exc
+            )
+            assert self._disk is not None
+            self._disk.delete(key)
+            self._corrupt += 1
+            if self._metrics is not None:
+                self._metrics.cache_corrupt.inc()
+            return None
 
     async def put(self, key: str, request: LLMRequest, response: LLMResponse) -> bool:
         """Store ``response`` under ``key`` if the policy allows; True when stored."""
@@ -194,12 +219,8 @@ class ResponseCache:
             overall=TierStats(c["memory_hit"] + c["disk_hit"], c["disk_miss"]),
             stores=self._stores,
             refused=self._refused,
+            corrupt=self._corrupt,
         )
-
-    def reset_stats(self) -> None:
-        for name in self._counts:
-            self._counts[name] = 0
-        self._stores = self._refused = 0
 
     def clear(self) -> None:
         """Drop every entry in both tiers (the counters are kept)."""
@@ -244,6 +265,38 @@ def _payload_of(response: LLMResponse) -> dict[str, Any]:
     return payload
 
 
+def _str_or_none(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} is {type(value).__name__}, not a string")
+    return value
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{name} is not a list of strings")
+    return list(value)
+
+
+def _seconds(value: Any, name: str) -> list[float]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value
+    ):
+        raise TypeError(f"{name} is not a list of times in seconds")
+    return [float(v) for v in value]
+
+
+def _usage(value: Any) -> Usage | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    ):
+        raise TypeError(f"usage is {value!r}, not [prompt_tokens, completion_tokens]")
+    return Usage(value[0], value[1])
+
+
 def _warnings_from(raw: Any) -> list[GuardWarning]:
     """The stored warnings; anything that is not a warning object is skipped."""
     if not raw:
@@ -268,20 +321,21 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _response_from(payload: dict[str, Any], key: str, tier: str) -> LLMResponse:
-    usage = payload.get("usage")
+    """The response a payload describes; TypeError/KeyError for a payload of the wrong shape
+    (``{}``, ``"text": 5``, ``"usage": "lots"``...)."""
     texts = payload.get("texts")
     return LLMResponse(
-        text=str(payload.get("text", "")),
-        finish_reason=payload.get("finish_reason"),
-        usage=None if not usage else Usage(int(usage[0]), int(usage[1])),
-        model=payload.get("model"),
+        text=_str_or_none(payload["text"], "text") or "",
+        finish_reason=_str_or_none(payload.get("finish_reason"), "finish_reason"),
+        usage=_usage(payload.get("usage")),
+        model=_str_or_none(payload.get("model"), "model"),
         ttft_s=0.0,
         total_s=0.0,
         attempts=1,
-        chunks=[str(c) for c in payload.get("chunks") or ()],
-        chunk_times_s=[float(t) for t in payload.get("chunk_times_s") or ()],
+        chunks=_strings(payload.get("chunks", []), "chunks"),
+        chunk_times_s=_seconds(payload.get("chunk_times_s", []), "chunk_times_s"),
         cache_tier=tier,
         cache_key=key,
-        texts=None if texts is None else [str(t) for t in texts],
+        texts=None if texts is None else _strings(texts, "texts"),
         warnings=_warnings_from(payload.get("warnings")),
     )

@@ -3,65 +3,75 @@
 The call stack, outermost first, each layer a
 :class:`~pytest_iterate.client.types.Caller`:
 
-    LLMClient.call        telemetry: request count/outcome, duration, TTFT, tokens
-      RetryingCaller      retry policy (see :mod:`.retry`), attempts recorded
+    LLMClient.call        telemetry: request count/outcome, duration, TTFT, tokens;
+                          one X-Client-Request-Id for the logical call
+      RetryingCaller      retry policy (see :mod:`.retry`), attempts recorded; hands
+                          every attempt the same request id
         throttled call    one throttle slot per attempt (see :mod:`.throttle`)
           raw_call        one HTTP attempt: send, check status, parse JSON or SSE
 
 ``raw_call`` is exposed so other layers (cache, token guard) can wrap the bare
 attempt. The wire goes through a :class:`~.transport.base.Transport`: aiohttp by
-default, httpx when ``config.transport == "httpx"`` or when ``base_url`` is the
-respx-only mock host (respx only intercepts httpx); a transport passed in wins.
+default, httpx when ``config.transport == "httpx"`` (what respx intercepts); a
+transport passed in wins.
 
 Timings: ``raw_call`` measures ``ttft_s`` (first content delta; the whole answer for
 a non-streamed call), ``total_s`` and ``chunk_times_s`` from its own send;
 :meth:`LLMClient.call` then moves ``ttft_s`` and ``total_s`` to count from the start of
 the call, so retries, backoff and queueing are included.
 
-The API key is read once from ``config.api_key_env`` into the Authorization header;
-it is never logged, never in a repr or an error message (an echo of it in an error
-body is masked).
+Credentials: the API key is read once from ``config.api_key_env`` as a
+:class:`~pytest_iterate.client.secret.Secret` and handed to the transport as ``auth``
+(``Bearer <key>``); user information in ``base_url`` (``http://user:pw@host/v1``)
+becomes Basic auth the same way and leaves the URL. No frame on the call path holds
+the key as a plain string, the headers passed around never hold it, and the URLs the
+client shows or stores (``base_url``, repr, error messages) are redacted. An echo of
+the key in an error body is masked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pytest_iterate.client.errors import (
     BadResponse,
     Busy,
     ClientError,
+    ConfigError,
     ConnectError,
     HTTPStatusError,
     IterateError,
     RateLimited,
     RequestTimeout,
     ServerError,
-    StreamError,
-    error_for_status,
 )
-from pytest_iterate.client.retry import RetryingCaller, RetryPolicy, parse_retry_after
-from pytest_iterate.client.sse import StreamDecoder
+from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.retry import RetryingCaller, RetryPolicy
+from pytest_iterate.client.secret import Secret, redact_url, split_credentials
 from pytest_iterate.client.throttle import Throttle
-from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse, Usage
+from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
+from pytest_iterate.client.wire import (
+    REQUEST_ID_HEADER,
+    Reply,
+    StreamAccumulator,
+    encode_body,
+    new_request_id,
+    parse_body,
+)
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
-    from pytest_iterate.client.metrics import IterateMetrics
     from pytest_iterate.client.transport.base import Transport, TransportResponse
 
-__all__ = ["LLMClient", "ResponseStream", "outcome_label"]
+__all__ = ["LLMClient", "ResponseStream", "make_transport", "outcome_label"]
 
 OnDelta = Callable[[str], None]
-_MOCK_HOST = "mock.iterate.invalid"
 _NO_TIMEOUT = contextlib.nullcontext()
 
 _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
@@ -75,6 +85,42 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
     (Busy, "busy"),
     (IterateError, "error"),
 )
+
+
+def make_transport(config: IterateConfig) -> Transport:
+    """The transport ``config.transport`` names, with the config's pool size and timeouts."""
+    # each transport module imports its HTTP library: import only the one in use
+    if config.transport == "httpx":
+        import httpx
+
+        from pytest_iterate.client.transport.httpx_transport import HttpxTransport
+
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+        )
+        return HttpxTransport(
+            limits=limits,
+            connect_timeout_s=config.connect_timeout_s,
+            read_timeout_s=config.read_timeout_s,
+        )
+    from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
+
+    return AiohttpTransport(config)
+
+
+def _authorization(config: IterateConfig, url_auth: Secret | None) -> Secret | None:
+    """The ``Authorization`` value: ``Bearer`` the API key, or Basic from the URL's user info."""
+    key = config.api_key  # raises ConfigError when required and missing
+    if key is None:
+        return url_auth
+    if url_auth is not None:
+        raise ConfigError(
+            f"base_url {redact_url(config.base_url)} carries credentials and the environment "
+            f"variable {config.api_key_env!r} holds an API key; both would be the Authorization "
+            "header: keep one"
+        )
+    return Secret.bearer(key)
 
 
 def outcome_label(exc: BaseException | None) -> str:
@@ -107,10 +153,10 @@ class LLMClient:
         rng: random.Random | None = None,
         throttle: Throttle | None = None,
     ) -> None:
-        from pytest_iterate.client.metrics import IterateMetrics
-
         self.config = config
-        self._base_url = config.base_url.rstrip("/")
+        base_url, url_auth = split_credentials(config.base_url.rstrip("/"))
+        self._base_url = base_url
+        self._shown_url = redact_url(base_url)
         self._model = config.model
         self._metrics = metrics if metrics is not None else IterateMetrics()
         self._clock = clock
@@ -119,15 +165,13 @@ class LLMClient:
             "chat": self._base_url + "/chat/completions",
             "completions": self._base_url + "/completions",
         }
-        key = config.api_key  # raises ConfigError when required and missing
-        self._secret = key
+        self._auth = _authorization(config, url_auth)
+        self._masks = (self._auth,) if self._auth else ()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         self._owns_transport = transport is None
-        self._transport = transport if transport is not None else self._make_transport(config)
+        self._transport = transport if transport is not None else make_transport(config)
         # aiohttp's own total timeout already bounds the whole attempt (body included)
         self._wrap_timeout = not getattr(self._transport, "enforces_total_timeout", False)
         self._throttle = (
@@ -149,31 +193,11 @@ class LLMClient:
         self._m_tokens_in = m.tokens.labels("prompt")
         self._m_tokens_out = m.tokens.labels("completion")
 
-    # -- construction helpers ------------------------------------------------------------
-    def _make_transport(self, config: IterateConfig) -> Transport:
-        host = urlsplit(self._base_url).hostname or ""
-        if config.transport == "httpx" or host == _MOCK_HOST:
-            import httpx
-
-            from pytest_iterate.client.transport.httpx_transport import HttpxTransport
-
-            limits = httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            )
-            return HttpxTransport(
-                limits=limits,
-                connect_timeout_s=config.connect_timeout_s,
-                read_timeout_s=config.read_timeout_s,
-            )
-        from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
-
-        return AiohttpTransport(config)
-
     # -- properties ----------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        return self._base_url
+        """The endpoint's base URL without trailing slash, credentials redacted."""
+        return self._shown_url
 
     @property
     def model(self) -> str:
@@ -192,7 +216,7 @@ class LLMClient:
         return self._transport
 
     def __repr__(self) -> str:
-        return f"LLMClient(base_url={self._base_url!r}, model={self._model!r})"
+        return f"LLMClient(base_url={self._shown_url!r}, model={self._model!r})"
 
     # -- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> LLMClient:
@@ -217,12 +241,16 @@ class LLMClient:
         start = self._clock()
         model = request.model or self._model
         try:
-            response = await self._retrying(request, on_delta=on_delta)
+            wire = _WireTime()
+            response = await self._retrying(
+                request, on_delta=on_delta, request_id=new_request_id(), wire=wire
+            )
         except BaseException as exc:
             self._count(model, outcome_label(exc) if isinstance(exc, Exception) else "cancelled")
             self._m_duration.observe(self._clock() - start)
             raise
         elapsed = self._clock() - start
+        response.wire_s = wire.seconds
         before_send = elapsed - response.total_s
         if before_send > 0:
             response.total_s = elapsed
@@ -257,18 +285,34 @@ class LLMClient:
         child.inc()
 
     async def _throttled_call(
-        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None
+        self,
+        request: LLMRequest,
+        /,
+        *,
+        on_delta: OnDelta | None = None,
+        request_id: str | None = None,
+        wire: _WireTime | None = None,
     ) -> LLMResponse:
         throttle = self._throttle
         await throttle.acquire()
+        t0 = self._clock()
         try:
-            return await self._raw_call(request, on_delta=on_delta)
+            return await self._raw_call(request, on_delta=on_delta, request_id=request_id)
         finally:
+            if wire is not None:
+                wire.seconds += self._clock() - t0
             throttle.release()
 
-    async def _raw_call(self, request: LLMRequest, /, *, on_delta: OnDelta | None = None) -> LLMResponse:
+    async def _raw_call(
+        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, request_id: str | None = None
+    ) -> LLMResponse:
+        """One attempt; ``request_id`` is the logical call's (a fresh one when None)."""
         url = self._urls[request.endpoint]
-        body = json.dumps(request.body(self._model)).encode()
+        body = encode_body(request, self._model)
+        headers = {
+            **(self._stream_headers if request.stream else self._headers),
+            REQUEST_ID_HEADER: request_id or new_request_id(),
+        }
         clock = self._clock
         t0 = clock()
         try:
@@ -276,21 +320,23 @@ class LLMClient:
                 resp = await self._transport.send(
                     "POST",
                     url,
-                    headers=self._stream_headers if request.stream else self._headers,
+                    headers=headers,
                     json_body=body,
                     timeout_s=self._timeout_s,
+                    auth=self._auth,
                 )
                 try:
                     self._throttle.observe_headers(resp.headers)
-                    status = resp.status
-                    if status < 200 or status >= 300:
-                        raise self._status_error(url, status, resp.headers, await resp.read())
+                    reply = Reply(url, resp.status, self._masks)
+                    if not 200 <= reply.status < 300:
+                        raise reply.status_error(resp.headers, await resp.read())
                     if request.stream:
-                        response = await self._read_stream(request, resp, url, t0, on_delta)
+                        acc = StreamAccumulator(request, reply, started=t0, clock=clock, on_delta=on_delta)
+                        response = await _read_stream(resp, acc)
                     else:
                         raw = await resp.read()
                         total = clock() - t0
-                        response = self._parse_body(request, raw, url, status)
+                        response = parse_body(request, raw, reply)
                         response.ttft_s = response.total_s = total
                         if on_delta is not None and response.text:
                             on_delta(response.text)
@@ -300,180 +346,25 @@ class LLMClient:
             raise RequestTimeout(f"{url}: no complete answer within {self._timeout_s:g}s", url=url) from exc
         return response
 
-    # -- parsing -------------------------------------------------------------------------
-    def _mask(self, data: bytes) -> bytes:
-        if self._secret and self._secret.encode() in data:
-            return data.replace(self._secret.encode(), b"***")
-        return data
 
-    def _status_error(self, url: str, status: int, headers: Mapping[str, str], raw: bytes) -> HTTPStatusError:
-        raw = self._mask(raw)
-        code: str | None = None
-        detail: str | None = None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            err = data.get("error", data)
-            if isinstance(err, dict):
-                if err.get("code") is not None:
-                    code = str(err["code"])
-                elif err.get("type") is not None:
-                    code = str(err["type"])
-                if err.get("message"):
-                    detail = str(err["message"])[:200]
-            elif isinstance(err, str):
-                detail = err[:200]
-        if detail is None and raw:
-            detail = repr(raw[:80])
-        return error_for_status(
-            status,
-            url=url,
-            body=raw,
-            retry_after_s=parse_retry_after(headers),
-            code=code,
-            detail=detail,
-        )
+async def _read_stream(resp: TransportResponse, acc: StreamAccumulator) -> LLMResponse:
+    """Feed the body to ``acc`` chunk by chunk until ``[DONE]``; a lost connection is a StreamError."""
+    try:
+        async for chunk in resp.iter_chunks():
+            if acc.feed(chunk):
+                break
+    except ConnectError as exc:
+        raise acc.cut(exc) from exc
+    return acc.finish()
 
-    def _bad(self, url: str, status: int, raw: bytes, why: str, *, retryable: bool) -> BadResponse:
-        raw = self._mask(raw)
-        return BadResponse(
-            f"{url} answered HTTP {status} with {why}; first bytes: {raw[:80]!r}",
-            url=url,
-            status=status,
-            body=raw,
-            retryable=retryable,
-        )
 
-    def _parse_body(self, request: LLMRequest, raw: bytes, url: str, status: int) -> LLMResponse:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise self._bad(url, status, raw, "a body that is not JSON", retryable=True) from None
-        if not isinstance(data, dict):
-            raise self._bad(url, status, raw, "JSON that is not an object", retryable=False)
-        choices = data.get("choices")
-        if not choices or not isinstance(choices, list):
-            raise self._bad(url, status, raw, "no choices", retryable=False)
-        try:
-            texts: list[str] | None = None
-            if request.endpoint == "chat":
-                first = choices[0]
-                text = first["message"]["content"] or ""
-            elif isinstance(request.prompt, tuple):
-                texts = self._list_texts(choices, len(request.prompt))
-                first = choices[0]
-                text = texts[0] if texts else ""
-            else:
-                first = choices[0]
-                text = first["text"] or ""
-            finish = first.get("finish_reason")
-        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
-            raise self._bad(
-                url, status, raw, f"a choice missing a field ({exc!r})", retryable=False
-            ) from None
-        return LLMResponse(
-            text=text,
-            finish_reason=finish,
-            usage=Usage.from_json(data.get("usage")),
-            model=data.get("model"),
-            raw=data,
-            texts=texts,
-        )
+class _WireTime:
+    """Seconds one logical call spent inside HTTP attempts (every attempt, failed ones too)."""
 
-    @staticmethod
-    def _list_texts(choices: list[Any], n: int) -> list[str]:
-        texts: list[str | None] = [None] * n
-        for pos, choice in enumerate(choices):
-            index = choice.get("index", pos)
-            if not isinstance(index, int) or not 0 <= index < n:
-                raise ValueError(f"choice index {index!r} outside 0..{n - 1}")
-            texts[index] = choice["text"] or ""
-        if any(t is None for t in texts):
-            raise ValueError(f"{n} prompts but {len(choices)} choices")
-        return [t or "" for t in texts]
+    __slots__ = ("seconds",)
 
-    async def _read_stream(
-        self,
-        request: LLMRequest,
-        resp: TransportResponse,
-        url: str,
-        t0: float,
-        on_delta: OnDelta | None,
-    ) -> LLMResponse:
-        clock = self._clock
-        decoder = StreamDecoder(url=url, status=resp.status)
-        chat = request.endpoint == "chat"
-        n_prompts = len(request.prompt) if isinstance(request.prompt, tuple) else 0
-        per_index: list[list[str]] = [[] for _ in range(n_prompts)]
-        chunks: list[str] = []
-        times: list[float] = []
-        ttft: float | None = None
-        finish: str | None = None
-        usage: Usage | None = None
-        model: str | None = None
-
-        def handle(payloads: list[dict[str, Any]]) -> None:
-            nonlocal ttft, finish, usage, model
-            for payload in payloads:
-                if payload.get("usage"):
-                    usage = Usage.from_json(payload["usage"])
-                if model is None:
-                    model = payload.get("model")
-                for choice in payload.get("choices") or ():
-                    delta = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                    if not delta:
-                        continue
-                    index = choice.get("index", 0)
-                    if n_prompts:
-                        if not isinstance(index, int) or not 0 <= index < n_prompts:
-                            raise self._bad(
-                                url,
-                                resp.status,
-                                json.dumps(payload).encode(),
-                                f"a stream choice index {index!r} outside 0..{n_prompts - 1}",
-                                retryable=False,
-                            )
-                        per_index[index].append(delta)
-                    elif index != 0:
-                        continue
-                    now = clock() - t0
-                    if ttft is None:
-                        ttft = now
-                    chunks.append(delta)
-                    times.append(now)
-                    if on_delta is not None and (not n_prompts or index == 0):
-                        on_delta(delta)
-
-        try:
-            async for raw in resp.iter_chunks():
-                handle(decoder.feed(raw))
-                if decoder.done:
-                    break
-            handle(decoder.close())
-        except ConnectError as exc:
-            raise StreamError(
-                f"{url}: the stream was cut ({type(exc.__cause__ or exc).__name__})",
-                url=url,
-                status=resp.status,
-            ) from exc
-        total = clock() - t0
-        texts = ["".join(parts) for parts in per_index] if n_prompts else None
-        text = texts[0] if texts else "".join(chunks)
-        return LLMResponse(
-            text=text,
-            finish_reason=finish,
-            usage=usage,
-            model=model,
-            ttft_s=ttft if ttft is not None else total,
-            total_s=total,
-            chunks=chunks,
-            chunk_times_s=times,
-            texts=texts,
-        )
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
 
 _END = object()

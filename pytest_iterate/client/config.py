@@ -5,9 +5,15 @@ Precedence, written down once and used everywhere (pytest options included):
     CLI (explicit overrides) > ITERATE_* environment variables > [tool.iterate] in
     pyproject.toml (or the pytest ini keys iterate_*) > the defaults below
 
+``base_url`` defaults to ``http://127.0.0.1:8000/v1``, the address local
+OpenAI-compatible servers (llama.cpp's ``llama-server --port 8000``, vLLM, the
+project's own ``iterate-bench serve-mock``) listen on; point it at any other endpoint.
+
 The API key itself is never a config value: ``api_key_env`` names the environment
-variable that holds it, and :attr:`IterateConfig.api_key` reads it on demand. It is
-left out of ``repr`` so it cannot reach a log or a report.
+variable that holds it, and :attr:`IterateConfig.api_key` reads it on demand as a
+:class:`~pytest_iterate.client.secret.Secret` (its repr is ``***``), so it never sits
+as a plain string in a frame a traceback could show. Credentials written into
+``base_url`` (``http://user:KEY@host/v1``) are redacted in the repr and in messages.
 
 >>> cfg = IterateConfig.load(overrides={"max_concurrent_requests": "4"}, environ={}, pyproject=None)
 >>> cfg.max_concurrent_requests
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.client.secret import Secret, redact_url
 from pytest_iterate.client.values import (
     to_bool,
     to_choice,
@@ -36,10 +43,17 @@ from pytest_iterate.client.values import (
     to_optional,
 )
 
-__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENV_PREFIX",
+    "IterateConfig",
+    "TokenPolicy",
+    "TransportName",
+    "find_pyproject",
+]
 
 ENV_PREFIX = "ITERATE_"
-MOCK_BASE_URL = "http://mock.iterate.invalid/v1"  # served in-process by the respx router
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # a local OpenAI-compatible server
 
 TokenPolicy = Literal["truncate", "split", "shrink_output", "refuse"]
 TransportName = Literal["aiohttp", "httpx"]
@@ -49,7 +63,7 @@ TransportName = Literal["aiohttp", "httpx"]
 class IterateConfig:
     """Settings of the client, retry, throttle, cache, token guard and pipeline."""
 
-    base_url: str = MOCK_BASE_URL
+    base_url: str = DEFAULT_BASE_URL
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"
     api_key_required: bool = False
@@ -87,15 +101,24 @@ class IterateConfig:
         _validate(self)
 
     @property
-    def api_key(self) -> str | None:
-        """The key read from ``api_key_env``; never stored in the config or its repr."""
+    def api_key(self) -> Secret | None:
+        """The key read from ``api_key_env`` (None when unset); never stored in the config."""
         key = os.environ.get(self.api_key_env)
-        if not key and self.api_key_required:
+        if key:
+            return Secret(key)
+        if self.api_key_required:
             raise ConfigError(
-                f"the endpoint {self.base_url} needs an API key, but the environment variable "
-                f"{self.api_key_env!r} is not set"
+                f"the endpoint {redact_url(self.base_url)} needs an API key, but the environment "
+                f"variable {self.api_key_env!r} is not set"
             )
-        return key or None
+        return None
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{f.name}={redact_url(self.base_url) if f.name == 'base_url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"IterateConfig({', '.join(shown)})"
 
     def replace(self, **changes: Any) -> IterateConfig:
         return dataclasses.replace(self, **changes)
@@ -111,6 +134,7 @@ class IterateConfig:
         *,
         environ: Mapping[str, str] | None = None,
         pyproject: Path | Literal["auto"] | None = "auto",
+        start: Path | None = None,
     ) -> IterateConfig:
         """Build a config from overrides > ``ITERATE_*`` env > ``[tool.iterate]`` > defaults.
 
@@ -119,7 +143,7 @@ class IterateConfig:
         """
         values: dict[str, tuple[Any, str]] = {}
         if pyproject == "auto":
-            pyproject = _find_pyproject(Path.cwd())
+            pyproject = find_pyproject(start or Path.cwd())
         if pyproject is not None:
             table = _check_keys(read_pyproject_table(pyproject), f"[tool.iterate] in {pyproject}")
             values.update({k: (v, f"[tool.iterate] {k} in {pyproject}") for k, v in table.items()})
@@ -136,20 +160,31 @@ class IterateConfig:
 
 
 def read_pyproject_table(path: Path) -> dict[str, Any]:
+    table = _tool_tables(path).get("iterate", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[tool.iterate] in {path} is not a table")
+    return dict(table)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The pyproject.toml whose ``[tool.iterate]`` applies to a run started in ``start``: the
+    nearest one, from ``start`` upward, that has such a table (a pyproject.toml without one
+    is passed over). ``pytest --iterate`` and ``iterate-bench`` both start from the current
+    folder, so they read the same file whatever pytest's rootdir is."""
+    for folder in (start.resolve(), *start.resolve().parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and "iterate" in _tool_tables(candidate):
+            return candidate
+    return None
+
+
+def _tool_tables(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    table = data.get("tool", {}).get("iterate", {})
-    return dict(table) if isinstance(table, dict) else {}
-
-
-def _find_pyproject(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
+    tool = data.get("tool", {})
+    return tool if isinstance(tool, dict) else {}
 
 
 def _check_keys(values: dict[str, Any], source: str) -> dict[str, Any]:

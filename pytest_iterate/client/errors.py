@@ -19,8 +19,12 @@ status, never an API key.
         │   └── StreamError         a stream cut before [DONE] or an error event in it
         └── HTTPStatusError         a non-2xx status
             ├── RateLimited         429
-            ├── ServerError         5xx (500, 502, 503, 529...)
-            └── ClientError         other 4xx (400, 401, 403, 404...), never retried
+            ├── ServerError         5xx (500, 501, 502, 503, 529...)
+            └── ClientError         other 4xx (400, 401, 403, 404, 408, 409...)
+
+Which statuses are retried is not a matter of class: one table,
+:data:`pytest_iterate.client.retry.RETRY_STATUSES`, says it (408, 409, 425, 429, 500,
+502, 503, 504, 529); 501, 505 and every other status fail at once.
 """
 
 from __future__ import annotations
@@ -170,11 +174,11 @@ class RateLimited(HTTPStatusError):
 
 
 class ServerError(HTTPStatusError):
-    """HTTP 5xx."""
+    """HTTP 5xx (retried or not by :data:`~pytest_iterate.client.retry.RETRY_STATUSES`)."""
 
 
 class ClientError(HTTPStatusError):
-    """HTTP 4xx other than 408/409/429; never retried."""
+    """HTTP 4xx other than 429 (408, 409 and 425 are retried, the others never)."""
 
 
 def error_for_status(

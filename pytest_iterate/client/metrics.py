@@ -67,6 +67,10 @@ class IterateMetrics:
         self.token_guard_actions = Counter(
             "iterate_token_guard_actions", "Token guard actions", ["action"], registry=r
         )
+        self.cache_corrupt = Counter(
+            "iterate_cache_corrupt", "Cache entries found damaged or of the wrong shape (each removed)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -5,10 +5,24 @@ Built from tenacity strategy objects (:class:`RetryIfTransient`,
 ``tenacity.AsyncRetrying``. :class:`RetryingCaller` wraps any
 :class:`~pytest_iterate.client.types.Caller`.
 
-What retries (:func:`retry_reason` gives the metric label):
+Only what can succeed on a retry is retried (:func:`retry_reason` gives the metric label):
 
-* ``RateLimited`` (429) -> ``"429"``; ``ServerError`` (5xx: 500, 502, 503, 529...) -> ``"5xx"``;
-  408 -> ``"timeout"``; 409 -> ``"409"``;
+* the HTTP statuses of :data:`RETRY_STATUSES`, the one table that decides them:
+
+  ======  ============  =====================================================
+  status  label         why a retry can succeed
+  ======  ============  =====================================================
+  408     ``timeout``   the server timed out waiting for the request
+  409     ``409``       a conflicting concurrent change, gone on the next try
+  425     ``425``       too early (a replayed TLS early-data request)
+  429     ``429``       rate limited: wait (Retry-After) and try again
+  500     ``5xx``       an internal error, often transient
+  502     ``5xx``       bad gateway: the upstream hiccuped
+  503     ``5xx``       unavailable / overloaded
+  504     ``5xx``       gateway timeout
+  529     ``5xx``       overloaded (used by some LLM providers)
+  ======  ============  =====================================================
+
 * ``RequestTimeout`` -> ``"timeout"``; ``ConnectError`` (refused, reset) -> ``"connect"``;
 * ``BadResponse`` whose ``retryable`` is true -> ``"bad_response"``: every
   ``StreamError`` (a stream cut before ``[DONE]``, an error event inside a stream,
@@ -16,8 +30,9 @@ What retries (:func:`retry_reason` gives the metric label):
   truncated, an HTML page). A well-formed JSON answer of the wrong shape (no
   ``choices``, a missing field) is not retried: it would come back the same.
 
-Never retried: any other 4xx (``ClientError``: 400, 401, 403, 404, 422...),
-``Busy``, ``ConfigError``, ``ContextOverflow``.
+Never retried, failing at once: every other status (400, 401, 403, 404, 422, 501 not
+implemented, 505 HTTP version not supported, ...), ``Busy``, ``ConfigError``,
+``ContextOverflow``.
 
 Waiting: ``retry-after-ms`` first, then ``Retry-After`` (seconds or an HTTP date),
 capped at ``retry_after_cap_s``; otherwise exponential backoff with full jitter,
@@ -33,6 +48,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import tenacity
@@ -40,21 +56,15 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
-from pytest_iterate.client.errors import (
-    BadResponse,
-    ConnectError,
-    HTTPStatusError,
-    RateLimited,
-    RequestTimeout,
-    ServerError,
-)
-from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
+from pytest_iterate.client.errors import BadResponse, ConnectError, HTTPStatusError, RequestTimeout
+from pytest_iterate.client.types import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
     from pytest_iterate.client.metrics import IterateMetrics
 
 __all__ = [
+    "RETRY_STATUSES",
     "RetryIfTransient",
     "RetryPolicy",
     "RetryingCaller",
@@ -64,20 +74,29 @@ __all__ = [
 ]
 
 Sleep = Callable[[float], Awaitable[Any]]
+OnDelta = Callable[[str], None]
+Attempt = Callable[..., Awaitable[LLMResponse]]  # a Caller, maybe taking more keywords
+
+RETRY_STATUSES: Mapping[int, str] = MappingProxyType(
+    {
+        408: "timeout",
+        409: "409",
+        425: "425",
+        429: "429",
+        500: "5xx",
+        502: "5xx",
+        503: "5xx",
+        504: "5xx",
+        529: "5xx",
+    }
+)
+"""The HTTP statuses that are retried, each with its ``iterate_retries_total`` reason label."""
 
 
 def retry_reason(exc: BaseException | None) -> str | None:
     """The low-cardinality reason label when ``exc`` should be retried, else None."""
     if isinstance(exc, HTTPStatusError):
-        if isinstance(exc, RateLimited):
-            return "429"
-        if isinstance(exc, ServerError):
-            return "5xx"
-        if exc.status == 408:
-            return "timeout"
-        if exc.status == 409:
-            return "409"
-        return None
+        return RETRY_STATUSES.get(exc.status)
     if isinstance(exc, RequestTimeout):
         return "timeout"
     if isinstance(exc, ConnectError):
@@ -177,8 +196,26 @@ class WaitRetryAfterOrBackoff(wait_base):
         return self.policy.wait_s(retry_state.attempt_number, exc, self.rng)
 
 
+class _DeltaTracker:
+    """Passes deltas on to the consumer and remembers whether any arrived."""
+
+    __slots__ = ("on_delta", "seen")
+
+    def __init__(self, on_delta: OnDelta) -> None:
+        self.on_delta = on_delta
+        self.seen = False
+
+    def __call__(self, delta: str) -> None:
+        self.seen = True
+        self.on_delta(delta)
+
+
 class RetryingCaller:
     """A Caller that retries ``inner`` by the policy and records attempts and retries.
+
+    Keyword arguments other than ``on_delta`` are handed unchanged to every attempt of
+    the call (the client passes the logical request's id this way, so its retries
+    carry the same one).
 
     The first attempt runs outside tenacity, so a success costs one ``await`` and no
     retry machinery. On a retryable failure, ``AsyncRetrying`` takes over; it replays
@@ -194,7 +231,7 @@ class RetryingCaller:
 
     def __init__(
         self,
-        inner: Caller,
+        inner: Attempt,
         policy: RetryPolicy,
         *,
         metrics: IterateMetrics | None = None,
@@ -211,34 +248,29 @@ class RetryingCaller:
         self._retry_counters: dict[str, Any] = {}
 
     async def __call__(
-        self, request: LLMRequest, /, *, on_delta: Callable[[str], None] | None = None
+        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, **attempt_kwargs: Any
     ) -> LLMResponse:
-        seen = [False]
-        tracked = on_delta
-        if on_delta is not None:
-
-            def tracked(delta: str) -> None:
-                seen[0] = True
-                on_delta(delta)
-
+        tracked = _DeltaTracker(on_delta) if on_delta is not None else None
         try:
-            response = await self.inner(request, on_delta=tracked)
+            response = await self.inner(request, on_delta=tracked, **attempt_kwargs)
         except Exception as first:
-            if self.policy.max_attempts <= 1 or seen[0] or retry_reason(first) is None:
+            seen = tracked is not None and tracked.seen
+            if self.policy.max_attempts <= 1 or seen or retry_reason(first) is None:
                 raise
-            return await self._retry_after(request, tracked, seen, first)
+            return await self._retry_after(first, request, on_delta=tracked, attempt_kwargs=attempt_kwargs)
         response.attempts = 1
         return response
 
     async def _retry_after(
         self,
-        request: LLMRequest,
-        on_delta: Callable[[str], None] | None,
-        seen: list[bool],
         first: BaseException,
+        request: LLMRequest,
+        *,
+        on_delta: _DeltaTracker | None,
+        attempt_kwargs: Mapping[str, Any],
     ) -> LLMResponse:
         def retry_unless_seen(state: RetryCallState) -> bool:
-            return not seen[0] and self._retry(state)
+            return not (on_delta is not None and on_delta.seen) and self._retry(state)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_attempts),
@@ -254,7 +286,7 @@ class RetryingCaller:
                     number = attempt.retry_state.attempt_number
                     if number == 1:
                         raise first
-                    response = await self.inner(request, on_delta=on_delta)
+                    response = await self.inner(request, on_delta=on_delta, **attempt_kwargs)
                     response.attempts = number
                     return response
         except tenacity.RetryError as exc:  # only without reraise; kept as a guard

@@ -146,7 +146,7 @@ class StreamDecoder:
                 break
             try:
                 payload = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
                 if ev.event == "error":
                     self._fail(data)
                 raise StreamError(
@@ -169,13 +169,17 @@ class StreamDecoder:
 
     def _fail(self, payload: Any) -> None:
         err = payload.get("error", payload) if isinstance(payload, dict) else payload
-        if isinstance(err, dict):
-            detail = str(err.get("message") or err.get("code") or err.get("type") or err)
-        else:
-            detail = str(err)
+        try:
+            if isinstance(err, dict):
+                detail = str(err.get("message") or err.get("code") or err.get("type") or err)
+            else:
+                detail = str(err)
+            body = json.dumps(payload, default=str).encode()
+        except (ValueError, RecursionError):  # a value nested too deep to show
+            detail, body = "(an error value that cannot be shown)", b""
         raise StreamError(
             f"{self.url or 'the endpoint'} sent an error inside the stream: {detail[:200]}",
             url=self.url,
             status=self.status,
-            body=json.dumps(payload, default=str).encode(),
+            body=body,
         )

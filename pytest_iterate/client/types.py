@@ -135,6 +135,8 @@ class LLMResponse:
     warnings: list[GuardWarning] = field(default_factory=list)
     raw: dict[str, Any] | None = None  # the last JSON body (non-streamed) for callers that need more
     texts: list[str] | None = None  # one text per prompt for a native list-prompt completion
+    wire_s: float = 0.0  # time inside HTTP attempts, failed ones included (not the throttle's queue
+    # nor the backoff between attempts); 0 for an answer from a cache
 
     @property
     def partial(self) -> bool:

@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from pytest_iterate.client.secret import redact_url
+
 __all__ = [
     "to_bool",
     "to_choice",
@@ -176,7 +178,8 @@ def to_http_url(value: object) -> str:
     """An ``http://`` or ``https://`` URL with a host; a trailing ``/`` is dropped."""
     text = str(value).strip()
     if not re.match(r"^https?://[^/\s]+", text):
-        raise ValueError(f"{value!r} is not an http(s):// URL; give e.g. http://127.0.0.1:8000/v1")
+        shown = redact_url(text)  # credentials written into it are not repeated
+        raise ValueError(f"{shown!r} is not an http(s):// URL with a scheme; give e.g. http://127.0.0.1:8000/v1")
     return text.rstrip("/")
 
 

@@ -14,7 +14,9 @@ returns the results in input order; one failure never loses the others.
 Timing fields of a :class:`PipelineResult` (seconds, monotonic): ``total_s`` from
 the start of the first stage to the end of the last, ``llm_s`` the ``llm_call``
 stage (waiting for a shared in-flight call included; ~0 on a cache hit) and
-``overhead_s = total_s - llm_s``: the pipeline's own cost.
+``wire_s`` the time inside HTTP attempts (failed attempts included; 0 on a cache hit) and
+``overhead_s = total_s - wire_s``: the pipeline's own cost, every wait inside it included
+(the throttle's queue, the backoff between retries, the stages around the call).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class PipelineResult:
     usage: Usage | None
     ttft_s: float | None
     llm_s: float
+    wire_s: float
     total_s: float
     overhead_s: float
     attempts: int
@@ -267,6 +270,8 @@ def _result(ctx: StageContext, error: BaseException | None, total: float) -> Pip
     response = ctx.response
     timings = list(ctx.recorder.timings)
     llm = next((t.duration_s for t in timings if t.name == "llm_call"), 0.0)
+    # a failed call's attempts are not known one by one: its whole llm_call counts as the wire's
+    wire = min(llm, response.wire_s) if response is not None else llm
     ok = error is None
     partial = bool(ctx.warnings) or (response is not None and response.partial)
     return PipelineResult(
@@ -282,8 +287,9 @@ def _result(ctx: StageContext, error: BaseException | None, total: float) -> Pip
         usage=response.usage if response is not None else None,
         ttft_s=response.ttft_s if response is not None else None,
         llm_s=llm,
+        wire_s=wire,
         total_s=total,
-        overhead_s=max(0.0, total - llm),
+        overhead_s=max(0.0, total - wire),
         attempts=response.attempts if response is not None and ctx.llm_calls else 0,
         warnings=list(ctx.warnings),
         complete=ok and response is not None and not partial,

@@ -13,6 +13,7 @@ criteria and ``iterate_bench`` runs travel to the controller, which writes the r
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 
 from pytest_iterate.plugin.budget import MARKER, MARKER_HELP, budget_from_marker, violations
 from pytest_iterate.plugin.fixtures import BENCH_KEY
-from pytest_iterate.plugin.options import add_options, is_enabled
+from pytest_iterate.plugin.options import PATH_OPTIONS, add_options, is_enabled
 from pytest_iterate.plugin.state import SESSION_KEY, get_options, get_session
 
 pytest_plugins = ["pytest_iterate.plugin.fixtures"]
@@ -45,7 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_iterate.plugin.session import IterateSession
 
     state = IterateSession(config, get_options(config))
-    state.check_paths()  # a report dir or baseline that cannot work stops the run now, not after it
+    state.check_inputs()  # a bad setting, file or path stops the run now, not after it
+    _warn_if_a_path_value_moved_the_rootdir(config)
     config.stash[SESSION_KEY] = state
     path = str(ACCEPTANCE_FILE)
     if path not in config.args:  # xdist workers may get the controller's args already
@@ -53,6 +55,28 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         _group_acceptance_tests(config)
         config.pluginmanager.register(_XdistBridge(config), "iterate-xdist")
+
+
+def _warn_if_a_path_value_moved_the_rootdir(config: pytest.Config) -> None:
+    """``--iterate-workload /abs/file.jsonl`` (two words): pytest reads the value as a test
+    path while it picks the rootdir, before the plugin's options exist, so the rootdir can
+    move to an ancestor of that file and the project's ini is then ignored (a known pytest
+    behaviour). ``--iterate-workload=/abs/file.jsonl`` does not do that."""
+    args = list(config.invocation_params.args)
+    here = Path(config.invocation_params.dir).resolve()
+    for flag, value in itertools.pairwise(args):
+        if flag not in PATH_OPTIONS:
+            continue
+        path = (here / value).resolve()
+        if path.exists() and not path.is_relative_to(here) and config.rootpath in path.parents:
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"{flag} {value}: given as two words, the path took part in choosing pytest's "
+                    f"rootdir ({config.rootpath}; inifile: {config.inipath}); write {flag}={value} "
+                    "so the project's own configuration is used"
+                ),
+                stacklevel=2,
+            )
 
 
 def _group_acceptance_tests(config: pytest.Config) -> None:
@@ -95,8 +119,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if mark is not None:
         runs = item.stash.get(BENCH_KEY, [])
         if not runs:
-            pytest.fail(f"@pytest.mark.{MARKER} needs at least one iterate_bench run in the test",
-                        pytrace=False)
+            pytest.fail(
+                f"@pytest.mark.{MARKER} needs at least one iterate_bench run in the test", pytrace=False
+            )
         missed = violations(budget_from_marker(mark, item.nodeid), runs)
         if missed:
             pytest.fail("iterate_budget exceeded:\n  " + "\n  ".join(missed), pytrace=False)

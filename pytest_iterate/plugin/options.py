@@ -36,7 +36,16 @@ from pytest_iterate.plugin.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["OPTIONS", "RECORD_MODES", "IterateOptions", "OptionSpec", "add_options", "is_enabled", "resolve"]
+__all__ = [
+    "OPTIONS",
+    "PATH_OPTIONS",
+    "RECORD_MODES",
+    "IterateOptions",
+    "OptionSpec",
+    "add_options",
+    "is_enabled",
+    "resolve",
+]
 
 RECORD_MODES = ("none", "once", "new", "all")
 SHIPPED_PROFILES = ("v1", "fast", "degraded", "zero")
@@ -54,8 +63,9 @@ class OptionSpec(NamedTuple):  # NamedTuples, not dataclasses: imported on every
 
     def escaped(self) -> OptionSpec:
         """The spec with ``%`` doubled in the help (argparse formats help strings with %)."""
-        return OptionSpec(self.name, self.help.replace("%", "%%"), self.default, self.flag, self.multi,
-                          self.metavar)
+        return OptionSpec(
+            self.name, self.help.replace("%", "%%"), self.default, self.flag, self.multi, self.metavar
+        )
 
     @property
     def cli(self) -> str:
@@ -72,31 +82,62 @@ class OptionSpec(NamedTuple):  # NamedTuples, not dataclasses: imported on every
 
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("", "run the V2 acceptance suite and write benchmark reports", False, flag=True),
-    OptionSpec("endpoint", "'mock' (embedded loopback mock) or an OpenAI-compatible base URL",
-               "mock", metavar="URL"),
+    OptionSpec(
+        "endpoint", "'mock' (embedded loopback mock) or an OpenAI-compatible base URL", "mock", metavar="URL"
+    ),
     OptionSpec("model", "model name sent to the endpoint", "gpt-4o-mini", metavar="NAME"),
     OptionSpec("api_key_env", "environment variable holding the API key", "OPENAI_API_KEY", metavar="VAR"),
-    OptionSpec("workload", "workload JSONL file (default: the shipped standard workload)", None,
-               metavar="PATH"),
-    OptionSpec("profile", "mock latency profile: v1, fast, degraded, zero or a JSON file", "v1",
-               metavar="NAME"),
-    OptionSpec("concurrency", "concurrency levels of the sweep, comma-separated", "1,5,10", metavar="N,N"),
+    OptionSpec(
+        "workload", "workload JSONL file (default: the shipped standard workload)", None, metavar="PATH"
+    ),
+    OptionSpec(
+        "profile", "mock latency profile: v1, fast, degraded, zero or a JSON file", "v1", metavar="NAME"
+    ),
+    OptionSpec("concurrency", "concurrency levels of the sweep, comma-separated; the top one drives the "
+               "standard run", "1,5,10,16", metavar="N,N"),
     OptionSpec("report_dir", "folder for the reports", "reports", metavar="DIR"),
-    OptionSpec("threshold", "override a criterion threshold, e.g. latency.e2e_mean=2.5 (repeatable)",
-               (), multi=True, metavar="ID=VALUE"),
-    OptionSpec("criteria", "only run criteria whose id matches these globs, e.g. 'latency.*'", "*",
-               metavar="GLOB"),
-    OptionSpec("baseline", "baseline report (file or folder) to gate regressions against", None,
-               metavar="PATH"),
-    OptionSpec("compare_fail", "regression gate, e.g. p95:10% or error_rate:+0.5 (repeatable)", (),
-               multi=True, metavar="EXPR"),
-    OptionSpec("compare_min_delta", "noise floor of the regression gate: a latency change smaller than "
-               "this many seconds is never a regression", "0.005", metavar="SECONDS"),
-    OptionSpec("save_baseline", "also save this run's JSON report here as the next baseline (complete "
-               "runs only)", None, metavar="PATH"),
+    OptionSpec(
+        "threshold",
+        "override a criterion threshold, e.g. latency.e2e_mean=2.5 (repeatable)",
+        (),
+        multi=True,
+        metavar="ID=VALUE",
+    ),
+    OptionSpec(
+        "criteria", "only run criteria whose id matches these globs, e.g. 'latency.*'", "*", metavar="GLOB"
+    ),
+    OptionSpec(
+        "baseline", "baseline report (file or folder) to gate regressions against", None, metavar="PATH"
+    ),
+    OptionSpec(
+        "compare_fail",
+        "regression gate, e.g. p95:10% or error_rate:+0.5 (repeatable)",
+        (),
+        multi=True,
+        metavar="EXPR",
+    ),
+    OptionSpec(
+        "compare_min_delta",
+        "noise floor of the regression gate: a latency change smaller than "
+        "this many seconds is never a regression",
+        "0.005",
+        metavar="SECONDS",
+    ),
+    OptionSpec(
+        "save_baseline",
+        "also save this run's JSON report here as the next baseline (complete runs only)",
+        None,
+        metavar="PATH",
+    ),
     OptionSpec("record_mode", "cassette mode: none (replay only), once, new, all", "none", metavar="MODE"),
     OptionSpec("cassette", "cassette file to replay/record real-endpoint answers", None, metavar="PATH"),
     OptionSpec("replay_timing", "replay recorded latencies from the cassette", False, flag=True),
+)
+
+
+# the options whose value is a file or folder
+PATH_OPTIONS = frozenset(
+    spec.cli for spec in OPTIONS if spec.metavar in ("PATH", "DIR") or spec.name in ("profile",)
 )
 
 
@@ -107,16 +148,33 @@ def add_options(parser: pytest.Parser) -> None:
         spec = spec.escaped()
         shown = "" if spec.default in (None, (), False) else f" [default: {spec.default}]"
         if spec.flag:
-            group.addoption(spec.cli, action="store_true", default=None, dest=spec.dest,
-                            help=f"{spec.help}{shown} (env {spec.env})")
+            group.addoption(
+                spec.cli,
+                action="store_true",
+                default=None,
+                dest=spec.dest,
+                help=f"{spec.help}{shown} (env {spec.env})",
+            )
             parser.addini(spec.dest, f"{spec.help} (true/false)", type="bool", default=None)
         elif spec.multi:
-            group.addoption(spec.cli, action="append", default=None, dest=spec.dest, metavar=spec.metavar,
-                            help=f"{spec.help} (env {spec.env}, comma-separated)")
+            group.addoption(
+                spec.cli,
+                action="append",
+                default=None,
+                dest=spec.dest,
+                metavar=spec.metavar,
+                help=f"{spec.help} (env {spec.env}, comma-separated)",
+            )
             parser.addini(spec.dest, spec.help, type="linelist", default=[])
         else:
-            group.addoption(spec.cli, action="store", default=None, dest=spec.dest, metavar=spec.metavar,
-                            help=f"{spec.help}{shown} (env {spec.env})")
+            group.addoption(
+                spec.cli,
+                action="store",
+                default=None,
+                dest=spec.dest,
+                metavar=spec.metavar,
+                help=f"{spec.help}{shown} (env {spec.env})",
+            )
             parser.addini(spec.dest, spec.help, type="string", default="")
 
 
@@ -129,7 +187,7 @@ class IterateOptions(NamedTuple):
     api_key_env: str = "OPENAI_API_KEY"
     workload: str | None = None
     profile: str = "v1"
-    concurrency: tuple[int, ...] = (1, 5, 10)
+    concurrency: tuple[int, ...] = (1, 5, 10, 16)
     report_dir: Path = Path("reports")
     thresholds: Mapping[str, float] = MappingProxyType({})
     criteria: tuple[str, ...] = ("*",)
@@ -263,8 +321,9 @@ def _rules(values: Iterable[Any], source: str) -> tuple[str, ...]:
         try:
             parse_rule(text)
         except ValueError as exc:
-            raise _usage(source, item, f"give METRIC:LIMIT such as p95:10%, mean:+0.05 or error_rate:+0.5 "
-                                       f"({exc})") from None
+            raise _usage(
+                source, item, f"give METRIC:LIMIT such as p95:10%, mean:+0.05 or error_rate:+0.5 ({exc})"
+            ) from None
         rules.append(text)
     return tuple(rules)
 
@@ -305,7 +364,8 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         values[spec.name] = _PARSERS[spec.name](raw, source)
     if values["cassette"] is None and values["record_mode"] != "none":
         raise pytest.UsageError(
-            f"--iterate-record-mode {values['record_mode']!r} needs --iterate-cassette PATH")
+            f"--iterate-record-mode {values['record_mode']!r} needs --iterate-cassette PATH"
+        )
     report_dir: Path = values["report_dir"]
     if not report_dir.is_absolute():
         report_dir = Path(config.invocation_params.dir) / report_dir

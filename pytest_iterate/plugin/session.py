@@ -26,6 +26,10 @@ import pytest
 
 from pytest_iterate import __version__
 from pytest_iterate._files import write_atomic
+from pytest_iterate.client.config import IterateConfig, find_pyproject
+from pytest_iterate.client.errors import ConfigError, IterateError
+from pytest_iterate.doubles.cassettes import read_cassette
+from pytest_iterate.doubles.mock.profiles import load_profile
 from pytest_iterate.harness.compare import (
     BaselineMissing,
     IncompleteReport,
@@ -36,7 +40,7 @@ from pytest_iterate.harness.fmt import quantity
 from pytest_iterate.harness.progress import ScenarioReporter, in_ci
 from pytest_iterate.harness.reports import json_report, write_reports
 from pytest_iterate.harness.summary import CriterionResult, Report, ReportError, ScenarioSummary
-from pytest_iterate.pipeline.workload import standard_workload_path
+from pytest_iterate.pipeline.workload import load_workload, long_context_workload_path, standard_workload_path
 from pytest_iterate.plugin.acceptance.criteria import CRITERIA, CRITERIA_BY_ID
 from pytest_iterate.plugin.acceptance.scenarios import (
     NeedsMock,
@@ -93,11 +97,37 @@ class IterateSession:
         self.complete = True
         self.incomplete_reason = ""
         self._runner: ScenarioRunner | None = None
+        # the [tool.iterate] that applies: the nearest pyproject.toml with one, from where pytest started
+        self.pyproject = find_pyproject(Path(config.invocation_params.dir))
 
     # -- before the run ----------------------------------------------------------------
-    def check_paths(self) -> None:
-        """Report folder, baseline and save target: a usage error now (exit 4) rather than a
-        traceback after the whole run."""
+    def check_inputs(self) -> None:
+        """Every setting and file the run will read, validated once before any scenario:
+        ``[tool.iterate]`` and ``ITERATE_*``, the workloads, the mock profile, the cassette,
+        the report folder, the baseline. A bad one is a usage error (exit 4) naming the file
+        (and line or key) now, not a traceback per criterion after the run."""
+        opts = self.options
+        try:
+            IterateConfig.load(
+                {"model": opts.model, "api_key_env": opts.api_key_env}, pyproject=self.pyproject
+            )
+            load_workload(opts.workload or standard_workload_path())
+            load_workload(long_context_workload_path())
+            if opts.is_mock:
+                load_profile(opts.profile)
+            if opts.cassette is not None:
+                if opts.record_mode == "none" and not opts.cassette.is_file():
+                    raise ConfigError(
+                        f"--iterate-cassette {opts.cassette}: no such file to replay "
+                        "(record one with --iterate-record-mode=once)"
+                    )
+                if opts.cassette.is_file():
+                    read_cassette(opts.cassette)
+        except IterateError as exc:
+            raise pytest.UsageError(f"pytest --iterate: {exc}") from None
+        self._check_paths()
+
+    def _check_paths(self) -> None:
         opts = self.options
         _writable_dir(opts.report_dir, "reports", "--iterate-report-dir")
         if opts.save_baseline is not None:
@@ -130,11 +160,8 @@ class IterateSession:
     @property
     def runner(self) -> ScenarioRunner:
         if self._runner is None:
-            pyproject = self.config.rootpath / "pyproject.toml"
             self._runner = ScenarioRunner(
-                self.options,
-                pyproject=pyproject if pyproject.is_file() else None,
-                progress=self._scenario_reporter(),
+                self.options, pyproject=self.pyproject, progress=self._scenario_reporter()
             )
         return self._runner
 

@@ -226,6 +226,7 @@ class GuardingCaller:
             model=first.model,
             ttft_s=first.ttft_s,
             total_s=offset,
+            wire_s=sum(p.wire_s for p in parts),
             attempts=sum(p.attempts for p in parts),
             chunks=chunks if any(p.chunks for p in parts) else [],
             chunk_times_s=times if any(p.chunk_times_s for p in parts) else [],

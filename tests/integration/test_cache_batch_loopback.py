@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.types import LLMRequest
 
 CHUNKS = ["The ", "answer ", "is 4."]
+Loopback = Callable[[web.Application], Awaitable[str]]
 
 
 class Upstream:
@@ -68,26 +69,17 @@ class Upstream:
         return web.json_response({"choices": list(reversed(choices))})  # index order, not list order
 
 
-async def serve(upstream: Upstream) -> AsyncIterator[str]:
+def _app(upstream: Upstream) -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", upstream.chat)
     app.router.add_post("/v1/completions", upstream.completions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+    return app
 
 
 @pytest.fixture
-async def chat_server() -> AsyncIterator[tuple[Upstream, str]]:
+async def chat_server(loopback: Loopback) -> tuple[Upstream, str]:
     upstream = Upstream(native=True)
-    async for url in serve(upstream):
-        yield upstream, url
+    return upstream, await loopback(_app(upstream)) + "/v1"
 
 
 async def test_cached_client_coalesces_replays_streams_and_counts(
@@ -121,21 +113,21 @@ async def test_cached_client_coalesces_replays_streams_and_counts(
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-ok", "llama-500"])
-async def test_batch_over_the_real_client(native: bool, tmp_path: Path) -> None:
+async def test_batch_over_the_real_client(native: bool, tmp_path: Path, loopback: Loopback) -> None:
     upstream = Upstream(native=native)
-    async for url in serve(upstream):
-        config = IterateConfig(base_url=url, max_attempts=1, cache_enabled=False)
-        caps = EndpointCapabilities()
-        prompts = [f"q{i}" for i in range(10)] + ["q1", "q2"]
-        async with LLMClient(config) as client:
-            result = await batch_llm_call_results(prompts, client=client, pack_size=4, capabilities=caps)
-            assert result.texts() == [f"A({p})" for p in prompts]
-            assert caps.supports_native(client.base_url) is native
-            if native:  # 3 list-prompt requests for 10 unique prompts
-                assert upstream.completion_calls == 3 and upstream.chat_calls == 0
-            else:  # one refused probe, then 3 packed chat requests
-                assert upstream.completion_calls == 1 and upstream.chat_calls == 3
-            assert result.calls_saved == len(prompts) - result.calls_made > 0
-            out = await batch_llm_call(prompts[:5], client=client, pack_size=4, capabilities=caps)
-            assert out == [f"A({p})" for p in prompts[:5]]
-            assert upstream.completion_calls == (4 if native else 1)  # no second probe; q4 alone: chat
+    url = await loopback(_app(upstream)) + "/v1"
+    config = IterateConfig(base_url=url, max_attempts=1, cache_enabled=False)
+    caps = EndpointCapabilities()
+    prompts = [f"q{i}" for i in range(10)] + ["q1", "q2"]
+    async with LLMClient(config) as client:
+        result = await batch_llm_call_results(prompts, client=client, pack_size=4, capabilities=caps)
+        assert result.texts() == [f"A({p})" for p in prompts]
+        assert caps.supports_native(client.base_url) is native
+        if native:  # 3 list-prompt requests for 10 unique prompts
+            assert upstream.completion_calls == 3 and upstream.chat_calls == 0
+        else:  # one refused probe, then 3 packed chat requests
+            assert upstream.completion_calls == 1 and upstream.chat_calls == 3
+        assert result.calls_saved == len(prompts) - result.calls_made > 0
+        out = await batch_llm_call(prompts[:5], client=client, pack_size=4, capabilities=caps)
+        assert out == [f"A({p})" for p in prompts[:5]]
+        assert upstream.completion_calls == (4 if native else 1)  # no second probe; q4 alone: chat

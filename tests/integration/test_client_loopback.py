@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import urllib.request
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ class Upstream:
         self.bodies: list[dict[str, object]] = []
         self.auth: list[str | None] = []
         self.fail_next_429 = 0
+        self.request_ids: list[str] = []
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -123,6 +125,16 @@ class Upstream:
             status=502, text="<html><body>Bad gateway</body></html>", content_type="text/html"
         )
 
+    async def flaky(self, request: web.Request) -> web.Response:
+        """503 for the first two attempts of each logical request (told apart by X-Client-Request-Id)."""
+        await request.read()
+        rid = request.headers.get("X-Client-Request-Id", "")
+        self.request_ids.append(rid)
+        if self.request_ids.count(rid) <= 2:
+            return web.json_response({"error": {"message": "busy"}}, status=503)
+        text = f"ok after {self.request_ids.count(rid)}"
+        return web.json_response({"choices": [{"message": {"content": text}}]})
+
     async def html200(self, request: web.Request) -> web.Response:
         return web.Response(status=200, text="<!DOCTYPE html><p>login</p>", content_type="text/html")
 
@@ -139,6 +151,7 @@ async def upstream() -> AsyncIterator[tuple[str, Upstream]]:
     app.router.add_post("/html200/v1/chat/completions", state.html200)
     app.router.add_post("/drip/v1/chat/completions", state.drip)
     app.router.add_post("/mute/v1/chat/completions", state.mute)
+    app.router.add_post("/flaky/v1/chat/completions", state.flaky)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -369,3 +382,30 @@ async def test_silence_fails_fast_with_a_timeout_naming_the_bound(
         with pytest.raises(RequestTimeout, match=match):
             await client.call(REQ.replace(stream=path == "stall"))
         assert asyncio.get_running_loop().time() - started < 0.75
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_one_request_id_ties_the_retries_of_a_call_together(
+    upstream: tuple[str, Upstream], transport: str
+) -> None:
+    base, state = upstream
+    cfg = IterateConfig(base_url=base + "/flaky/v1", transport=transport, max_attempts=3)  # type: ignore[arg-type]
+    async with LLMClient(cfg, sleep=NoSleep()) as client:
+        first = await client.call(REQ)
+        second = await client.call(REQ)
+    assert first.attempts == second.attempts == 3 and first.text == second.text == "ok after 3"
+    ids = state.request_ids
+    assert len(ids) == 6 and len(set(ids[:3])) == 1 and len(set(ids[3:])) == 1
+    assert ids[0] != ids[3]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)  # random hex
+
+
+async def test_every_bare_attempt_gets_a_fresh_request_id(upstream: tuple[str, Upstream]) -> None:
+    from pytest_iterate.client.errors import ServerError
+
+    base, state = upstream
+    async with LLMClient(IterateConfig(base_url=base + "/flaky/v1")) as client:
+        for _ in range(2):
+            with pytest.raises(ServerError):
+                await client.raw_call(REQ)
+    assert len(state.request_ids) == 2 and state.request_ids[0] != state.request_ids[1]

@@ -186,3 +186,61 @@ def test_cli_rejects_a_bad_fault_in_one_line() -> None:
     )
     assert out.returncode == 2
     assert "unknown fault kind '418'" in out.stderr
+
+
+async def test_probes_over_http_health_version_models() -> None:
+    from importlib.metadata import version
+
+    async with MockServer(MockLLM("fast")) as server, aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/health") as r:
+            assert r.status == 200 and await r.json() == {"status": "ok"}
+        async with http.head(server.url + "/health") as r:
+            assert r.status == 200
+        async with http.get(server.url + "/version") as r:
+            assert r.status == 200 and await r.json() == {"version": version("pytest-iterate")}
+        async with http.get(server.base_url + "/models") as r:
+            assert r.status == 200 and "gpt-4o-mini" in [m["id"] for m in (await r.json())["data"]]
+    assert server.core.stats.routes == {"health": 2, "version": 1, "models": 1}
+
+
+def test_openai_sdk_with_its_default_settings_probes_the_loopback_server() -> None:
+    from importlib.metadata import version
+
+    import httpx
+
+    server = MockServer(MockLLM("fast")).start_in_thread()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-not-real")  # defaults otherwise
+        try:
+            assert "gpt-4o-mini" in [m.id for m in client.models.list()]
+            assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+            with pytest.raises(openai.NotFoundError, match="model 'nope' does not exist"):
+                client.models.retrieve("nope")
+            health = client.get(server.url + "/health", cast_to=httpx.Response)
+            assert health.status_code == 200 and health.json() == {"status": "ok"}
+            under_base = client.get("/health", cast_to=httpx.Response)  # the SDK joins it to /v1
+            assert under_base.json() == {"status": "ok"}
+            ver = client.get(server.url + "/version", cast_to=httpx.Response)
+            assert ver.json()["version"] == version("pytest-iterate")
+        finally:
+            client.close()
+    finally:
+        server.stop()
+    # the 404 is not retried by the SDK: exactly one request per call
+    assert server.core.stats.routes == {"models": 3, "health": 2, "version": 1}
+
+
+async def test_attempts_per_request_id_over_http() -> None:
+    core = MockLLM("fast", faults=FaultPlan(script={1: "503"}))
+    async with MockServer(core) as server, aiohttp.ClientSession() as http:
+        statuses = []
+        for rid in ("call-1", "call-1", "call-2"):
+            headers = {"X-Client-Request-Id": rid}
+            async with http.post(
+                server.base_url + "/chat/completions", json={"messages": MSG}, headers=headers
+            ) as r:
+                statuses.append(r.status)
+                await r.read()
+    assert statuses == [503, 200, 200]
+    assert core.attempts("call-1") == 2 and core.attempts("call-2") == 1
+    assert core.stats.logical_requests == 2 and core.stats.max_attempts == 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ import pytest
 from aiohttp import web
 
 from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.doubles.mock.core import MockLLM
+from pytest_iterate.doubles.mock.profiles import load_profile
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL, mock_router
+from pytest_iterate.doubles.mock.server import MockServer
 from pytest_iterate.pipeline.runner import Pipeline
 from pytest_iterate.pipeline.stages import STAGE_NAMES
 from pytest_iterate.pipeline.workload import load_workload, standard_workload_path
@@ -49,18 +53,12 @@ class Endpoint:
 
 
 @pytest.fixture
-async def endpoint() -> AsyncIterator[Endpoint]:
+async def endpoint(loopback: Callable[[web.Application], Awaitable[str]]) -> Endpoint:
     ep = Endpoint()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", ep.chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    ep.url = f"http://127.0.0.1:{port}/v1"
-    yield ep
-    await runner.cleanup()
+    ep.url = await loopback(app) + "/v1"
+    return ep
 
 
 async def test_100_designs_in_order_timed_stored_and_cached(endpoint: Endpoint, tmp_path: Path) -> None:
@@ -138,12 +136,9 @@ async def test_malformed_workload_line_names_file_and_line_and_writes_nothing(
 
 
 async def test_100_designs_on_the_project_mock_fast_profile(tmp_path: Path) -> None:
-    """The same run against helper B's MockServer (fast profile) once it is in the package."""
-    server_mod = pytest.importorskip("pytest_iterate.doubles.mock.server")
-    core_mod = pytest.importorskip("pytest_iterate.doubles.mock.core")
-    profiles = pytest.importorskip("pytest_iterate.doubles.mock.profiles")
-    core = core_mod.MockLLM(profiles.load_profile("fast"), seed=1)
-    server = server_mod.MockServer(core, host="127.0.0.1", port=0)
+    """The same run against the loopback mock server (fast profile)."""
+    core = MockLLM(load_profile("fast"), seed=1)
+    server = MockServer(core, host="127.0.0.1", port=0)
     await server.start()
     try:
         cfg = IterateConfig.load(
@@ -173,13 +168,10 @@ async def test_100_designs_on_the_project_mock_fast_profile(tmp_path: Path) -> N
 
 async def test_100_designs_on_the_project_mock_in_process(tmp_path: Path) -> None:
     """MockLLM (fast profile) behind its respx router: answers sized by the profile, usage counted."""
-    from pytest_iterate.doubles.mock.core import MockLLM
-    from pytest_iterate.doubles.mock.profiles import load_profile
-    from pytest_iterate.doubles.mock.respx_router import mock_router
-
     core = MockLLM(load_profile("fast"), seed=3)
     cfg = IterateConfig.load(
-        {"cache_dir": str(tmp_path / "cache"), "store_path": str(tmp_path / "a.sqlite")},
+        {"base_url": MOCK_BASE_URL, "transport": "httpx", "cache_dir": str(tmp_path / "cache"),
+         "store_path": str(tmp_path / "a.sqlite")},
         environ={},
         pyproject=None,
     )

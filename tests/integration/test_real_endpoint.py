@@ -19,6 +19,7 @@ import pytest
 
 from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.secret import Secret
 from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
 from pytest_iterate.client.transport.base import TransportResponse
 from pytest_iterate.client.types import LLMRequest
@@ -98,10 +99,19 @@ class CountingTransport:
         self.statuses: list[int] = []
 
     async def send(
-        self, method: str, url: str, *, headers: Mapping[str, str], json_body: Any | None, timeout_s: float
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        json_body: Any | None,
+        timeout_s: float,
+        auth: Secret | None = None,
     ) -> TransportResponse:
         self.sends += 1
-        resp = await self.inner.send(method, url, headers=headers, json_body=json_body, timeout_s=timeout_s)
+        resp = await self.inner.send(
+            method, url, headers=headers, json_body=json_body, timeout_s=timeout_s, auth=auth
+        )
         self.statuses.append(resp.status)
         return resp
 

@@ -17,7 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="module")

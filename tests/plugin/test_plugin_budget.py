@@ -6,8 +6,6 @@ import os
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 ARGS = ("-p", "no:randomly", "-W", "error", "--iterate-profile=fast")
 
 
@@ -87,7 +85,7 @@ def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Py
     pytester.makepyfile(test_fixtures="""
         import httpx
         import pytest
-        from pytest_iterate.client.config import MOCK_BASE_URL
+        from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
         from pytest_iterate.pipeline.design import DesignRequest
         from pytest_iterate.client.types import LLMRequest
 

@@ -6,8 +6,6 @@ import os
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 
 def test_record_then_replay_without_the_endpoint(pytester: pytest.Pytester,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,8 +15,6 @@ import pytest
 
 from pytest_iterate.pipeline.workload import standard_workload_path
 
-pytest_plugins = ["pytester"]
-
 
 def _profile(path: Path, scale: float) -> Path:
     """A mock profile of about 40 ms a request (times ``scale``): fast, yet far above the 5 ms floor."""

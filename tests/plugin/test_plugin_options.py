@@ -6,8 +6,6 @@ import pytest
 
 from pytest_iterate.plugin.options import OPTIONS, resolve
 
-pytest_plugins = ["pytester"]
-
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester) -> None:
@@ -49,7 +47,7 @@ def test_help_lists_every_option_with_its_text(pytester: pytest.Pytester) -> Non
         assert f"env {spec.env}" in " ".join(text.split())
     flat = " ".join(text.split())
     for default in ("[default: mock]", "[default: gpt-4o-mini]", "[default: OPENAI_API_KEY]", "[default: v1]",
-                    "[default: 1,5,10]", "[default: reports]", "[default: *]", "[default: none]"):
+                    "[default: 1,5,10,16]", "[default: reports]", "[default: *]", "[default: none]"):
         assert default in flat
 
 

@@ -15,8 +15,6 @@ import pytest
 from pytest_iterate.pipeline.workload import standard_workload_path
 from pytest_iterate.plugin.acceptance.criteria import CRITERIA
 
-pytest_plugins = ["pytester"]
-
 FAST = ("--iterate", "--iterate-profile=fast", "-p", "no:randomly")
 
 
@@ -179,6 +177,7 @@ def test_baseline_missing_then_saved_then_gated(pytester: pytest.Pytester) -> No
                 if isinstance(lat[key], float):
                     lat[key] /= 1000.0
         scenario.pop("samples_s", None)
+        scenario.pop("sample_keys", None)
     Path(pytester.path / "base" / "iterate-report.json").write_text(json.dumps(base))
     second = pytester.runpytest(*args, "--iterate-baseline=base", "--iterate-compare-fail=mean:10%")
     assert second.ret == pytest.ExitCode.TESTS_FAILED

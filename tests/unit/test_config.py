@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ConfigError
 
 
@@ -16,7 +16,7 @@ def write_pyproject(tmp_path: Path, body: str) -> Path:
 
 def test_defaults() -> None:
     cfg = IterateConfig.load(environ={}, pyproject=None)
-    assert cfg.base_url == MOCK_BASE_URL
+    assert cfg.base_url == "http://127.0.0.1:8000/v1"  # a local server, never the test double
     assert cfg.max_attempts == 3 and cfg.request_timeout_s == 10.0
     assert cfg.transport == "aiohttp"
 
@@ -134,8 +134,22 @@ def test_missing_api_key_variable_when_required(monkeypatch: pytest.MonkeyPatch)
 def test_api_key_never_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_LLM_KEY", "sk-do-not-print")
     cfg = IterateConfig(api_key_env="MY_LLM_KEY")
-    assert cfg.api_key == "sk-do-not-print"
+    key = cfg.api_key
+    assert key is not None and key.reveal() == "sk-do-not-print"
     assert "sk-do-not-print" not in repr(cfg)
+    assert "sk-do-not-print" not in repr(key) and "sk-do-not-print" not in str(key)
+
+
+def test_credentials_in_base_url_never_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_LLM_KEY", raising=False)
+    cfg = IterateConfig(base_url="https://bob:sk-in-url@llm.example/v1", api_key_env="MY_LLM_KEY")
+    assert "sk-in-url" not in repr(cfg) and "base_url='https://***@llm.example/v1'" in repr(cfg)
+    with pytest.raises(ConfigError) as info:
+        _ = cfg.replace(api_key_required=True).api_key
+    assert "sk-in-url" not in str(info.value) and "https://***@llm.example/v1" in str(info.value)
+    with pytest.raises(ConfigError, match=r"'\*\*\*@llm.example/v1' is not an http\(s\):// URL") as bad:
+        IterateConfig(base_url="bob:sk-in-url@llm.example/v1")
+    assert "sk-in-url" not in str(bad.value)
 
 
 def test_missing_optional_api_key_is_none(monkeypatch: pytest.MonkeyPatch) -> None:

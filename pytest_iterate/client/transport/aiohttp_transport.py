@@ -8,6 +8,10 @@ explicit: ``total`` is the per-attempt timeout given to :meth:`AiohttpTransport.
 timeout (the longest silence allowed before the status line or the next chunk of a
 stream). aiohttp and asyncio errors are mapped to :class:`ConnectError` and
 :class:`RequestTimeout`, naming the URL and which bound fired.
+
+The ``Authorization`` header is added inside :meth:`AiohttpTransport.send` as a
+:class:`~pytest_iterate.client.secret.MaskedStr`: aiohttp keeps that very object in its
+header mappings, so their repr in aiohttp's own frames shows ``'Bearer ***'``.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDict
 
 from pytest_iterate.client.errors import ConnectError, RequestTimeout, TransportError
+from pytest_iterate.client.secret import redact_url
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.secret import Secret
 
 __all__ = ["AiohttpResponse", "AiohttpTransport"]
 
@@ -31,6 +38,7 @@ __all__ = ["AiohttpResponse", "AiohttpTransport"]
 def _map_error(
     exc: BaseException, url: str, during: str, read_timeout_s: float | None = None
 ) -> TransportError:
+    url = redact_url(url)
     if read_timeout_s is not None and isinstance(exc, aiohttp.SocketTimeoutError):
         return RequestTimeout(
             f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url
@@ -99,8 +107,6 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        # the client sends the same few header mappings over and over: convert each once
-        self._headers: dict[int, tuple[Mapping[str, str], CIMultiDict[str]]] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -128,16 +134,6 @@ class AiohttpTransport:
             )
         return t
 
-    def _prepared_headers(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
-        hit = self._headers.get(id(headers))
-        if hit is not None and hit[0] is headers:
-            return hit[1]
-        if len(self._headers) >= 16:
-            self._headers.clear()
-        prepared = CIMultiDict(headers)
-        self._headers[id(headers)] = (headers, prepared)
-        return prepared
-
     async def send(
         self,
         method: str,
@@ -146,6 +142,7 @@ class AiohttpTransport:
         headers: Mapping[str, str],
         json_body: Any | None,
         timeout_s: float,
+        auth: Secret | None = None,
     ) -> AiohttpResponse:
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
@@ -154,13 +151,12 @@ class AiohttpTransport:
             data = json_body
         else:
             data = json.dumps(json_body).encode()
+        prepared = CIMultiDict(headers)
+        if auth is not None:
+            prepared[hdrs.AUTHORIZATION] = auth.header_value()
         try:
             resp = await session.request(
-                method,
-                url,
-                data=data,
-                headers=self._prepared_headers(headers),
-                timeout=self._timeout(timeout_s),
+                method, url, data=data, headers=prepared, timeout=self._timeout(timeout_s)
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _map_error(exc, url, "sending", self.read_timeout_s) from exc

@@ -9,12 +9,24 @@ nothing of OpenAI, retries or caching; it maps its library's errors into
 Two implementations: :mod:`.aiohttp_transport` (the fast default for real endpoints)
 and :mod:`.httpx_transport` (respx intercepts it; users can hand in their own
 ``httpx.AsyncClient``).
+
+Credentials: ``headers`` never hold one. ``auth`` is the ``Authorization`` value as a
+:class:`~pytest_iterate.client.secret.Secret`; the transport that talks to the wire
+adds the header itself, at the last moment, as
+:meth:`~pytest_iterate.client.secret.Secret.header_value` (a ``str`` whose repr is
+masked), so no frame of a traceback (the client's, the transport's or the HTTP
+library's) shows the key. A transport that wraps another passes ``auth`` on.
+Error messages name the URL through
+:func:`~pytest_iterate.client.secret.redact_url`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from pytest_iterate.client.secret import Secret
 
 __all__ = ["Transport", "TransportResponse"]
 
@@ -49,8 +61,9 @@ class Transport(Protocol):
         headers: Mapping[str, str],
         json_body: Any | None,
         timeout_s: float,
+        auth: Secret | None = None,
     ) -> TransportResponse:
-        """Send and return once the status and headers are in."""
+        """Send and return once the status and headers are in; ``auth`` becomes ``Authorization``."""
         ...
 
     async def aclose(self) -> None:

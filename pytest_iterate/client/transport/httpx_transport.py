@@ -5,17 +5,25 @@
 ``HttpxTransport(client)`` uses the given client and never closes it. Responses are
 streamed (``send(..., stream=True)``) so SSE bodies arrive chunk by chunk. httpx
 errors are mapped to :class:`ConnectError` and :class:`RequestTimeout`.
+
+The ``Authorization`` header is added inside :meth:`HttpxTransport.send` as a
+:class:`~pytest_iterate.client.secret.MaskedStr`; httpx then keeps it in its
+``Headers``, whose repr shows ``authorization`` as ``[secure]``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from pytest_iterate.client.errors import ConnectError, RequestTimeout, TransportError
+from pytest_iterate.client.secret import redact_url
+
+if TYPE_CHECKING:
+    from pytest_iterate.client.secret import Secret
 
 __all__ = ["HttpxResponse", "HttpxTransport"]
 
@@ -23,6 +31,7 @@ __all__ = ["HttpxResponse", "HttpxTransport"]
 def _map_error(
     exc: httpx.HTTPError, url: str, during: str, read_timeout_s: float | None = None
 ) -> TransportError:
+    url = redact_url(url)
     if read_timeout_s is not None and isinstance(exc, httpx.ReadTimeout):
         return RequestTimeout(
             f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url
@@ -106,11 +115,14 @@ class HttpxTransport:
         headers: Mapping[str, str],
         json_body: Any | None,
         timeout_s: float,
+        auth: Secret | None = None,
     ) -> HttpxResponse:
         if json_body is None or isinstance(json_body, bytes):
             content = json_body
         else:
             content = json.dumps(json_body).encode()
+        if auth is not None:
+            headers = {**headers, "Authorization": auth.header_value()}
         try:
             request = self._client.build_request(
                 method, url, headers=headers, content=content, timeout=self._timeout(timeout_s)

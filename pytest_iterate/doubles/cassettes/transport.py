@@ -25,7 +25,8 @@ injected so tests can check the waits without waiting.
 
 Only complete answers are recorded (a stream that breaks is not). Secrets never reach
 the file: the values of ``Authorization`` / ``api-key`` / ``x-api-key`` / ``cookie``
-request headers, plus any ``secrets`` given, are scrubbed from every string, and
+request headers, the ``auth`` the client sends, plus any ``secrets`` given, are
+scrubbed from every string, and
 response headers pass an allow-list (see :mod:`.format`).
 """
 
@@ -53,6 +54,7 @@ from pytest_iterate.doubles.cassettes.format import (
 )
 
 if TYPE_CHECKING:
+    from pytest_iterate.client.secret import Secret
     from pytest_iterate.client.transport.base import Transport, TransportResponse
 
 __all__ = ["RECORD_MODES", "CassetteTransport", "RecordMode", "ReplayResponse"]
@@ -306,6 +308,7 @@ class CassetteTransport:
         headers: Mapping[str, str],
         json_body: Any | None,
         timeout_s: float,
+        auth: Secret | None = None,
     ) -> TransportResponse:
         key = self.key_for(method, url, json_body)
         if self.can_replay:
@@ -321,8 +324,12 @@ class CassetteTransport:
             )
         inner = self._inner_transport()
         t0 = self._clock()
-        resp = await inner.send(method, url, headers=headers, json_body=json_body, timeout_s=timeout_s)
+        resp = await inner.send(
+            method, url, headers=headers, json_body=json_body, timeout_s=timeout_s, auth=auth
+        )
         secrets = [*self._secrets, *_header_secrets(headers)]
+        if auth is not None:
+            secrets += _header_secrets({"authorization": auth.reveal()})
         path = urlsplit(url).path
         body = _decode_body(json_body)
 

@@ -2,10 +2,19 @@
 
     MockLLM          the simulation core (latency profile, capacity, faults, rate limits, answers)
     LatencyProfile   load_profile("v1" | "fast" | "degraded" | "zero" | path.json)
-    FaultPlan        faults by rate and by script ("429=0.02", "5:hang")
+    FaultPlan        faults by rate, by script and by first attempts ("429=0.02", "5:hang",
+                     "503x3=0.02": a seeded share of logical requests fail 3 attempts)
     RateLimiter      requests/min and tokens/min buckets with x-ratelimit-* headers
+    request_digest   what a request asks, in 16 hex digits; answer_digest(text) reads it back
+                     from the ``# answers <digest>`` line every answer carries
     mock_router      a respx router over a core (in-process, for httpx clients)
     MockServer       an aiohttp.web server over a core on 127.0.0.1 (any client)
+
+Modules: ``core`` (MockLLM: routes, and a completion's three steps ``request``
+(validate), ``plan`` and ``render``), ``calls`` (stats, attempts per logical request,
+the bounded call log), ``answers``, ``digest``, ``faults``, ``profiles``,
+``ratelimit``, the front ends ``respx_router`` and ``server``, ``cli`` (serve-mock),
+and ``calibration`` (how long a call takes on a profile over the standard workload).
 
 Names are imported lazily: ``import pytest_iterate.doubles.mock`` costs nothing.
 """
@@ -17,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_iterate.doubles.mock.core import CallRecord, MockLLM, MockReply, MockStats
-    from pytest_iterate.doubles.mock.faults import FAULT_KINDS, FaultPlan, parse_fault
+    from pytest_iterate.doubles.mock.digest import answer_digest, request_digest
+    from pytest_iterate.doubles.mock.faults import FAULT_KINDS, FaultPlan, FirstAttempts, parse_fault
     from pytest_iterate.doubles.mock.profiles import (
         Distribution,
         LatencyProfile,
@@ -33,15 +43,18 @@ __all__ = [
     "CallRecord",
     "Distribution",
     "FaultPlan",
+    "FirstAttempts",
     "LatencyProfile",
     "MockLLM",
     "MockReply",
     "MockServer",
     "MockStats",
     "RateLimiter",
+    "answer_digest",
     "load_profile",
     "mock_router",
     "parse_fault",
+    "request_digest",
     "shipped_profiles",
 ]
 
@@ -50,8 +63,11 @@ _WHERE = {
     "MockLLM": "core",
     "MockReply": "core",
     "MockStats": "core",
+    "answer_digest": "digest",
+    "request_digest": "digest",
     "FAULT_KINDS": "faults",
     "FaultPlan": "faults",
+    "FirstAttempts": "faults",
     "parse_fault": "faults",
     "Distribution": "profiles",
     "LatencyProfile": "profiles",

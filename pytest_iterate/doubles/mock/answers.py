@@ -6,7 +6,8 @@ end. A design prompt gets markdown: a title, one sentence, one fenced ```python 
 that :func:`ast.parse` accepts, one closing sentence; body lines are added until the
 answer reaches the target token count (the final count is exact, measured with the
 token guard's tokenizer; the target is met within a few tokens, and never undershot
-except when even the skeleton is longer). A packed prompt (see
+except when even the skeleton is longer). The first line of the code block can be a
+tag naming the request answered (see :mod:`.digest`). A packed prompt (see
 :mod:`pytest_iterate.batch.packing`) gets one such answer per item under
 ``### ITEM <i>`` headers, the target split evenly.
 
@@ -84,13 +85,18 @@ class AnswerBook:
         return self._counter
 
     # -- public ---------------------------------------------------------------------------
-    def answer(self, seed: int, prompt: str, target_tokens: int, max_tokens: int | None = None) -> Answer:
-        """The answer to ``prompt`` of about ``target_tokens`` tokens, cut at ``max_tokens``."""
+    def answer(
+        self, seed: int, prompt: str, target_tokens: int, max_tokens: int | None = None, *, tag: str = ""
+    ) -> Answer:
+        """The answer to ``prompt`` of about ``target_tokens`` tokens, cut at ``max_tokens``.
+
+        ``tag`` (a line, see :func:`.digest.answer_tag`) opens every code block.
+        """
         items = split_packed(prompt)
         if items:
-            text = self.packed_text(seed, items, target_tokens)
+            text = self.packed_text(seed, items, target_tokens, tag=tag)
         else:
-            text = self.design_text(seed, prompt, target_tokens)
+            text = self.design_text(seed, prompt, target_tokens, tag=tag)
         return self.finish(text, max_tokens)
 
     def finish(self, text: str, max_tokens: int | None) -> Answer:
@@ -107,14 +113,16 @@ class AnswerBook:
         enc = self.counter.encoding
         return [enc.decode_single_token_bytes(t).decode("utf-8", errors="replace") for t in tokens]
 
-    def packed_text(self, seed: int, items: Sequence[str], target_tokens: int) -> str:
+    def packed_text(self, seed: int, items: Sequence[str], target_tokens: int, *, tag: str = "") -> str:
         from pytest_iterate.batch.packing import format_packed_answer
 
         share = max(1, target_tokens // max(1, len(items)) - 4)  # 4: the header line
-        return format_packed_answer([self.design_text(seed, item, share) for item in items])
+        return format_packed_answer([self.design_text(seed, item, share, tag=tag) for item in items])
 
-    def design_text(self, seed: int, prompt: str, target_tokens: int) -> str:
+    def design_text(self, seed: int, prompt: str, target_tokens: int, *, tag: str = "") -> str:
         """Markdown with one fenced python block that parses, about ``target_tokens`` long.
+
+        ``tag`` is a comment line put first inside the code block (counted in the length).
 
         Lines are added while the sum of their (memoised) token counts is below the
         target; in context a line can merge a token with its neighbour, so the exact
@@ -123,7 +131,8 @@ class AnswerBook:
         rng = answer_rng(seed, prompt)
         bits = rng.getrandbits(32)
         title = _title_of(prompt)
-        head = f"## {title}\n\n```python\ndef solve_{bits % 1000}(values: list[int]) -> int:\n    total = 0\n"
+        signature = f"def solve_{bits % 1000}(values: list[int]) -> int:\n"
+        head = f"## {title}\n\n```python\n{tag}{signature}    total = 0\n"
         tail = "    return total\n```\n"
         intro = f"Here is a {_ADJECTIVES[(bits >> 10) % len(_ADJECTIVES)]} implementation.\n\n"
         outro = "\nThe function has no side effects.\n"

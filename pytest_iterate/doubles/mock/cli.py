@@ -1,6 +1,7 @@
 """``iterate-bench serve-mock``: serve the mock endpoint until Ctrl-C or SIGTERM.
 
     iterate-bench serve-mock --profile v1 --port 8000 --seed 1 --fault 429=0.02 --fault 503=0.01
+    iterate-bench serve-mock --profile fast --fault 503x3=0.05   # 5 % of calls exhaust 3 attempts
     python -m pytest_iterate.doubles.mock.cli --profile fast --fault 5:hang --rpm 600 --tpm 200000
 
 The first line printed is the base URL (``http://127.0.0.1:8000/v1``), flushed, so a
@@ -32,8 +33,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--fault",
         action="append",
         default=[],
-        metavar="KIND=RATE|N:KIND",
-        help="inject a fault: 429=0.02 (rate) or 5:hang (the 5th request); repeatable",
+        metavar="KIND=RATE|N:KIND|KINDxK=SHARE",
+        help="inject a fault: 429=0.02 (rate), 5:hang (the 5th request) or 503x3=0.02 (2%% of "
+        "logical requests, by X-Client-Request-Id, fail their first 3 attempts); repeatable",
     )
     p.add_argument("--retry-after", type=float, default=1.0, help="seconds a 429 asks to wait (default 1)")
     p.add_argument("--hang", type=float, default=3600.0, help="seconds a hang lasts (default 3600)")
@@ -55,7 +57,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pytest_iterate.doubles.mock.cli", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_iterate.doubles.mock.cli",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return _configure(parser)
 
 

@@ -4,11 +4,44 @@
 (:mod:`.respx_router`) and the loopback server (:mod:`.server`) only translate a
 :class:`MockReply` to their wire; so both give the same answers for the same seed.
 
+Routes (matched on the end of the path, so ``/health`` and ``/v1/health`` alike;
+the query string is ignored):
+
+    POST .../chat/completions, .../completions   the simulated completions (below)
+    GET  .../models                               the profile's models, OpenAI's list shape
+    GET  .../models/{id}                          one model, or 404 ``model_not_found``
+    GET  .../health                               200 ``{"status": "ok"}``
+    GET  .../version                              200 ``{"version": "<pytest-iterate version>"}``
+
+``HEAD`` on the GET routes answers 200 without a body; other methods get 405 and
+other paths 404, both in OpenAI's error shape.
+
+A completion request goes through three steps, each in its own module and each
+passing a small typed record to the next:
+
+    validate  (:mod:`.request`)  HTTP body -> CompletionRequest, or Invalid (a 400)
+    plan      (:mod:`.plan`)     draws, refusals, fault, capacity -> Plan, Refusal or Drop
+    render    (:mod:`.render`)   Plan -> JSON body or SSE stream
+
 Determinism: POST completion requests are numbered 1, 2, 3... in arrival order.
 The request's latencies (TTFT base, inter-token latency) and its fault come from
 ``random.Random(f"{seed}:{index}")``: the nth request always draws the same, under
-any concurrency. The answer's words *and length* come from ``(seed, prompt text)``
-(see :mod:`.answers`), so one prompt always gets one answer, streamed or not.
+any concurrency. First-attempts faults (``503x3=0.02``, see :mod:`.faults`) are a
+function of ``(seed, request id)`` and the attempt's number instead, so the same
+logical requests fail whatever the arrival order. The answer's words *and length*
+come from ``(seed, prompt text)`` (see :mod:`.answers`), so one prompt always gets
+one answer, streamed or not; its code block opens with ``# answers <digest>``
+naming the request it answers (:mod:`.digest`).
+
+Attempts: every POST to a completion route is an attempt of a logical request
+named by its ``X-Client-Request-Id`` header (the same over a call's retries), or by
+:func:`~.digest.request_digest` of its body without one. :attr:`MockLLM.stats`
+counts logical requests, the most attempts one made and how many made k attempts;
+:meth:`MockLLM.attempts` looks one up (see :class:`~.calls.Attempts`).
+
+Memory is bounded (:mod:`.calls`): :attr:`MockLLM.stats` counts every request,
+:attr:`MockLLM.calls` keeps the last ``keep_calls`` records (default 1,000), without
+the request bodies unless ``keep_bodies=True``.
 
 Order of checks: bad route/JSON (404/405/400) -> context window (400
 ``context_length_exceeded``) -> rate limit (429) -> injected fault -> capacity
@@ -18,20 +51,38 @@ queue -> latency -> answer. Errors other than hangs and resets are answered at o
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import math
-import random
 import time
-from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_iterate.doubles.mock.answers import Answer, AnswerBook, prompt_text
+from pytest_iterate import __version__
+from pytest_iterate.doubles.mock.answers import AnswerBook
+from pytest_iterate.doubles.mock.calls import (
+    DEFAULT_KEEP_CALLS,
+    DEFAULT_KEEP_REQUEST_IDS,
+    Attempts,
+    CallLog,
+    CallRecord,
+    MockStats,
+)
 from pytest_iterate.doubles.mock.faults import FaultPlan
+from pytest_iterate.doubles.mock.plan import (
+    STREAM_ERROR_TEXT,
+    AnswerSource,
+    Drop,
+    Plan,
+    Slots,
+    draw,
+    fault_outcome,
+    rate_refusal,
+    window_refusal,
+)
 from pytest_iterate.doubles.mock.profiles import LatencyProfile, load_profile
 from pytest_iterate.doubles.mock.ratelimit import RateLimiter
+from pytest_iterate.doubles.mock.render import CREATED, ClosingStream, completion_body, sse_events
+from pytest_iterate.doubles.mock.request import CompletionRequest, Invalid, Refusal, Route, parse_completion
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -41,8 +92,8 @@ __all__ = ["CallRecord", "MockLLM", "MockReply", "MockStats"]
 Sleep = Callable[[float], Awaitable[Any]]
 _JSON = {"content-type": "application/json"}
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
-_CREATED = 1767225600
-_ANSWER_CACHE = 2048
+_HEALTH = json.dumps({"status": "ok"}).encode()
+_VERSION = json.dumps({"version": __version__}).encode()
 
 
 @dataclass(slots=True)
@@ -61,116 +112,15 @@ class MockReply:
     hang_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One request the core saw (``index`` 0 for non-completion routes)."""
-
-    index: int
-    method: str
-    path: str
-    body: Any
-    stream: bool
-    status: int
-    fault: str | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    planned_ttft_s: float = 0.0
-    planned_total_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class MockStats:
-    requests: int
-    completions: int
-    statuses: dict[int, int]
-    faults: dict[str, int]
-    concurrency: int
-    max_concurrency: int
-    queued: int
-    prompt_tokens: int
-    completion_tokens: int
-
-
 @dataclass(slots=True)
 class _State:
     requests: int = 0
     index: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    faults: Counter[str] = field(default_factory=Counter)
     active: int = 0
     max_active: int = 0
     decoding: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-
-class _Slots:
-    """FIFO capacity of concurrently decoding sequences (loop-agnostic)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self.used < self.capacity and not self.waiters:
-            self.used += 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self.release()
-            else:
-                self.waiters.remove(fut)
-            raise
-
-    def release(self) -> None:
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot passes straight to the waiter
-                return
-        self.used -= 1
-
-
-class _Stream:
-    """An SSE chunk iterator whose ``on_close`` runs exactly once (end, error or aclose)."""
-
-    def __init__(self, gen: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
-        self._gen = gen
-        self._on_close: Callable[[], None] | None = on_close
-
-    def __aiter__(self) -> _Stream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self._gen.__anext__()
-        except BaseException:
-            self._close()
-            raise
-
-    def _close(self) -> None:
-        if self._on_close is not None:
-            cb, self._on_close = self._on_close, None
-            cb()
-
-    async def aclose(self) -> None:
-        try:
-            await self._gen.aclose()  # type: ignore[attr-defined]
-        finally:
-            self._close()
-
-
-def _error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
-
-
-def _sse(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class MockLLM:
@@ -192,7 +142,9 @@ class MockLLM:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        max_calls: int = 100_000,
+        keep_calls: int = DEFAULT_KEEP_CALLS,
+        keep_bodies: bool = False,
+        keep_request_ids: int = DEFAULT_KEEP_REQUEST_IDS,
     ) -> None:
         self.profile = profile if isinstance(profile, LatencyProfile) else load_profile(profile)
         self.seed = seed
@@ -201,23 +153,22 @@ class MockLLM:
         self._clock = clock
         self._sleep = sleep
         self._book = AnswerBook()
+        self._answers = AnswerSource(self._book, self.profile, seed)
         self._state = _State()
-        self._slots = _Slots(self.profile.capacity)
-        self._calls: deque[CallRecord] = deque(maxlen=max_calls)
-        self._answers: OrderedDict[tuple[str, int, int], Answer] = OrderedDict()
+        self._slots = Slots(self.profile.capacity)
+        self._log = CallLog(keep_calls)
+        self.keep_bodies = keep_bodies
+        self._attempts = Attempts(keep_request_ids)
         self._registry: CollectorRegistry | None = None
         self._metrics: dict[str, Any] = {}
         self._children: dict[tuple[str, ...], Any] = {}
         self.registry()
-        self._models_body = json.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": _CREATED, "owned_by": "pytest-iterate-mock"}
-                    for m in self.profile.models
-                ],
-            }
-        ).encode()
+        models = [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "pytest-iterate-mock"}
+            for m in self.profile.models
+        ]
+        self._models_body = json.dumps({"object": "list", "data": models}).encode()
+        self._model_bodies = {m["id"]: json.dumps(m).encode() for m in models}
 
     def __repr__(self) -> str:
         return f"MockLLM(profile={self.profile.name!r}, seed={self.seed})"
@@ -225,23 +176,35 @@ class MockLLM:
     # -- observability ------------------------------------------------------------------
     @property
     def stats(self) -> MockStats:
-        s = self._state
+        s, log, attempts = self._state, self._log, self._attempts
         return MockStats(
             requests=s.requests,
             completions=s.index,
-            statuses=dict(s.statuses),
-            faults=dict(s.faults),
+            statuses=dict(log.statuses),
+            faults=dict(log.faults),
             concurrency=s.active,
             max_concurrency=s.max_active,
             queued=len(self._slots.waiters),
             prompt_tokens=s.prompt_tokens,
             completion_tokens=s.completion_tokens,
+            routes=dict(log.routes),
+            recorded=log.recorded,
+            kept=len(log.recent),
+            logical_requests=attempts.logical,
+            max_attempts=attempts.max_attempts,
+            attempts=attempts.histogram(),
+            request_ids_evicted=attempts.evicted,
         )
+
+    def attempts(self, request_id: str) -> int:
+        """Attempts seen so far of one logical request: its ``X-Client-Request-Id``, or
+        :func:`~.digest.request_digest` of its body when it was sent without one (0: unknown)."""
+        return self._attempts.get(request_id)
 
     @property
     def calls(self) -> list[CallRecord]:
-        """The requests seen, oldest first (the last ``max_calls``)."""
-        return list(self._calls)
+        """The recent requests, oldest first (the last ``keep_calls``; all are counted in :attr:`stats`)."""
+        return list(self._log.recent)
 
     def registry(self) -> CollectorRegistry:
         """The core's own Prometheus registry (``mock_*`` metrics, not the global one)."""
@@ -277,13 +240,15 @@ class MockLLM:
             child = self._children[key] = self._metrics[metric].labels(*labels)
         return child
 
-    def _count(self, route: str, status: int, fault: str | None) -> None:
-        s = self._state
-        s.statuses[status] += 1
-        self._child("requests", route, str(status)).inc()
-        if fault:
-            s.faults[fault] += 1
-            self._child("faults", fault).inc()
+    def _record(self, route: str, record: CallRecord) -> None:
+        """Count ``record`` (stats and Prometheus) and keep it in the ring of recent calls."""
+        self._log.add(route, record)
+        self._child("requests", route, str(record.status)).inc()
+        if record.fault:
+            self._child("faults", record.fault).inc()
+
+    def _body(self, body: Any) -> Any:
+        return body if self.keep_bodies else None
 
     def _tokens(self, prompt: int, completion: int) -> None:
         self._state.prompt_tokens += prompt
@@ -301,250 +266,192 @@ class MockLLM:
             s.max_active = s.active
         streaming = False
         try:
-            route_path = path.split("?", 1)[0].rstrip("/")
-            if route_path.endswith("/chat/completions"):
-                route = "chat"
-            elif route_path.endswith("/completions"):
-                route = "completions"
-            elif route_path.endswith("/models"):
-                if method.upper() != "GET":
-                    return self._error(
-                        405, route_path, method, "Method not allowed", "invalid_request_error", None, "models"
-                    )
-                self._count("models", 200, None)
-                self._calls.append(CallRecord(0, method, route_path, None, False, 200, None))
-                return MockReply(200, dict(_JSON), self._models_body)
-            else:
-                return self._error(
-                    404,
-                    route_path,
-                    method,
-                    f"Unknown path {route_path!r}",
-                    "invalid_request_error",
-                    "not_found",
-                    "other",
-                )
-            if method.upper() != "POST":
-                return self._error(
-                    405, route_path, method, "Method not allowed", "invalid_request_error", None, route
-                )
-            reply = await self._completion(route, route_path, body)
-            streaming = reply.chunks is not None
-            return reply
+            route_path = path.split("?", 1)[0].rstrip("/") or "/"
+            verb = method.upper()
+            route = _completion_route(route_path)
+            if route is not None:
+                if verb != "POST":
+                    return self._refuse(route, route_path, method, _not_allowed())
+                reply = await self._completion(route, route_path, headers, body)
+                streaming = reply.chunks is not None
+                return reply
+            probe = self._probe(route_path)
+            if probe is None:
+                unknown = Refusal(404, f"Unknown path {route_path!r}", code="not_found")
+                return self._refuse("other", route_path, method, unknown)
+            name, answer = probe
+            if verb not in ("GET", "HEAD"):
+                return self._refuse(name, route_path, method, _not_allowed())
+            if isinstance(answer, Refusal):
+                return self._refuse(name, route_path, method, answer)
+            self._record(name, _plain(method, route_path, 200))
+            return MockReply(200, dict(_JSON), b"" if verb == "HEAD" else answer)
         finally:
             if not streaming:
                 s.active -= 1
 
-    def _error(
+    def _probe(self, route_path: str) -> tuple[str, bytes | Refusal] | None:
+        """``(route, body or 404)`` of a GET route: models, one model, health, version."""
+        if route_path.endswith("/models"):
+            return "models", self._models_body
+        _, sep, model = route_path.partition("/models/")
+        if sep:
+            found = self._model_bodies.get(model)
+            if found is None:
+                missing = Refusal(
+                    404, f"The model {model!r} does not exist", code="model_not_found", param="model"
+                )
+                return "models", missing
+            return "models", found
+        if route_path.endswith("/health"):
+            return "health", _HEALTH
+        if route_path.endswith("/version"):
+            return "version", _VERSION
+        return None
+
+    def _refuse(
         self,
-        status: int,
+        route: str,
         path: str,
         method: str,
-        message: str,
-        type_: str,
-        code: str | None,
-        route: str,
+        refusal: Refusal,
         *,
-        index: int = 0,
-        data: Any = None,
-        fault: str | None = None,
-        headers: dict[str, str] | None = None,
-        prompt_tokens: int = 0,
-        param: str | None = None,
+        body: Any = None,
+        request_id: str = "",
+        attempt: int = 0,
     ) -> MockReply:
-        self._count(route, status, fault)
-        self._calls.append(
-            CallRecord(
-                index,
-                method,
-                path,
-                data,
-                bool(isinstance(data, dict) and data.get("stream")),
-                status,
-                fault,
-                prompt_tokens,
-            )
+        """Count, record and answer an error made before planning (``body``: the parsed JSON)."""
+        record = CallRecord(
+            index=0,
+            method=method,
+            path=path,
+            body=self._body(body),
+            stream=bool(isinstance(body, Mapping) and body.get("stream")),
+            status=refusal.status,
+            fault=refusal.fault,
+            request_id=request_id,
+            attempt=attempt,
         )
-        return MockReply(status, {**_JSON, **(headers or {})}, _error_body(message, type_, code, param))
+        self._record(route, record)
+        return _error_reply(refusal)
 
-    # -- completions --------------------------------------------------------------------
-    async def _completion(self, route: str, path: str, raw: bytes) -> MockReply:
-        try:
-            data = json.loads(raw or b"null")
-        except ValueError:
-            return self._error(
-                400,
+    def _call(
+        self,
+        request: CompletionRequest,
+        index: int,
+        attempt: int,
+        status: int,
+        fault: str | None,
+        plan: Plan | None = None,
+    ) -> CallRecord:
+        """The record of a numbered completion request (``plan`` when it is answered)."""
+        return CallRecord(
+            index=index,
+            method="POST",
+            path=request.path,
+            body=self._body(request.body),
+            stream=request.stream,
+            status=status,
+            fault=fault,
+            prompt_tokens=request.prompt_tokens,
+            completion_tokens=plan.completion_tokens if plan else 0,
+            planned_ttft_s=plan.planned_ttft_s if plan else 0.0,
+            planned_total_s=plan.planned_total_s if plan else 0.0,
+            digest=request.digest,
+            request_id=request.request_id,
+            attempt=attempt,
+        )
+
+    # -- completions: validate, plan, render ---------------------------------------------
+    async def _completion(self, route: Route, path: str, headers: Mapping[str, str], raw: bytes) -> MockReply:
+        parsed = parse_completion(
+            route, path, headers, raw, default_model=self.profile.models[0], counter=self._book.counter
+        )
+        attempt = self._attempts.add(parsed.request_id)
+        if isinstance(parsed, Invalid):
+            return self._refuse(
+                route,
                 path,
                 "POST",
-                "We could not parse the JSON body of your request.",
-                "invalid_request_error",
-                None,
-                route,
+                parsed.refusal,
+                body=parsed.body,
+                request_id=parsed.request_id,
+                attempt=attempt,
             )
-        if not isinstance(data, dict):
-            return self._error(
-                400,
-                path,
-                "POST",
-                "The request body must be a JSON object.",
-                "invalid_request_error",
-                None,
-                route,
-            )
-        if route == "chat":
-            messages = data.get("messages")
-            if not isinstance(messages, list) or not messages:
-                return self._error(
-                    400,
-                    path,
-                    "POST",
-                    "'messages' is a required property",
-                    "invalid_request_error",
-                    None,
-                    route,
-                    data=data,
-                    param="messages",
-                )
-            prompts: list[str] = [prompt_text(data)]
-        else:
-            p = data.get("prompt")
-            if isinstance(p, str):
-                prompts = [p]
-            elif isinstance(p, list) and p and all(isinstance(x, str) for x in p):
-                prompts = list(p)
-            else:
-                return self._error(
-                    400,
-                    path,
-                    "POST",
-                    "'prompt' must be a string or a list of strings",
-                    "invalid_request_error",
-                    None,
-                    route,
-                    data=data,
-                    param="prompt",
-                )
+        planned = await self._plan(parsed, attempt)
+        if isinstance(planned, Plan):
+            return await self._render(planned)
+        return planned
+
+    async def _plan(self, request: CompletionRequest, attempt: int) -> Plan | MockReply:
+        """Number the request, draw, check and admit it; a refusal or a drop is answered here.
+
+        ``attempt`` is the request's attempt number within its logical request.
+        """
         s = self._state
         s.index += 1
         index = s.index
-        rng = random.Random(f"{self.seed}:{index}")
         profile = self.profile
-        model = str(data.get("model") or profile.models[0])
-        max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-        max_tokens = int(max_tokens) if isinstance(max_tokens, int | float) else None
-        stream = bool(data.get("stream"))
-        counter = self._book.counter
-        if route == "chat":
-            prompt_tokens = counter.count_messages(data["messages"], model)
-        else:
-            prompt_tokens = sum(counter.count_cached(x) for x in prompts)
-        # every request draws the same three numbers in the same order
-        fault = self.faults.pick(index, rng) if self.faults is not None else None
-        ttft_base = profile.ttft_base.sample(rng)
-        itl = profile.itl.sample(rng)
-
-        window = profile.context_window
-        per_prompt = prompt_tokens if route == "chat" else max(counter.count_cached(x) for x in prompts)
-        wanted = per_prompt + (max_tokens or 0)
-        if wanted > window:
-            msg = (
-                f"This model's maximum context length is {window} tokens. However, you requested "
-                f"{wanted} tokens ({per_prompt} in the messages, {max_tokens or 0} in the completion). "
-                "Please reduce the length of the messages or completion."
-            )
-            return self._error(
-                400,
-                path,
-                "POST",
-                msg,
-                "invalid_request_error",
-                "context_length_exceeded",
-                route,
-                index=index,
-                data=data,
-                fault="context_length_exceeded",
-                prompt_tokens=prompt_tokens,
-                param="messages",
-            )
-        rl_headers: dict[str, str] = {}
-        if self.rate_limit is not None:
-            decision = self.rate_limit.take(prompt_tokens + (max_tokens or 0))
-            rl_headers = decision.headers
+        draws = draw(self.seed, index, profile, self.faults, request_id=request.request_id, attempt=attempt)
+        refusal = window_refusal(request, profile)
+        headers: Mapping[str, str] = {}
+        if refusal is None and self.rate_limit is not None:
+            decision = self.rate_limit.take(request.prompt_tokens + (request.max_tokens or 0))
+            headers = decision.headers
             if not decision.allowed:
-                wait = decision.retry_after_s
-                return self._error(
-                    429,
-                    path,
-                    "POST",
-                    f"Rate limit reached for {model} on {decision.exceeded} per min. "
-                    f"Please try again in {wait:.3f}s.",
-                    "requests" if decision.exceeded == "requests" else "tokens",
-                    "rate_limit_exceeded",
-                    route,
-                    index=index,
-                    data=data,
-                    fault="rate_limit",
-                    prompt_tokens=prompt_tokens,
-                    headers={
-                        **rl_headers,
-                        "retry-after": str(max(1, math.ceil(wait))),
-                        "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-                    },
-                )
-        if fault is not None:
-            early = self._early_fault(fault, route, path, index, data, prompt_tokens, rl_headers)
-            if early is not None:
-                return early
-
-        answers = [self._answer(p, max_tokens, route) for p in prompts]
-        n_out = sum(len(a.tokens) for a in answers)
-        longest = max((len(a.tokens) for a in answers), default=0)
-        self._tokens(prompt_tokens, n_out)
-        ttft = ttft_base + profile.prefill_per_token_s * prompt_tokens
+                refusal = rate_refusal(decision, request.model)
+        if refusal is None and draws.fault is not None:
+            assert self.faults is not None
+            outcome = fault_outcome(draws.fault, self.faults, headers)
+            if isinstance(outcome, Drop):
+                return self._drop(request, index, attempt, outcome)
+            refusal = outcome
+        if refusal is not None:
+            self._record(request.route, self._call(request, index, attempt, refusal.status, refusal.fault))
+            return _error_reply(refusal)
+        answers = tuple(
+            self._answers.get(p, request.max_tokens, request.route, request.digest) for p in request.prompts
+        )
+        self._tokens(request.prompt_tokens, sum(len(a.tokens) for a in answers))
+        ttft = draws.ttft_base_s + profile.prefill_per_token_s * request.prompt_tokens
         t0 = self._clock()
         await self._slots.acquire()
         queued = self._clock() - t0
         s.decoding += 1
-        itl_eff = itl * profile.slowdown(s.decoding)
-        planned_ttft = queued + ttft
-        planned_total = planned_ttft + max(0, longest - 1) * itl_eff
-        status = 500 if (fault == "stream_error" and not stream) else 200
-        self._count(route, status, fault)
-        self._calls.append(
-            CallRecord(
-                index,
-                "POST",
-                path,
-                data,
-                stream,
-                status,
-                fault,
-                prompt_tokens,
-                n_out,
-                planned_ttft,
-                planned_total,
-            )
+        plan = Plan(
+            request=request,
+            index=index,
+            fault=draws.fault,
+            answers=answers,
+            headers=headers,
+            start=t0 + queued,
+            queued_s=queued,
+            ttft_s=ttft,
+            itl_s=draws.itl_s * profile.slowdown(s.decoding),
         )
-        rid = f"{'chatcmpl' if route == 'chat' else 'cmpl'}-mock{index}"
-        if stream:
-            gen = self._stream(
-                route, rid, model, answers, prompt_tokens, data, fault, t0 + queued, ttft, itl_eff
-            )
-            return MockReply(200, {**_SSE, **rl_headers}, chunks=_Stream(gen, self._stream_done))
+        self._record(request.route, self._call(request, index, attempt, plan.status, plan.fault, plan))
+        return plan
+
+    def _drop(self, request: CompletionRequest, index: int, attempt: int, drop: Drop) -> MockReply:
+        self._record(request.route, self._call(request, index, attempt, 0, drop.fault))
+        return MockReply(0, {}, fault=drop.fault, hang_s=drop.hang_s)
+
+    async def _render(self, plan: Plan) -> MockReply:
+        """Send the plan: a paced stream, or the whole body after the planned time."""
+        headers = dict(plan.headers)
+        if plan.request.stream:
+            token_bytes = self._book.counter.encoding.decode_single_token_bytes
+            events = sse_events(plan, self._clock, self._sleep, token_bytes)
+            return MockReply(200, {**_SSE, **headers}, chunks=ClosingStream(events, self._stream_done))
         try:
-            delay = planned_total - queued
+            delay = plan.planned_total_s - plan.queued_s
             if delay > 0:
                 await self._sleep(delay)
         finally:
             self._release()
-        if status == 500:
-            return MockReply(
-                500,
-                {**_JSON, **rl_headers},
-                _error_body("The server had an error while processing your request.", "server_error", None),
-            )
-        body = self._body(route, rid, model, answers, prompt_tokens, fault)
-        return MockReply(200, {**_JSON, **rl_headers}, body)
+        if plan.status == 500:
+            return _error_reply(Refusal(500, STREAM_ERROR_TEXT, type="server_error", headers=headers))
+        return MockReply(200, {**_JSON, **headers}, completion_body(plan))
 
     def _release(self) -> None:
         self._state.decoding -= 1
@@ -554,202 +461,23 @@ class MockLLM:
         self._release()
         self._state.active -= 1
 
-    def _early_fault(
-        self, fault: str, route: str, path: str, index: int, data: Any, prompt_tokens: int, rl: dict[str, str]
-    ) -> MockReply | None:
-        assert self.faults is not None
-        ra = self.faults.retry_after_s
-        if fault in ("429", "429ms"):
-            retry_header = (
-                {"retry-after": str(math.ceil(ra))}
-                if fault == "429"
-                else {"retry-after-ms": str(max(0, round(ra * 1000)))}
-            )
-            return self._error(
-                429,
-                path,
-                "POST",
-                "Rate limit reached (injected).",
-                "requests",
-                "rate_limit_exceeded",
-                route,
-                index=index,
-                data=data,
-                fault=fault,
-                prompt_tokens=prompt_tokens,
-                headers={**rl, **retry_header},
-            )
-        if fault in ("500", "502", "503", "529"):
-            text = {
-                "500": "The server had an error while processing your request.",
-                "502": "Bad gateway.",
-                "503": "The engine is currently overloaded, please try again later.",
-                "529": "Overloaded.",
-            }[fault]
-            return self._error(
-                int(fault),
-                path,
-                "POST",
-                text,
-                "server_error",
-                None,
-                route,
-                index=index,
-                data=data,
-                fault=fault,
-                prompt_tokens=prompt_tokens,
-                headers=rl,
-            )
-        if fault in ("hang", "reset"):
-            self._count(route, 0, fault)
-            self._calls.append(
-                CallRecord(index, "POST", path, data, bool(data.get("stream")), 0, fault, prompt_tokens)
-            )
-            return MockReply(0, {}, fault=fault, hang_s=self.faults.hang_s)
-        return None
 
-    def _answer(self, prompt: str, max_tokens: int | None, route: str) -> Answer:
-        key = (prompt, max_tokens if max_tokens is not None else -1, 0 if route == "chat" else 1)
-        cached = self._answers.get(key)
-        if cached is not None:
-            self._answers.move_to_end(key)
-            return cached
-        target = max(1, round(self.profile.output_tokens.sample(_length_rng(self.seed, prompt))))
-        ans = self._book.answer(self.seed, prompt, target, max_tokens)
-        self._answers[key] = ans
-        if len(self._answers) > _ANSWER_CACHE:
-            self._answers.popitem(last=False)
-        return ans
-
-    def _body(
-        self, route: str, rid: str, model: str, answers: list[Answer], prompt_tokens: int, fault: str | None
-    ) -> bytes:
-        n_out = sum(len(a.tokens) for a in answers)
-        if route == "chat":
-            choices: list[dict[str, Any]] = [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answers[0].text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": answers[0].finish_reason,
-                }
-            ]
-            obj = "chat.completion"
-        else:
-            choices = [
-                {"index": i, "text": a.text, "logprobs": None, "finish_reason": a.finish_reason}
-                for i, a in enumerate(answers)
-            ]
-            obj = "text_completion"
-        if fault == "empty_choices":
-            choices = []
-        body = json.dumps(
-            {
-                "id": rid,
-                "object": obj,
-                "created": _CREATED,
-                "model": model,
-                "choices": choices,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": n_out,
-                    "total_tokens": prompt_tokens + n_out,
-                },
-            }
-        ).encode()
-        if fault in ("malformed_json", "stream_cut"):
-            body = body[: len(body) // 2]
-        return body
-
-    async def _stream(
-        self,
-        route: str,
-        rid: str,
-        model: str,
-        answers: list[Answer],
-        prompt_tokens: int,
-        data: dict[str, Any],
-        fault: str | None,
-        start: float,
-        ttft: float,
-        itl: float,
-    ) -> AsyncIterator[bytes]:
-        chat = route == "chat"
-        base: dict[str, Any] = {
-            "id": rid,
-            "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": _CREATED,
-            "model": model,
-        }
-        texts = [a.tokens for a in answers]
-        decode = self._book.counter.encoding.decode_single_token_bytes  # answers are ASCII: safe per token
-        longest = max((len(t) for t in texts), default=0)
-        cut_at = longest // 2
-        clock, sleep = self._clock, self._sleep
-        if fault == "empty_choices":
-            if ttft > 0:
-                await sleep(ttft)
-            yield _sse({**base, "choices": []})
-            yield b"data: [DONE]\n\n"
-            return
-        for step in range(longest):
-            due = start + ttft + step * itl
-            wait = due - clock()
-            if wait > 0:
-                await sleep(wait)
-            if step == cut_at and fault in ("stream_cut", "stream_error", "malformed_json"):
-                if fault == "stream_cut":
-                    return
-                if fault == "stream_error":
-                    err = {
-                        "error": {
-                            "message": "The server had an error while streaming.",
-                            "type": "server_error",
-                            "param": None,
-                            "code": "stream_error",
-                        }
-                    }
-                    yield b"event: error\ndata: " + json.dumps(err).encode() + b"\n\n"
-                    return
-                yield b'data: {"id": "' + rid.encode() + b'", "choices": [{"delta": {"content": \n\n'
-            choices = []
-            for i, toks in enumerate(texts):
-                if step < len(toks):
-                    piece = decode(toks[step]).decode("utf-8", errors="replace")
-                    if chat:
-                        delta: dict[str, Any] = {"content": piece}
-                        if step == 0:
-                            delta = {"role": "assistant", "content": piece}
-                        choices.append({"index": i, "delta": delta, "logprobs": None, "finish_reason": None})
-                    else:
-                        choices.append({"index": i, "text": piece, "logprobs": None, "finish_reason": None})
-            yield _sse({**base, "choices": choices})
-        final: list[dict[str, Any]] = [
-            (
-                {"index": i, "delta": {}, "logprobs": None, "finish_reason": a.finish_reason}
-                if chat
-                else {"index": i, "text": "", "logprobs": None, "finish_reason": a.finish_reason}
-            )
-            for i, a in enumerate(answers)
-        ]
-        yield _sse({**base, "choices": final})
-        opts = data.get("stream_options")
-        if isinstance(opts, dict) and opts.get("include_usage"):
-            n_out = sum(len(a.tokens) for a in answers)
-            yield _sse(
-                {
-                    **base,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": n_out,
-                        "total_tokens": prompt_tokens + n_out,
-                    },
-                }
-            )
-        yield b"data: [DONE]\n\n"
+def _completion_route(route_path: str) -> Route | None:
+    if route_path.endswith("/chat/completions"):
+        return "chat"
+    if route_path.endswith("/completions"):
+        return "completions"
+    return None
 
 
-def _length_rng(seed: int, prompt: str) -> random.Random:
-    digest = hashlib.sha256(f"len\x00{seed}\x00{prompt}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+def _plain(method: str, path: str, status: int) -> CallRecord:
+    """The record of a request to a route other than the completions."""
+    return CallRecord(index=0, method=method, path=path, body=None, stream=False, status=status, fault=None)
+
+
+def _error_reply(refusal: Refusal) -> MockReply:
+    return MockReply(refusal.status, {**_JSON, **refusal.headers}, refusal.body())
+
+
+def _not_allowed() -> Refusal:
+    return Refusal(405, "Method not allowed")

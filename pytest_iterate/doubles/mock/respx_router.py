@@ -25,8 +25,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from pytest_iterate.client.config import MOCK_BASE_URL
-
 if TYPE_CHECKING:
     import httpx
     import respx
@@ -35,26 +33,33 @@ if TYPE_CHECKING:
 
 __all__ = ["MOCK_BASE_URL", "mock_router"]
 
+# The in-process mock's own host (.invalid never resolves). Only httpx clients reach it:
+# LLMClient(IterateConfig(base_url=MOCK_BASE_URL, transport="httpx")).
+MOCK_BASE_URL = "http://mock.iterate.invalid/v1"
+
 
 def mock_router(
     core: MockLLM, base_url: str = MOCK_BASE_URL, *, assert_all_called: bool = False
 ) -> respx.MockRouter:
-    """A respx router for every path under ``base_url`` served by ``core``.
+    """A respx router for every URL on ``base_url``'s host, served by ``core``.
 
     Use as a context manager (``with mock_router(core): ...``) or a decorator.
-    Paths are passed to the core as ``/v1/<rest>`` whatever the base URL's own path.
+    Paths under the base URL are passed to the core as ``/v1/<rest>`` whatever the
+    base URL's own path; other paths on the host go as they are (``/health``,
+    ``/version``: where tools probe a server before a run).
     """
     import httpx
     import respx
 
-    base = base_url.rstrip("/")
-    prefix = httpx.URL(base).path.rstrip("/")
+    url = httpx.URL(base_url.rstrip("/"))
+    origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+    prefix = url.path.rstrip("/")
 
     async def side_effect(request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        if prefix and path.startswith(prefix):
-            path = path[len(prefix) :]
-        path = "/v1" + (path if path.startswith("/") else "/" + path)
+        if not prefix or path == prefix or path.startswith(prefix + "/"):
+            rest = path[len(prefix) :]
+            path = "/v1" + (rest if rest.startswith("/") else "/" + rest)
         body = await request.aread()
         reply = await core.handle(request.method, path, request.headers, body)
         if reply.fault == "reset":
@@ -71,6 +76,6 @@ def mock_router(
             return httpx.Response(reply.status, headers=reply.headers, content=reply.chunks, request=request)
         return httpx.Response(reply.status, headers=reply.headers, content=reply.body, request=request)
 
-    router = respx.MockRouter(base_url=base, assert_all_called=assert_all_called, assert_all_mocked=True)
+    router = respx.MockRouter(base_url=origin, assert_all_called=assert_all_called, assert_all_mocked=True)
     router.route().mock(side_effect=side_effect)
     return router

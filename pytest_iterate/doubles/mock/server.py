@@ -1,7 +1,9 @@
 """The loopback front end: an aiohttp.web server on 127.0.0.1 over a :class:`MockLLM`.
 
 Any client can talk to it (the official ``openai`` SDK, curl, other languages).
-``GET /metrics`` serves the core's Prometheus registry. A ``reset`` fault closes the
+``GET /metrics`` serves the core's Prometheus registry; every other path goes to
+the core, including the probes tools send before a run (``GET /health``,
+``/version``, ``/v1/models``). A ``reset`` fault closes the
 socket with ``SO_LINGER 0`` (the client sees a connection reset); a ``hang`` sends
 nothing until the client gives up (the handler is cancelled when the client goes).
 

@@ -334,11 +334,15 @@ class ScenarioRunner:
         cache_dir = self._cache_dir("standard")
         with _captured_stage_logs() as (logger, stream):
             async with self._endpoint() as ep:
-                async with self._pipeline(ep, cache_dir=cache_dir, logger=logger) as pipeline:
+                # as many requests in flight as the level asks (the default limit of 10 would
+                # queue the rest in the client's throttle and measure that instead)
+                async with self._pipeline(
+                    ep, cache_dir=cache_dir, logger=logger, max_concurrent_requests=level
+                ) as pipeline:
                     summary, results, cpu_pct = await self._drive(
                         "standard", pipeline, items, level, endpoint=ep.label, sweep=True
                     )
-                async with self._pipeline(ep, cache_dir=cache_dir) as again:
+                async with self._pipeline(ep, cache_dir=cache_dir, max_concurrent_requests=level) as again:
                     repeat_summary, repeat_results, _ = await self._drive(
                         "repeat", again, items, level, endpoint=ep.label
                     )
@@ -410,7 +414,9 @@ class ScenarioRunner:
         level = max(self.options.concurrency)
         async with (
             self._endpoint(FAULT_RATES) as ep,
-            self._pipeline(ep, cache_dir=self._cache_dir("faults")) as pipeline,
+            self._pipeline(
+                ep, cache_dir=self._cache_dir("faults"), max_concurrent_requests=level
+            ) as pipeline,
         ):
             summary, results, _ = await self._drive("faults", pipeline, items, level, endpoint=ep.label)
             max_attempts = pipeline.config.max_attempts
@@ -434,7 +440,10 @@ class ScenarioRunner:
     async def _long_context(self) -> ScenarioResult:
         items = self._workload(long=True)
         async with self._endpoint(context_window=LONG_CONTEXT_WINDOW) as ep:
-            overrides: dict[str, Any] = {"cache_dir": self._cache_dir("long_context")}
+            overrides: dict[str, Any] = {
+                "cache_dir": self._cache_dir("long_context"),
+                "max_concurrent_requests": max(self.options.concurrency),
+            }
             if ep.context_window:
                 overrides["context_window"] = ep.context_window
             async with self._pipeline(ep, **overrides) as pipeline:

@@ -118,3 +118,90 @@ def test_ttl_on_disk_uses_the_injected_wall_clock(tmp_path: Path) -> None:
     now[0] += 2
     assert store.get("k") is None
     store.close()
+
+
+def _write_entry(folder: Path, key: str, payload: object) -> None:
+    raw = diskcache.Cache(str(folder))
+    raw.set(key, json.dumps({"v": 1, "expires_at": None, "payload": payload}))
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"text": 5},
+        {"text": "ok", "usage": "lots"},
+        {"text": "ok", "chunks": [1, 2]},
+        {"text": "ok", "chunk_times_s": [float("nan")]},
+    ],
+    ids=["empty", "text-not-a-string", "usage-not-counts", "chunks-not-strings", "nan-times"],
+)
+async def test_an_entry_of_the_wrong_shape_is_a_miss_removed_and_counted(
+    tmp_path: Path, payload: object
+) -> None:
+    from pytest_iterate.cache.tiered import ResponseCache
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.metrics import IterateMetrics
+
+    _write_entry(tmp_path, "k", payload)
+    metrics = IterateMetrics()
+    cache = ResponseCache(IterateConfig(cache_dir=str(tmp_path)), metrics)
+    assert await cache.get("k") is None
+    assert await cache.get("k") is None  # removed: the second look is a plain miss, not a second count
+    assert cache.stats().corrupt == 1 and cache.stats().hits == 0
+    assert "iterate_cache_corrupt_total 1.0" in metrics.exposition().decode()
+    cache.close()
+    assert DiskStore(tmp_path).get("k") is None
+
+
+def _immutable(path: Path, on: bool) -> bool:
+    """chattr +i: not writable even by root (the tests may run as root, which ignores chmod)."""
+    import subprocess
+
+    flag = "+i" if on else "-i"
+    targets = [str(p) for p in (path, *path.iterdir())]
+    return subprocess.run(["chattr", flag, *targets], capture_output=True).returncode == 0
+
+
+async def test_a_read_only_cache_folder_still_serves_hits(tmp_path: Path) -> None:
+    from pytest_iterate.cache.tiered import ResponseCache
+    from pytest_iterate.client.config import IterateConfig
+    from pytest_iterate.client.types import LLMRequest, LLMResponse
+
+    folder = tmp_path / "cache"
+    config = IterateConfig(cache_dir=str(folder))
+    request = LLMRequest(messages=({"role": "user", "content": "hi"},), params={"temperature": 0})
+    writer = DiskStore(folder)  # written and closed on this thread: no connection left open
+    assert writer.put("k", {"text": "stored answer", "finish_reason": "stop"})
+    writer.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["cache.db"]
+    if not _immutable(folder, True):
+        pytest.skip("chattr +i is not available here: cannot make a folder read-only for root")
+    try:
+        reader = ResponseCache(config)
+        hit = await reader.get("k")
+        assert hit is not None and hit.text == "stored answer" and hit.cache_tier == "disk"
+        assert await reader.put("k2", request, LLMResponse(text="new", finish_reason="stop"))
+        assert await reader.get("k2") is not None  # the memory tier holds it; the disk stored nothing
+        reader.close()
+    finally:
+        _immutable(folder, False)
+    assert DiskStore(folder).get("k2") is None
+
+
+def test_a_folder_diskcache_cannot_open_for_writing_is_read_directly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DiskStore(tmp_path)
+    store.put("k", {"text": "kept"})
+    store.close()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(diskcache, "Cache", refuse)
+    ro = DiskStore(tmp_path)
+    assert ro.get("k") == {"text": "kept"} and ro.read_only
+    assert ro.put("k2", {"text": "x"}) is False and ro.get("k2") is None
+    ro.close()

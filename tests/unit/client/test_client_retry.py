@@ -18,12 +18,15 @@ from pytest_iterate.client.errors import (
     ClientError,
     ConfigError,
     ConnectError,
+    HTTPStatusError,
     RateLimited,
     RequestTimeout,
     ServerError,
     StreamError,
+    error_for_status,
 )
 from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.retry import RETRY_STATUSES, retry_reason
 from pytest_iterate.client.types import LLMRequest
 
 BASE = "http://api.test/v1"
@@ -215,6 +218,35 @@ async def test_408_409_retried(client: LLMClient, status: int) -> None:
     assert (await client.call(REQ)).attempts == 2 and route.call_count == 2
 
 
+@pytest.mark.parametrize("status", sorted(RETRY_STATUSES))
+@respx.mock
+async def test_every_retryable_status_is_retried_with_its_reason(
+    client: LLMClient, metrics: IterateMetrics, status: int
+) -> None:
+    route = respx.post(CHAT).mock(side_effect=[httpx.Response(status), ok_json("again")])
+    resp = await client.call(REQ)
+    assert resp.text == "again" and resp.attempts == 2 and route.call_count == 2
+    assert retries(metrics, RETRY_STATUSES[status]) == 1
+
+
+@pytest.mark.parametrize("status", [501, 505, 507, 511, 599, 400, 418, 451])
+@respx.mock
+async def test_a_status_a_retry_cannot_fix_fails_at_once(
+    client: LLMClient, sleeps: Sleeps, status: int
+) -> None:
+    route = respx.post(CHAT).mock(side_effect=[httpx.Response(status, text="no"), ok_json()])
+    with pytest.raises(HTTPStatusError) as info:
+        await client.call(REQ)
+    assert info.value.status == status and route.call_count == 1 and sleeps.calls == []
+
+
+def test_the_table_is_exactly_the_statuses_that_can_succeed_on_retry() -> None:
+    assert sorted(RETRY_STATUSES) == [408, 409, 425, 429, 500, 502, 503, 504, 529]
+    for status in range(100, 600):
+        exc = error_for_status(status, url=CHAT)
+        assert (retry_reason(exc) is not None) == (status in RETRY_STATUSES), status
+
+
 @respx.mock
 async def test_malformed_json_retried_then_raises_bad_response(
     client: LLMClient, metrics: IterateMetrics
@@ -344,14 +376,29 @@ async def test_completions_list_prompt_fills_texts_in_index_order(client: LLMCli
 
 
 @respx.mock
-async def test_mock_host_uses_httpx_transport_automatically() -> None:
-    from pytest_iterate.client.config import MOCK_BASE_URL
+async def test_the_mock_host_is_nothing_special_to_the_client() -> None:
+    from pytest_iterate.client.transport.aiohttp_transport import AiohttpTransport
     from pytest_iterate.client.transport.httpx_transport import HttpxTransport
+    from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
 
     respx.post(MOCK_BASE_URL + "/chat/completions").mock(return_value=ok_json("mocked"))
     async with LLMClient(IterateConfig(base_url=MOCK_BASE_URL)) as c:
+        assert isinstance(c.transport, AiohttpTransport)  # the configured transport, whatever the host
+    async with LLMClient(IterateConfig(base_url=MOCK_BASE_URL, transport="httpx")) as c:
         assert isinstance(c.transport, HttpxTransport)
         assert (await c.call(REQ)).text == "mocked"
+
+
+def test_the_client_layer_knows_nothing_of_the_test_doubles() -> None:
+    from pathlib import Path
+
+    import pytest_iterate.client
+
+    root = Path(pytest_iterate.client.__file__).parent
+    sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in root.rglob("*.py")}
+    assert "client.py" in sources and "transport/aiohttp_transport.py" in sources
+    for name, text in sources.items():
+        assert "pytest_iterate.doubles" not in text and "mock.iterate.invalid" not in text, name
 
 
 @respx.mock

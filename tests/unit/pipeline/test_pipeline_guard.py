@@ -10,8 +10,9 @@ import httpx
 import pytest
 import respx
 
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ContextOverflow
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
 from pytest_iterate.pipeline.runner import Pipeline
 from pytest_iterate.pipeline.workload import load_workload, long_context_workload_path
 from pytest_iterate.tokens.counter import TokenCounter
@@ -56,7 +57,8 @@ class WindowedEndpoint:
 
 def make(policy: str) -> IterateConfig:
     cfg = IterateConfig.load(
-        {"context_window": WINDOW, "token_policy": policy, "cache_enabled": False, "max_attempts": 1},
+        {"context_window": WINDOW, "token_policy": policy, "cache_enabled": False, "max_attempts": 1,
+         "base_url": MOCK_BASE_URL, "transport": "httpx"},
         environ={},
         pyproject=None,
     )

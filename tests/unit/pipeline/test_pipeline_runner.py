@@ -15,10 +15,11 @@ import pytest
 import respx
 
 from pytest_iterate.cache.tiered import ResponseCache
-from pytest_iterate.client.config import MOCK_BASE_URL, IterateConfig
+from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import Busy, RateLimited
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest, LLMResponse
+from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
 from pytest_iterate.pipeline.runner import Pipeline
@@ -38,7 +39,12 @@ Answer = Callable[[dict[str, Any]], tuple[str, float]]
 
 
 def config(tmp_path: Path, **kw: Any) -> IterateConfig:
-    values: dict[str, Any] = {"cache_dir": str(tmp_path / "cache"), "max_attempts": 1}
+    values: dict[str, Any] = {
+        "base_url": MOCK_BASE_URL,
+        "transport": "httpx",
+        "cache_dir": str(tmp_path / "cache"),
+        "max_attempts": 1,
+    }
     values.update(kw)
     return IterateConfig.load(values, environ={}, pyproject=None)
 
@@ -100,7 +106,8 @@ async def test_run_times_every_stage_and_stores_the_artifact(
     assert "Make a stack" in (result.artifact.code or "")
     assert result.usage is not None and result.usage.prompt_tokens == 20 and result.attempts == 1
     assert result.llm_s >= 0.002 and result.total_s >= result.llm_s
-    assert result.overhead_s == pytest.approx(result.total_s - result.llm_s)
+    assert 0 < result.wire_s <= result.llm_s  # the attempt itself, not the stage around it
+    assert result.overhead_s == pytest.approx(result.total_s - result.wire_s)
     assert result.cache_key and result.cache_key.startswith("v1:")
     assert len(rows) == 1 and rows[0]["request_id"] == "d1" and rows[0]["valid"] is True
     assert [t["name"] for t in rows[0]["timings"]] == list(STAGE_NAMES[:-1])
