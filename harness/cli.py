@@ -38,7 +38,7 @@ from pytest_iterate.harness.compare import (
     parse_rule,
 )
 from pytest_iterate.harness.fmt import seconds
-from pytest_iterate.harness.limits import client_limits, raise_open_files_limit
+from pytest_iterate.harness.limits import ClientLimits, client_limits, raise_open_files_limit
 from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape, Poisson
 from pytest_iterate.harness.paths import user_cache_dir
 from pytest_iterate.harness.progress import Progress, scenario_line
@@ -309,8 +309,8 @@ def _shapes(args: argparse.Namespace) -> list[LoadShape]:
     return shapes or [ClosedLoop(1)]
 
 
-def _workload(args: argparse.Namespace) -> Workload | None:
-    """The workload the flags name, with --max-tokens and --stream applied (None: the default)."""
+def _workload(args: argparse.Namespace) -> Workload:
+    """The workload the flags name (or the default), with --max-tokens and --stream applied."""
     if args.workload:
         workload = load_workload_file(args.workload, api=args.api)
     elif args.synthetic:
@@ -322,7 +322,9 @@ def _workload(args: argparse.Namespace) -> Workload | None:
     return workload.with_options(max_tokens=args.max_tokens, stream=args.stream)
 
 
-def _config_overrides(args: argparse.Namespace, shapes: Sequence[LoadShape]) -> dict[str, Any]:
+def _config_overrides(
+    args: argparse.Namespace, shapes: Sequence[LoadShape]
+) -> tuple[dict[str, Any], ClientLimits]:
     """Client settings from the flags: model, key variable, cache, and limits that follow the load."""
     overrides: dict[str, Any] = {"cache_enabled": bool(args.cache)}
     if args.model:
@@ -346,7 +348,7 @@ def _config_overrides(args: argparse.Namespace, shapes: Sequence[LoadShape]) -> 
     )
     overrides["max_concurrent_requests"] = limits.max_concurrent_requests
     overrides["max_connections"] = limits.max_connections
-    return overrides
+    return overrides, limits
 
 
 _DEFAULT_CACHE_DIR = IterateConfig().cache_dir  # relative: it would land in the current directory
@@ -378,7 +380,9 @@ async def _run(args: argparse.Namespace) -> int:
     samples: dict[str, list[RequestSample]] = {}
     shapes = [ConstantRate(args.max_rate)] if args.saturate else _shapes(args)
     workload = _workload(args)
-    overrides = _config_overrides(args, shapes)
+    overrides, limits = _config_overrides(args, shapes)
+    if limits.capped_by:
+        print(f"note: {limits.capped_by}", flush=True)
     options = SendOptions(raw=args.raw, stream=args.stream, headers=dict(args.headers or []))
     spec = EndpointSpec(args.target, profile=args.profile or "v1", loopback_latency_s=args.mock_latency)
     async with open_target(spec, workload, config_overrides=overrides, options=options) as target:
@@ -450,6 +454,8 @@ async def _run(args: argparse.Namespace) -> int:
                     summary, max_connections, open_loop=not isinstance(shape, ClosedLoop), stream=args.stream
                 )
         run_info = {"tool": "iterate-bench", "version": __version__, **target.info}
+        if limits.capped_by:
+            run_info["limits_note"] = limits.capped_by
     report = Report.build(run_info, criteria, scenarios)
     paths = write_reports(
         report,

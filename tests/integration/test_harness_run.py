@@ -354,3 +354,18 @@ def test_raw_mode_without_a_workload_sends_a_one_token_ping(
     assert (
         report["run"]["workload"] == "ping (1 token)" and report["scenarios"][0]["tokens"]["completion"] == 2
     )
+
+
+def test_the_open_files_limit_is_named_never_a_silent_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pytest_iterate.harness.cli.raise_open_files_limit", lambda: 200)
+    code, _ = _run(tmp_path, "--target", "loopback", "--concurrency", "500", "--requests", "5")
+    err = capsys.readouterr().err
+    assert code == 2 and "--concurrency 500 needs 500 connections" in err and "ulimit -n" in err
+    code, report = _run(
+        tmp_path, "--target", "loopback", "--mock-latency", "0", "--rate", "50", "--requests", "5"
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "note: connections capped at 136 by the open-files limit (ulimit -n 200)" in out
+    assert report["run"]["max_connections"] == 136 and "ulimit -n 200" in report["run"]["limits_note"]
