@@ -39,6 +39,7 @@ from pytest_iterate.harness.transport import BenchTransport, InflightGauge
 from pytest_iterate.harness.workloads import Workload, default_workload
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.prompts import PromptBuilder
+from pytest_iterate.tokens.counter import load_encoding
 
 __all__ = ["SendOptions", "Target", "open_target"]
 
@@ -145,6 +146,7 @@ async def open_target(
         parts: dict[str, Any] = {"client": client, "metrics": metrics}
         if workload.kind == "design" and options.stream:
             parts["builder"] = _BenchBuilder(stream=True, default_max_tokens=config.default_max_tokens)
+        load_encoding()  # the token guard's encoding, loaded now rather than inside the first request
         try:
             async with endpoint.pipeline(config, **parts) as pipeline:
                 send = pipeline.run if workload.kind == "design" else pipeline.caller
