@@ -33,9 +33,10 @@ SYSTEM = (
     "docstrings that explain why, tests for every branch, no global state, errors mapped at the "
     "boundary, and no secrets in logs. "
 ) * 33
-USER = "Design {i}: implement a rate-limited job queue with retries, metrics and a CLI. Details: " + (
-    "the queue takes jobs with priorities and deadlines; workers pull in order; "
-) * 30
+USER = (
+    "Design {i}: implement a rate-limited job queue with retries, metrics and a CLI. Details: "
+    + ("the queue takes jobs with priorities and deadlines; workers pull in order; ") * 30
+)
 
 
 def build_requests(n: int) -> list[LLMRequest]:
@@ -80,8 +81,10 @@ def main() -> None:
     )
     check = per_request_us(lambda r: guard.check(r).prompt_tokens, requests, args.repeats)
 
-    print(f"prompt: {total} tokens per request ({piece.tokens} system = {system_share:.0%}), "
-          f"{args.requests} requests x {args.repeats} repeats, medians")
+    print(
+        f"prompt: {total} tokens per request ({piece.tokens} system = {system_share:.0%}), "
+        f"{args.requests} requests x {args.repeats} repeats, medians"
+    )
     print(f"  recount everything        {recount:9.1f} us/request")
     print(f"  system count from memo    {memoised:9.1f} us/request")
     print(f"  system count precounted   {precounted:9.1f} us/request")

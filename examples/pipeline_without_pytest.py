@@ -34,8 +34,10 @@ async def run(base_url: str, cache_dir: str) -> None:
         results = await pipeline.run_many(designs)
     for r in results[:3]:
         stages = ", ".join(f"{t.name} {t.duration_s * 1000:.1f} ms" for t in r.stages)
-        print(f"{r.request_id}: ok={r.ok} complete={r.complete} cache={r.cache_tier} valid="
-              f"{r.artifact.valid if r.artifact else None} | {stages}")
+        print(
+            f"{r.request_id}: ok={r.ok} complete={r.complete} cache={r.cache_tier} valid="
+            f"{r.artifact.valid if r.artifact else None} | {stages}"
+        )
     hits = sum(bool(r.cache_tier) for r in results)
     print(f"{sum(r.ok for r in results)}/{len(results)} ok, {hits} from cache")
 

@@ -23,7 +23,13 @@ async def test_one_design_goes_through_every_stage(llm_pipeline) -> None:
     result = await llm_pipeline.run(DESIGN)
     assert result.ok, result.error
     assert [t.name for t in result.stages] == [
-        "prompt_build", "cache_lookup", "token_guard", "llm_call", "post_process", "store"]
+        "prompt_build",
+        "cache_lookup",
+        "token_guard",
+        "llm_call",
+        "post_process",
+        "store",
+    ]
     assert result.artifact is not None and result.artifact.valid
 
 

@@ -3,6 +3,8 @@
     iterate-bench run --concurrency 1,5,10 --requests 100 --report-dir reports
     iterate-bench run --rate 5 --duration 30 --target http://127.0.0.1:8080/v1
     iterate-bench run --saturate --slo p95=2.0
+    iterate-bench run --workload prompts.jsonl --model smollm2 --stream --rate 2 --duration 60
+    iterate-bench run --synthetic prompt_tokens=512,output_tokens=128 --concurrency 4
     iterate-bench compare reports/baseline.json reports/iterate-report.json --fail-on p95:10%
     iterate-bench serve-mock --profile v1
 
@@ -22,7 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pytest_iterate.client.values import to_float, to_float_list, to_int, to_int_list
+from pytest_iterate import __version__
+from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.values import to_env_var_name, to_float, to_float_list, to_int, to_int_list
 from pytest_iterate.doubles.mock import cli as mock_cli
 from pytest_iterate.endpoint import EndpointSpec
 from pytest_iterate.harness.compare import (
@@ -34,13 +38,25 @@ from pytest_iterate.harness.compare import (
     parse_rule,
 )
 from pytest_iterate.harness.fmt import seconds
-from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, Poisson
-from pytest_iterate.harness.progress import Progress
+from pytest_iterate.harness.limits import ClientLimits, client_limits, raise_open_files_limit
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape, Poisson
+from pytest_iterate.harness.paths import user_cache_dir
+from pytest_iterate.harness.progress import Progress, scenario_line
 from pytest_iterate.harness.reports import ALL_FORMATS, json_report, prom_report, write_reports
-from pytest_iterate.harness.runner import parse_slo, run_load, saturate
+from pytest_iterate.harness.runner import min_step_requests, parse_slo, run_load, saturate
 from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.summary import CriterionResult, Report, ScenarioSummary
-from pytest_iterate.harness.targets import open_target
+from pytest_iterate.harness.targets import SendOptions, Target, open_target
+from pytest_iterate.harness.transport import parse_header
+from pytest_iterate.harness.workloads import (
+    API_KINDS,
+    SyntheticSpec,
+    Workload,
+    default_workload,
+    load_workload_file,
+    ping_workload,
+    synthetic_workload,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -74,6 +90,23 @@ def _slo(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _synthetic(text: str) -> SyntheticSpec:
+    try:
+        return SyntheticSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_env_name = _arg(to_env_var_name)
+
+
 def _rule(text: str) -> str:
     try:
         parse_rule(text)
@@ -90,38 +123,131 @@ def _formats(text: str) -> list[str]:
     return fmts
 
 
+_RUN_EPILOG = """\
+environment variables (a flag wins over its variable, a variable over [tool.iterate] in
+pyproject.toml, that over the default):
+  ITERATE_MODEL            the model named in requests (--model)
+  ITERATE_API_KEY_ENV      the variable holding the API key (--api-key-env; default OPENAI_API_KEY)
+  OPENAI_API_KEY           the API key itself, sent as "Authorization: Bearer ..." when set
+  ITERATE_CACHE_DIR        the response cache folder under --cache (--cache-dir)
+  ITERATE_REQUEST_TIMEOUT_S, ITERATE_MAX_ATTEMPTS, ITERATE_*   any other client setting
+  CI                       set to true: no live progress line (one line per step instead)
+
+limits: the pipeline's concurrency limit and connection pool follow the load (N for
+--concurrency N; rate x the longest a request can take for --rate and --poisson), so
+nothing caps the requests in flight below what the load asks; each step prints and the
+report records the most requests seen in flight (max_inflight).
+"""
+
+
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="run load against an endpoint and write reports")
+    p = sub.add_parser(
+        "run",
+        help="run load against an endpoint and write reports",
+        description="Run load against an endpoint and write reports.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--target",
         default="mock",
         help="mock (the project's loopback mock server, default), inprocess (the mock behind a respx "
-        "router), loopback (the harness's fixed-latency server) or an http(s):// base URL",
+        "router), loopback (a neutral server answering after --mock-latency) or an http(s):// base URL",
     )
-    p.add_argument("--workload", default=None, help="workload JSONL (default: the standard workload)")
-    p.add_argument("--concurrency", type=_int_list, default=None, help="closed-loop sweep, e.g. 1,5,10")
-    p.add_argument("--rate", type=_float_list, default=None, help="constant-rate open loop, requests/s")
-    p.add_argument("--poisson", type=_float_list, default=None, help="poisson open loop, mean requests/s")
-    p.add_argument("--seed", type=int, default=0, help="seed of the poisson arrivals")
-    p.add_argument("--requests", type=_positive_int, default=None, help="requests per scenario")
-    p.add_argument("--duration", type=_positive_float, default=None, help="seconds per scenario")
-    p.add_argument("--warmup", type=_non_negative_int, default=0, help="requests sent first, not measured")
-    p.add_argument("--saturate", action="store_true", help="find the highest rate meeting --slo")
-    p.add_argument("--slo", type=_slo, default=None, help="latency objective, e.g. p95=2.0 (seconds)")
-    p.add_argument("--max-rate", type=_positive_float, default=10_000.0, help="upper bound of --saturate")
-    p.add_argument("--profile", default=None, help="latency profile of the project mock, e.g. v1")
-    p.add_argument(
+    what = p.add_argument_group("what to send (default: the standard design workload)")
+    kinds = what.add_mutually_exclusive_group()
+    kinds.add_argument(
+        "--workload",
+        default=None,
+        metavar="FILE",
+        help='JSONL of prompts ({"prompt": ...}), chat transcripts ({"messages": [...]}) or designs '
+        "(the kind is told by the first record)",
+    )
+    kinds.add_argument(
+        "--synthetic",
+        type=_synthetic,
+        default=None,
+        metavar="SPEC",
+        help="synthetic prompts of given token lengths, e.g. prompt_tokens=512,output_tokens=128"
+        "[,spread=0.1][,count=100][,seed=0] (offline cl100k tokenizer)",
+    )
+    what.add_argument(
+        "--api",
+        choices=API_KINDS,
+        default="chat",
+        help="where prompt and synthetic requests go: /chat/completions (default) or /completions",
+    )
+    what.add_argument("--model", default=None, help="model named in every request (env ITERATE_MODEL)")
+    what.add_argument(
+        "--api-key-env",
+        type=_env_name,
+        default=None,
+        metavar="NAME",
+        help="environment variable holding the API key (default OPENAI_API_KEY; env ITERATE_API_KEY_ENV); "
+        "named here, it must be set",
+    )
+    what.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header,
+        default=None,
+        metavar="NAME:VALUE",
+        help="extra HTTP header on every request, repeatable (values never reach the report)",
+    )
+    what.add_argument("--max-tokens", type=_positive_int, default=None, help="max_tokens of every request")
+    what.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="ask for streamed answers (SSE): measures TTFT and inter-token latency (default: --no-stream)",
+    )
+    load = p.add_argument_group("load shape (default: --concurrency 1)")
+    load.add_argument("--concurrency", type=_int_list, default=None, help="closed-loop sweep, e.g. 1,5,10")
+    load.add_argument("--rate", type=_float_list, default=None, help="constant-rate open loop, requests/s")
+    load.add_argument("--poisson", type=_float_list, default=None, help="poisson open loop, mean requests/s")
+    load.add_argument("--seed", type=int, default=0, help="seed of the poisson arrivals")
+    load.add_argument("--requests", type=_positive_int, default=None, help="requests per step")
+    load.add_argument("--duration", type=_positive_float, default=None, help="seconds per step")
+    load.add_argument(
+        "--warmup",
+        type=_non_negative_int,
+        default=0,
+        help="requests sent at the start of every step (saturation steps too), not measured",
+    )
+    load.add_argument("--saturate", action="store_true", help="find the highest rate meeting --slo")
+    load.add_argument("--slo", type=_slo, default=None, help="latency objective, e.g. p95=2.0 (seconds)")
+    load.add_argument("--max-rate", type=_positive_float, default=10_000.0, help="upper bound of --saturate")
+    how = p.add_argument_group("how")
+    how.add_argument("--profile", default=None, help="latency profile of the project mock, e.g. v1, fast")
+    how.add_argument(
         "--mock-latency",
         type=_non_negative_float,
         default=0.05,
-        help="fixed latency (s) of the harness loopback server",
+        help="fixed latency (s) of the loopback target",
     )
-    p.add_argument("--raw", action="store_true", help="bare HTTP POSTs instead of the pipeline")
-    p.add_argument("--no-cache", action="store_true", help="disable the pipeline's response cache")
-    p.add_argument("--report-dir", default="reports", help="output folder (default: reports)")
-    p.add_argument("--formats", type=_formats, default=None, help="json,md,html,benchmark,prom (default all)")
-    p.add_argument("--pushgateway", default=None, help="push metrics.prom's gauges to this Pushgateway")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    how.add_argument("--raw", action="store_true", help="bare HTTP POSTs instead of the pipeline")
+    how.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="answer repeated requests from the pipeline's response cache (default: --no-cache, every "
+        "request reaches the endpoint)",
+    )
+    how.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="the response cache's folder under --cache "
+        f"(default: ITERATE_CACHE_DIR, else {user_cache_dir() / 'responses'})",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--report-dir", default="reports", help="output folder (default: reports)")
+    out.add_argument(
+        "--formats", type=_formats, default=None, help="json,md,html,benchmark,prom (default all)"
+    )
+    out.add_argument("--pushgateway", default=None, help="push metrics.prom's gauges to this Pushgateway")
+    out.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 def _add_compare(sub: Any) -> None:
@@ -166,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iterate-bench", description=__doc__.split("\n\n")[0] if __doc__ else ""
     )
+    parser.add_argument(
+        "--version", action="version", version=f"iterate-bench (pytest-iterate) {__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_compare(sub)
@@ -173,30 +302,110 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shapes(args: argparse.Namespace) -> list[Any]:
-    shapes: list[Any] = [ClosedLoop(c) for c in args.concurrency or []]
+def _shapes(args: argparse.Namespace) -> list[LoadShape]:
+    shapes: list[LoadShape] = [ClosedLoop(c) for c in args.concurrency or []]
     shapes += [ConstantRate(r) for r in args.rate or []]
     shapes += [Poisson(r, seed=args.seed) for r in args.poisson or []]
     return shapes or [ClosedLoop(1)]
 
 
+def _workload(args: argparse.Namespace) -> Workload:
+    """The workload the flags name (or the default), with --max-tokens and --stream applied."""
+    if args.workload:
+        workload = load_workload_file(args.workload, api=args.api)
+    elif args.synthetic:
+        workload = synthetic_workload(args.synthetic, api=args.api)
+    elif args.raw:
+        workload = ping_workload()
+    else:
+        workload = default_workload()
+    return workload.with_options(max_tokens=args.max_tokens, stream=args.stream)
+
+
+def _config_overrides(
+    args: argparse.Namespace, shapes: Sequence[LoadShape]
+) -> tuple[dict[str, Any], ClientLimits]:
+    """Client settings from the flags: model, key variable, cache, and limits that follow the load."""
+    overrides: dict[str, Any] = {"cache_enabled": bool(args.cache)}
+    if args.model:
+        overrides["model"] = args.model
+    if args.api_key_env:
+        overrides["api_key_env"] = args.api_key_env
+        overrides["api_key_required"] = True
+    if args.cache:
+        base = IterateConfig.load()
+        if args.cache_dir:
+            overrides["cache_dir"] = args.cache_dir
+        elif base.cache_dir == _DEFAULT_CACHE_DIR:  # not set by ITERATE_CACHE_DIR or pyproject
+            overrides["cache_dir"] = str(user_cache_dir() / "responses")
+    base = IterateConfig.load(overrides)
+    limits = client_limits(
+        shapes,
+        request_timeout_s=base.request_timeout_s,
+        max_attempts=1 if args.raw else base.max_attempts,
+        backoff_max_s=0.0 if args.raw else base.backoff_max_s,
+        open_files=raise_open_files_limit(),
+    )
+    overrides["max_concurrent_requests"] = limits.max_concurrent_requests
+    overrides["max_connections"] = limits.max_connections
+    return overrides, limits
+
+
+_DEFAULT_CACHE_DIR = IterateConfig().cache_dir  # relative: it would land in the current directory
+
+
+def _print_step(
+    summary: ScenarioSummary, max_connections: int | None, *, open_loop: bool, stream: bool = False
+) -> None:
+    tokens = ""
+    if stream and summary.ttft_s.count:
+        tokens = f", TTFT p50 {seconds(summary.ttft_s.p50)} p99 {seconds(summary.ttft_s.p99)}"
+        if summary.itl_s.count:
+            tokens += f", ITL p50 {seconds(summary.itl_s.p50)}"
+    print(scenario_line(summary) + tokens, flush=True)
+    # a closed loop of N workers has N in flight by design; an open loop that fills the
+    # pool was held back by it (the pool was capped by the open-files limit)
+    full = max_connections and summary.max_inflight is not None and summary.max_inflight >= max_connections
+    if open_loop and full:
+        print(
+            f"  note: {summary.max_inflight} requests in flight reached the connection pool "
+            f"(max_connections={max_connections}); more would have waited for a connection",
+            flush=True,
+        )
+
+
 async def _run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.no_cache:
-        overrides["cache_enabled"] = False
     scenarios: list[ScenarioSummary] = []
     criteria: list[CriterionResult] = []
     samples: dict[str, list[RequestSample]] = {}
+    shapes = [ConstantRate(args.max_rate)] if args.saturate else _shapes(args)
+    workload = _workload(args)
+    overrides, limits = _config_overrides(args, shapes)
+    if limits.capped_by:
+        print(f"note: {limits.capped_by}", flush=True)
+    options = SendOptions(raw=args.raw, stream=args.stream, headers=dict(args.headers or []))
     spec = EndpointSpec(args.target, profile=args.profile or "v1", loopback_latency_s=args.mock_latency)
-    async with open_target(spec, workload=args.workload, config_overrides=overrides, raw=args.raw) as target:
+    async with open_target(spec, workload, config_overrides=overrides, options=options) as target:
+        pool = target.info.get("max_connections")
+        max_connections = pool if isinstance(pool, int) else None
         if args.saturate:
+            target.gauge.reset()
+
+            def step(summary: ScenarioSummary) -> ScenarioSummary:
+                summary = summary.replace(max_inflight=target.gauge.reset())
+                _print_step(summary, max_connections, open_loop=True, stream=args.stream)
+                return summary
+
             sweep = await saturate(
                 target.send,
                 target.items,
                 args.slo,
+                start_rps=None,
                 max_rps=args.max_rate,
                 requests_per_step=args.requests,
-                duration_s=args.duration if args.duration or args.requests else 5.0,
+                duration_s=args.duration if args.duration is not None else 5.0,
+                warmup=args.warmup,
+                on_step=step,
             )
             scenarios = sweep.scenarios
             bound = ", ".join(f"{k}<={v:g}" for k, v in args.slo.items())
@@ -207,6 +416,11 @@ async def _run(args: argparse.Namespace) -> int:
                     unit="req/s",
                     observed=sweep.best_rps,
                     passed=sweep.best_rps is not None,
+                    note=f"rates doubled from {sweep.start_rps:g} req/s (one worker's rate), "
+                    f"then bisected; each step >= {min_step_requests(args.slo)} requests"
+                    if args.requests is None
+                    else f"rates doubled from {sweep.start_rps:g} req/s, then bisected; "
+                    f"{args.requests} requests per step",
                 )
             )
             print(
@@ -214,8 +428,11 @@ async def _run(args: argparse.Namespace) -> int:
                 f"{sweep.best_rps if sweep.best_rps is not None else 'none'} req/s"
             )
         else:
-            for shape in _shapes(args):
-                progress = None if args.quiet else Progress(shape.label, args.requests)
+            for shape in shapes:
+                progress = (
+                    None if args.quiet else Progress(shape.label, args.requests, inflight=_current(target))
+                )
+                target.gauge.reset()
                 result = await run_load(
                     target.send,
                     target.items,
@@ -227,18 +444,18 @@ async def _run(args: argparse.Namespace) -> int:
                 )
                 summary = result.summary(
                     objectives={"latency_s": args.slo["p95"]} if args.slo and "p95" in args.slo else None
+                ).replace(
+                    max_inflight=target.gauge.peak,
+                    concurrency=shape.concurrency if isinstance(shape, ClosedLoop) else None,
                 )
                 scenarios.append(summary)
                 samples[summary.name] = result.samples
-                lat = summary.latency_s
-                kinds = summary.error_kinds_text()
-                print(
-                    f"{summary.name}: {summary.requests} requests, {summary.errors} errors"
-                    f"{f' ({kinds})' if kinds else ''}, {(summary.throughput_rps or 0):.1f} req/s, "
-                    f"mean {seconds(lat.mean)}, p95 {seconds(lat.p95)}, p99 {seconds(lat.p99)}, lag p99 "
-                    f"{seconds(summary.scheduling_lag_s.p99)}"
+                _print_step(
+                    summary, max_connections, open_loop=not isinstance(shape, ClosedLoop), stream=args.stream
                 )
-        run_info = {"tool": "iterate-bench", **target.info}
+        run_info = {"tool": "iterate-bench", "version": __version__, **target.info}
+        if limits.capped_by:
+            run_info["limits_note"] = limits.capped_by
     report = Report.build(run_info, criteria, scenarios)
     paths = write_reports(
         report,
@@ -258,6 +475,11 @@ async def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _current(target: Target) -> Callable[[], int]:
+    gauge = target.gauge
+    return lambda: gauge.current
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -296,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(args))
         except KeyboardInterrupt:
             return 130
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # ConfigError, WorkloadError, LimitError: they name the value
             print(f"iterate-bench run: {exc}", file=sys.stderr)
             return 2
     if args.command == "compare":

@@ -1,7 +1,7 @@
 """How numbers are shown: one formatter per kind of value, shared by every report and summary.
 
->>> seconds(0.0123), seconds(2.5), quantity(366.64, "req/min"), quantity(None, "s"), percent(0.0042)
-('12.3 ms', '2.500 s', '366.6 req/min', '-', '0.42%')
+>>> seconds(0.0123), seconds(2.5), seconds(0.00004), quantity(366.64, "req/min"), percent(0.0042)
+('12.3 ms', '2.500 s', '40 µs', '366.6 req/min', '0.42%')
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ DEFINITIONS = Path(__file__).parent / "DEFINITIONS.md"
 
 
 def seconds(value: float | None) -> str:
-    """Seconds as a short human string: ``0.0123`` -> ``12.3 ms``, ``2.5`` -> ``2.500 s``."""
+    """Seconds as a short human string: ``0.0123`` -> ``12.3 ms``, ``2.5`` -> ``2.500 s``,
+    ``0.00004`` -> ``40 µs`` (under 0.1 ms, where ``0.0 ms`` would hide it)."""
     if value is None or value != value:
         return "-"
+    if 0 < abs(value) < 1e-4:
+        return f"{value * 1e6:.0f} µs"
     if abs(value) < 1.0:
         return f"{value * 1000:.1f} ms"
     return f"{value:.3f} s"

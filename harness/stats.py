@@ -60,8 +60,12 @@ def _goodput(samples: Sequence[RequestSample], objectives: Mapping[str, float], 
                 met = False
                 break
         good += met
-    return Goodput(dict(objectives), good, good / wall_s if wall_s > 0 else None,
-                   good / len(samples) if samples else None)
+    return Goodput(
+        dict(objectives),
+        good,
+        good / wall_s if wall_s > 0 else None,
+        good / len(samples) if samples else None,
+    )
 
 
 def summarize(

@@ -286,6 +286,7 @@ class ScenarioSummary:
     load: str | None = None
     warmup: int = 0
     concurrency: int | None = None
+    max_inflight: int | None = None  # the most requests on the wire at once (None: not observed)
     endpoint: str | None = None
     sweep: bool = False
     cpu_percent: float | None = None
@@ -344,6 +345,7 @@ class ScenarioSummary:
             "load": self.load,
             "warmup": self.warmup,
             "concurrency": self.concurrency,
+            "max_inflight": self.max_inflight,
             "endpoint": self.endpoint,
             "sweep": self.sweep,
             "cpu_percent": _finite(self.cpu_percent),
@@ -386,6 +388,7 @@ class ScenarioSummary:
             load=_str(obj, "load", path),
             warmup=_int(obj, "warmup", path),
             concurrency=_int(obj, "concurrency", path) if obj.get("concurrency") is not None else None,
+            max_inflight=_int(obj, "max_inflight", path) if obj.get("max_inflight") is not None else None,
             endpoint=_str(obj, "endpoint", path),
             sweep=bool(obj.get("sweep", False)),
             cpu_percent=_num(obj, "cpu_percent", path),

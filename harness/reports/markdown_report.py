@@ -47,15 +47,16 @@ def _scenarios(report: Report) -> list[str]:
         "## Scenarios",
         "",
         "| scenario | requests | errors | req/s | mean | p50 | p95 | p99 | max | TTFT p95 | lag p99 "
-        "| cache hit |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cache hit | in flight max |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in report.scenarios:
         lat = s.latency_s
         lines.append(
             f"| {s.name} | {s.requests} | {s.errors} | {number(s.throughput_rps, 1)} | {seconds(lat.mean)} | "
             f"{seconds(lat.p50)} | {seconds(lat.p95)} | {seconds(lat.p99)} | {seconds(lat.max)} | "
-            f"{seconds(s.ttft_s.p95)} | {seconds(s.scheduling_lag_s.p99)} | {s.cache.hit_rate * 100:.0f} % |"
+            f"{seconds(s.ttft_s.p95)} | {seconds(s.scheduling_lag_s.p99)} | {s.cache.hit_rate * 100:.0f} % | "
+            f"{number(s.max_inflight)} |"
         )
     lines.append("")
     stage_rows = [(s.name, name, d) for s in report.scenarios for name, d in s.stages.items()]
@@ -77,8 +78,11 @@ def _scenarios(report: Report) -> list[str]:
 def render(report: Report) -> str:
     lines = ["# pytest-iterate report" + ("" if report.complete else " (INCOMPLETE)"), ""]
     if not report.complete:
-        lines += [f"> **Incomplete run**: {report.incomplete_reason or 'no reason recorded'}. "
-                  "It is not compared with a baseline and is never saved as one.", ""]
+        lines += [
+            f"> **Incomplete run**: {report.incomplete_reason or 'no reason recorded'}. "
+            "It is not compared with a baseline and is never saved as one.",
+            "",
+        ]
     meta = ", ".join(f"{k}: {v}" for k, v in report.run.items() if v is not None)
     if meta:
         lines += [meta, ""]

@@ -1,9 +1,9 @@
 """The response cache: keys, memory and disk tiers, single flight, the caching layer.
 
-    KeyBuilder, cache_key    versioned sha256 keys over what changes the answer
-    MemoryLRU, ResponseCache the memory tier in front of the diskcache tier, stats, metrics
-    SingleFlight             identical keys in flight share one call
-    CachingCaller            the cache as a Caller layer; phases lookup -> CacheLookup, fetch
+KeyBuilder, cache_key    versioned sha256 keys over what changes the answer
+MemoryLRU, ResponseCache the memory tier in front of the diskcache tier, stats, metrics
+SingleFlight             identical keys in flight share one call
+CachingCaller            the cache as a Caller layer; phases lookup -> CacheLookup, fetch
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from aiohttp import web
 from pytest_iterate.client.metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-
     from pytest_iterate.client.metrics import IterateMetrics
 
 __all__ = ["MetricsServer", "ThreadedMetricsServer", "serve_metrics"]

@@ -179,7 +179,9 @@ def to_http_url(value: object) -> str:
     text = str(value).strip()
     if not re.match(r"^https?://[^/\s]+", text):
         shown = redact_url(text)  # credentials written into it are not repeated
-        raise ValueError(f"{shown!r} is not an http(s):// URL with a scheme; give e.g. http://127.0.0.1:8000/v1")
+        raise ValueError(
+            f"{shown!r} is not an http(s):// URL with a scheme; give e.g. http://127.0.0.1:8000/v1"
+        )
     return text.rstrip("/")
 
 

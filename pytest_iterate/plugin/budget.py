@@ -53,12 +53,16 @@ class Budget(NamedTuple):
 def budget_from_marker(mark: pytest.Mark, where: str) -> Budget:
     """Validate the marker's keyword arguments (positional arguments are not accepted)."""
     if mark.args:
-        raise pytest.UsageError(f"{where}: @pytest.mark.{MARKER} takes keyword arguments only "
-                                f"({', '.join(BUDGET_KEYS)}), got positional {mark.args!r}")
+        raise pytest.UsageError(
+            f"{where}: @pytest.mark.{MARKER} takes keyword arguments only "
+            f"({', '.join(BUDGET_KEYS)}), got positional {mark.args!r}"
+        )
     unknown = sorted(set(mark.kwargs) - set(BUDGET_KEYS))
     if unknown:
-        raise pytest.UsageError(f"{where}: unknown {MARKER} key(s) {', '.join(map(repr, unknown))}; "
-                                f"accepted: {', '.join(BUDGET_KEYS)}")
+        raise pytest.UsageError(
+            f"{where}: unknown {MARKER} key(s) {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(BUDGET_KEYS)}"
+        )
     limits: dict[str, float] = {}
     for key, value in mark.kwargs.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -78,8 +82,10 @@ def violations(budget: Budget, summaries: Sequence[ScenarioSummary]) -> list[str
         name = summary.name
         if summary.all_failed():  # latency of errors would pass a latency budget
             kinds = summary.error_kinds_text()
-            lines.append(f"{name}: nothing measured: all {summary.requests} requests failed"
-                         + (f" ({kinds})" if kinds else ""))
+            lines.append(
+                f"{name}: nothing measured: all {summary.requests} requests failed"
+                + (f" ({kinds})" if kinds else "")
+            )
             continue
         for key, limit in budget.limits.items():
             spec = BUDGET_KEYS[key]
@@ -88,6 +94,8 @@ def violations(budget: Budget, summaries: Sequence[ScenarioSummary]) -> list[str
                 lines.append(f"{name}: {key} not measured (budget {_show(limit, spec.unit)})")
             elif (observed > limit) if spec.upper else (observed < limit):
                 sign = "<=" if spec.upper else ">="
-                lines.append(f"{name}: {key} observed {_show(observed, spec.unit)} vs budget "
-                             f"{sign} {_show(limit, spec.unit)}")
+                lines.append(
+                    f"{name}: {key} observed {_show(observed, spec.unit)} vs budget "
+                    f"{sign} {_show(limit, spec.unit)}"
+                )
     return lines

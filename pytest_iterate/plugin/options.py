@@ -95,8 +95,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "profile", "mock latency profile: v1, fast, degraded, zero or a JSON file", "v1", metavar="NAME"
     ),
-    OptionSpec("concurrency", "concurrency levels of the sweep, comma-separated; the top one drives the "
-               "standard run", "1,5,10,16", metavar="N,N"),
+    OptionSpec(
+        "concurrency",
+        "concurrency levels of the sweep, comma-separated; the top one drives the standard run",
+        "1,5,10,16",
+        metavar="N,N",
+    ),
     OptionSpec("report_dir", "folder for the reports", "reports", metavar="DIR"),
     OptionSpec(
         "threshold",

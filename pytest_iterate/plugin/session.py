@@ -12,6 +12,7 @@ pytest-xdist each worker ships its outcomes to the controller in ``workeroutput`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -36,6 +37,7 @@ from pytest_iterate.harness.compare import (
     load_baseline,
 )
 from pytest_iterate.harness.fmt import quantity
+from pytest_iterate.harness.progress import ScenarioReporter, in_ci
 from pytest_iterate.harness.reports import json_report, write_reports
 from pytest_iterate.harness.summary import CriterionResult, Report, ReportError, ScenarioSummary
 from pytest_iterate.pipeline.workload import load_workload, long_context_workload_path, standard_workload_path
@@ -158,8 +160,34 @@ class IterateSession:
     @property
     def runner(self) -> ScenarioRunner:
         if self._runner is None:
-            self._runner = ScenarioRunner(self.options, pyproject=self.pyproject)
+            self._runner = ScenarioRunner(
+                self.options, pyproject=self.pyproject, progress=self._scenario_reporter()
+            )
         return self._runner
+
+    def _scenario_reporter(self) -> ScenarioReporter | None:
+        """Scenario progress on pytest's terminal, past its output capture: a live line per
+        scenario on a terminal (not in CI), one summary line per scenario everywhere."""
+        pm = self.config.pluginmanager
+        terminal = pm.get_plugin("terminalreporter")
+        if terminal is None:
+            return None
+        capture = pm.get_plugin("capturemanager")
+
+        def uncaptured() -> contextlib.AbstractContextManager[None]:
+            return capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+
+        def write(text: str) -> None:
+            with uncaptured():
+                terminal.write(text)
+                terminal.flush()
+
+        def newline() -> None:
+            with uncaptured():
+                terminal.ensure_newline()
+
+        live = bool(getattr(terminal, "isatty", False)) and not in_ci()
+        return ScenarioReporter(write, live=live, newline=newline, prefix="iterate: ")
 
     def close(self) -> None:
         if self._runner is not None:

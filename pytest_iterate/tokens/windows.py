@@ -91,7 +91,7 @@ def normalize_model(model: str) -> str:
     name = _PUNCT.sub("", model.strip().lower().rsplit("/", 1)[-1])
     for vendor in _VENDORS:
         if name.startswith(vendor) and len(name) > len(vendor):
-            return name[len(vendor):]
+            return name[len(vendor) :]
     return name
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,7 +118,14 @@ def test_compare_without_baseline_is_a_message_not_a_crash(
     assert "no baseline report at" in capsys.readouterr().out
 
 
-def test_saturate_reports_the_highest_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def report_of(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "iterate-report.json").read_text())
+    return data
+
+
+def test_saturate_starts_at_one_workers_rate_and_warms_up_every_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(
         [
             "run",
@@ -124,25 +133,37 @@ def test_saturate_reports_the_highest_rate(tmp_path: Path, capsys: pytest.Captur
             "loopback",
             "--raw",
             "--mock-latency",
-            "0.005",
+            "0.02",
             "--saturate",
             "--slo",
             "p95=0.5",
             "--max-rate",
-            "16",
-            "--duration",
-            "0.5",
+            "40",
+            "--requests",
+            "60",
+            "--warmup",
+            "2",
             "--report-dir",
             str(tmp_path),
             "--formats",
             "json,html",
         ]
     )
-    assert code == 0
-    assert "highest rate meeting p95<=0.5: 16.0 req/s" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # one worker manages ~45 req/s at 20 ms: the search starts at 20 (1-2-5 below it; 10 on a
+    # loaded machine) and doubles up to --max-rate
+    assert "highest rate meeting p95<=0.5: 40.0 req/s" in out
+    rates = [s["info"]["rate_rps"] for s in report_of(tmp_path)["scenarios"]]
+    assert rates[0] in (10, 20) and rates[-1] == 40 and all(b == 2 * a for a, b in itertools.pairwise(rates))
+    for rate in rates:
+        assert f"rate:{rate:g}: 60 requests, 0 errors" in out, out
     report = json.loads((tmp_path / "iterate-report.json").read_text())
-    assert report["criteria"][0]["id"] == "saturation.max_rps" and report["criteria"][0]["observed"] == 16.0
-    assert [s["info"]["rate_rps"] for s in report["scenarios"]] == [1, 2, 4, 8, 16]
+    criterion = report["criteria"][0]
+    assert criterion["id"] == "saturation.max_rps" and criterion["observed"] == 40.0
+    assert f"doubled from {rates[0]:g} req/s" in criterion["note"]
+    assert [s["warmup"] for s in report["scenarios"]] == [2] * len(rates)
+    assert all(1 <= s["max_inflight"] <= 4 for s in report["scenarios"])
     assert "Throughput vs p95" in (tmp_path / "iterate-report.html").read_text()
 
 
@@ -181,7 +202,7 @@ def test_help_lists_the_commands() -> None:
 def test_run_drives_the_pipeline_against_the_project_mock(
     target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the pipeline's cache folder lands here
+    monkeypatch.chdir(tmp_path)
     code = main(
         [
             "run",
@@ -195,7 +216,6 @@ def test_run_drives_the_pipeline_against_the_project_mock(
             "12",
             "--warmup",
             "2",
-            "--no-cache",
             "--quiet",
             "--report-dir",
             str(tmp_path / "r"),
@@ -210,6 +230,7 @@ def test_run_drives_the_pipeline_against_the_project_mock(
     assert {"prompt_build", "llm_call", "post_process"} <= set(scenario["stages"])
     assert scenario["tokens"]["completion"] > 0 and scenario["ttft_s"]["count"] == 12
     assert report["run"]["target"] == {"mock": "mock (fast)", "inprocess": "mock (fast), in-process"}[target]
+    assert list(tmp_path.iterdir()) == [tmp_path / "r"]  # nothing written into the current directory
 
 
 def test_run_where_every_request_fails_exits_1_and_says_so(
@@ -228,7 +249,6 @@ def test_run_where_every_request_fails_exits_1_and_says_so(
             "--requests",
             "4",
             "--quiet",
-            "--no-cache",
             "--report-dir",
             str(tmp_path),
             "--formats",

@@ -170,8 +170,12 @@ async def test_100_designs_on_the_project_mock_in_process(tmp_path: Path) -> Non
     """MockLLM (fast profile) behind its respx router: answers sized by the profile, usage counted."""
     core = MockLLM(load_profile("fast"), seed=3)
     cfg = IterateConfig.load(
-        {"base_url": MOCK_BASE_URL, "transport": "httpx", "cache_dir": str(tmp_path / "cache"),
-         "store_path": str(tmp_path / "a.sqlite")},
+        {
+            "base_url": MOCK_BASE_URL,
+            "transport": "httpx",
+            "cache_dir": str(tmp_path / "cache"),
+            "store_path": str(tmp_path / "a.sqlite"),
+        },
         environ={},
         pyproject=None,
     )

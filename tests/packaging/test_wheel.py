@@ -18,13 +18,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (path,) = out.glob("pytest_iterate-*.whl")
@@ -66,8 +67,10 @@ def test_the_entry_points_name_modules_inside_the_package(wheel: zipfile.ZipFile
 def test_a_project_with_its_own_harness_package_runs_the_suite(pytester: pytest.Pytester) -> None:
     # the user's harness/ is first on sys.path (pythonpath = ["."]): ours must not be looked up there
     pytester.mkpydir("harness").joinpath("compare.py").write_text("RULES = 'the user s own'\n")
-    pytester.makepyfile(test_mine="from harness.compare import RULES\n\ndef test_mine():\n"
-                                  "    assert RULES == 'the user s own'\n")
+    pytester.makepyfile(
+        test_mine="from harness.compare import RULES\n\ndef test_mine():\n"
+        "    assert RULES == 'the user s own'\n"
+    )
     pytester.makeini("[pytest]\npythonpath = .\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest_subprocess(
         "--iterate", "--iterate-profile=zero", "--iterate-criteria=latency.e2e_mean", "-p", "no:randomly"

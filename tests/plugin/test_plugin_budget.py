@@ -45,44 +45,52 @@ def test_budget_passes_and_fails_as_it_should(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_bench=BENCH_TESTS)
     result = pytester.runpytest(*ARGS)
     result.assert_outcomes(passed=1, failed=3)
-    result.stdout.fnmatch_lines([
-        "*iterate_budget exceeded:",
-        "*bench:test_bench.py::test_mean_over_budget#1: mean observed * s vs budget <= 1e-07 s",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*iterate_budget exceeded:",
+            "*bench:test_bench.py::test_mean_over_budget#1: mean observed * s vs budget <= 1e-07 s",
+        ]
+    )
     result.stdout.fnmatch_lines(["*hit_rate observed 0.00% vs budget >= 99.00%"])
     result.stdout.fnmatch_lines(["*iterate_budget needs at least one iterate_bench run in the test"])
     assert not (pytester.path / "reports").exists()  # no --iterate: nothing written
 
 
 def test_unknown_budget_key_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_bad="""
+    pytester.makepyfile(
+        test_bad="""
         import pytest
 
         @pytest.mark.iterate_budget(median=1.0)
         def test_x():
             pass
-    """)
+    """
+    )
     result = pytester.runpytest(*ARGS)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown iterate_budget key(s) 'median'; accepted: mean, p95, error_rate, "
-                                 "hit_rate*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown iterate_budget key(s) 'median'; accepted: mean, p95, error_rate, hit_rate*"]
+    )
 
 
 def test_non_number_budget_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_bad="""
+    pytester.makepyfile(
+        test_bad="""
         import pytest
 
         @pytest.mark.iterate_budget(p95="fast")
         def test_x():
             pass
-    """)
+    """
+    )
     result = pytester.runpytest(*ARGS)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*iterate_budget(p95='fast') is not a number*"])
 
 
 def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_fixtures="""
+    pytester.makepyfile(
+        test_fixtures="""
         import httpx
         import pytest
         from pytest_iterate.doubles.mock.respx_router import MOCK_BASE_URL
@@ -122,7 +130,8 @@ def test_every_fixture_works_in_strict_mode_without_warnings(pytester: pytest.Py
             assert iterate_config.cache_dir.startswith(str(tmp_path))
             assert iterate_options.profile == "fast"
             assert token_guard is not None and llm_cache is not None
-    """)
+    """
+    )
     result = pytester.runpytest(*ARGS)
     result.assert_outcomes(passed=5)
 
@@ -131,8 +140,13 @@ def test_a_run_where_every_request_failed_misses_any_budget() -> None:
     from pytest_iterate.harness.summary import Distribution, ScenarioSummary
     from pytest_iterate.plugin.budget import Budget, violations
 
-    summary = ScenarioSummary(name="bench:t#1", requests=5, errors=5, errors_by_kind={"ConnectError": 5},
-                              latency_s=Distribution.of([0.01, 0.01, 0.01, 0.02, 0.02]))
+    summary = ScenarioSummary(
+        name="bench:t#1",
+        requests=5,
+        errors=5,
+        errors_by_kind={"ConnectError": 5},
+        latency_s=Distribution.of([0.01, 0.01, 0.01, 0.02, 0.02]),
+    )
     # the latency of 5 refused connections is far inside a 2 s budget: that must not pass
     assert violations(Budget({"mean": 2.0}), [summary]) == [
         "bench:t#1: nothing measured: all 5 requests failed (ConnectError 5)"

@@ -64,6 +64,12 @@ def test_suite_passes_on_the_mock_and_writes_both_reports(pytester: pytest.Pytes
     assert "latency.e2e_mean" in md
     junit = (pytester.path / "junit.xml").read_text()
     assert 'name="latency.e2e_mean.observed"' in junit and 'name="cache.hit_rate_repeat.threshold"' in junit
+    # one line per scenario while the suite runs (not a terminal: no live line, no carriage return)
+    out = result.stdout.str()
+    for name in ("standard", "repeat", "concurrency_5", "queue_10", "faults", "long_context"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(f"iterate: {name}: ")]
+        assert " requests, " in line and "cache hits " in line and line.endswith(" s]"), line
+    assert "\r" not in out
 
 
 def test_suite_node_ids_name_the_shipped_file_outside_the_rootdir(pytester: pytest.Pytester) -> None:
@@ -227,7 +233,7 @@ def test_baseline_missing_then_saved_then_gated(pytester: pytest.Pytester) -> No
     second = pytester.runpytest(*args, "--iterate-baseline=base", "--iterate-compare-fail=mean:10%")
     assert second.ret == pytest.ExitCode.TESTS_FAILED
     second.stdout.fnmatch_lines(
-        ["regression gate FAILED against base:", "  standard mean:10%: baseline 0.0 ms, current *, delta +*"]
+        ["regression gate FAILED against base:", "  standard mean:10%: baseline * µs, current *, delta +*"]
     )
 
 

@@ -239,8 +239,12 @@ CASES: list[tuple[str, str, Breakage, dict[str, Any]]] = [
     ),
     ("errors.rate_with_retries", "retries off", _env(max_attempts="1"), {}),
     ("retries.bounded", "the retry bound removed", _retries_unbounded, {}),
-    ("cpu.utilization", "CPU-heavy post-processing on the event loop", _cpu_on_the_loop,
-     {"profile": "slow:0.1"}),
+    (
+        "cpu.utilization",
+        "CPU-heavy post-processing on the event loop",
+        _cpu_on_the_loop,
+        {"profile": "slow:0.1"},
+    ),
     ("observability.stage_logs", "the store stage's logs dropped", _store_logs_dropped, {}),
     ("observability.metrics_endpoint", "request counters not recorded", _metrics_not_recorded, {}),
     (

@@ -40,9 +40,7 @@ def _map_error(
 ) -> TransportError:
     url = redact_url(url)
     if read_timeout_s is not None and isinstance(exc, aiohttp.SocketTimeoutError):
-        return RequestTimeout(
-            f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url
-        )
+        return RequestTimeout(f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url)
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return RequestTimeout(f"{url}: no answer within the timeout ({during})", url=url)
     name = type(exc).__name__

@@ -33,9 +33,7 @@ def _map_error(
 ) -> TransportError:
     url = redact_url(url)
     if read_timeout_s is not None and isinstance(exc, httpx.ReadTimeout):
-        return RequestTimeout(
-            f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url
-        )
+        return RequestTimeout(f"{url}: no data for {read_timeout_s:g}s ({during}; read_timeout_s)", url=url)
     if isinstance(exc, httpx.TimeoutException):
         return RequestTimeout(f"{url}: no answer within the timeout ({during})", url=url)
     return ConnectError(f"{url}: connection failed ({during}): {type(exc).__name__}", url=url)

@@ -3,9 +3,11 @@
 :class:`ScenarioRunner` ``.get(name)`` runs a scenario on first use (in its own event
 loop, its own endpoint and pipeline, a fresh cache folder) and keeps the
 :class:`ScenarioResult`; ``.observe(criterion_id)`` returns the observed value of a
-criterion from the scenario it reads. What is measured is the design-iteration
-:class:`~pytest_iterate.pipeline.runner.Pipeline`, stage by stage, driven by the
-harness's closed-loop runner. The endpoint is the embedded mock, served from a thread of
+criterion from the scenario it reads. A ``progress`` reporter shows each load run
+while it runs (a live line on a terminal) and its summary line when it ends. What is
+measured is the design-iteration :class:`~pytest_iterate.pipeline.runner.Pipeline`,
+stage by stage, driven by the harness's closed-loop runner. The endpoint is the
+embedded mock, served from a thread of
 its own so its work is not counted as the pipeline's, or a real URL.
 
 Every measurement can fail: latency counts successful requests only (and says how many
@@ -57,6 +59,7 @@ from pytest_iterate.client.metrics_server import MetricsServer
 from pytest_iterate.doubles.mock.profiles import load_profile
 from pytest_iterate.endpoint import Endpoint, EndpointSpec, open_endpoint, probe_endpoint
 from pytest_iterate.harness.loads import ClosedLoop
+from pytest_iterate.harness.progress import ScenarioReporter
 from pytest_iterate.harness.runner import RunResult, run_load
 from pytest_iterate.harness.samples import sample_from_pipeline_result
 from pytest_iterate.harness.stats import summarize
@@ -149,9 +152,15 @@ class ScenarioRunner:
     """Runs scenarios lazily, once each; results kept in :attr:`results` (insertion order)."""
 
     def __init__(
-        self, options: IterateOptions, *, pyproject: Path | None = None, workdir: Path | None = None
+        self,
+        options: IterateOptions,
+        *,
+        pyproject: Path | None = None,
+        workdir: Path | None = None,
+        progress: ScenarioReporter | None = None,
     ) -> None:
         self.options = options
+        self.progress = progress
         self.pyproject = pyproject
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="iterate-"))
@@ -310,12 +319,16 @@ class ScenarioRunner:
             results.append(result)
             return result
 
+        total = requests or len(items)
+        live = self.progress.start(name, total) if self.progress is not None else None
         watch = LoopWatch(other_cpu=endpoint.server_cpu_seconds)
         async with watch.watching():
-            run = await run_load(send, list(items), ClosedLoop(concurrency), requests=requests or len(items))
+            run = await run_load(send, list(items), ClosedLoop(concurrency), requests=total, progress=live)
         summary = run.summary(name).replace(
             concurrency=concurrency, cpu_percent=watch.loop_cpu_percent, endpoint=endpoint.label, sweep=sweep
         )
+        if self.progress is not None:
+            self.progress.finish(summary)
         if require_answers and summary.all_failed(ignore=("ContextOverflow",)):
             first = next((r.error for r in results if r.error is not None), None)
             raise NoMeasurement(

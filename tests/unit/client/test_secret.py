@@ -73,7 +73,10 @@ def test_masked_str_stays_masked_in_a_log_record(caplog: pytest.LogCaptureFixtur
         (f"https://{KEY}@llm.example/v1", "https://***@llm.example/v1"),
         (f"https://bob:{KEY}@llm.example:8443/v1", "https://***@llm.example:8443/v1"),
         (f"http://u:{KEY}@[::1]:8000/v1", "http://***@[::1]:8000/v1"),
-        (f"https://x.example/v1?api-key={KEY}&api-version=2024", "https://x.example/v1?api-key=***&api-version=2024"),
+        (
+            f"https://x.example/v1?api-key={KEY}&api-version=2024",
+            "https://x.example/v1?api-key=***&api-version=2024",
+        ),
         (f"https://x.example/v1?access_token={KEY}", "https://x.example/v1?access_token=***"),
         ("https://x.example/v1?model=m&n=1", "https://x.example/v1?model=m&n=1"),
     ],

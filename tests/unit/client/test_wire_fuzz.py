@@ -233,7 +233,6 @@ def test_an_error_body_nested_too_deep_still_maps_to_its_status() -> None:
     assert isinstance(err, ServerError) and err.status == 503 and len(str(err)) < 400
 
 
-
 @FUZZ
 @given(body=st.binary(max_size=2000) | sse_bodies, cuts=st.lists(st.integers(0, 4000), max_size=20))
 @example(body=b"data: \xff\xfe\x00\r\r\n\ndata: [DONE]", cuts=[1, 2, 3])

@@ -67,10 +67,15 @@ def test_report_json_round_trip(tmp_path: Path, report_and_samples: tuple[Report
         ("{}", "schema is None"),
         ('{"schema": "pytest-iterate/report/v1", "scenarios": {}}', "'scenarios' should be a list"),
         ('{"schema": "pytest-iterate/report/v1", "scenarios": [{"requests": 3}]}', "name should be a string"),
-        ('{"schema": "pytest-iterate/report/v1", "scenarios": [{"name": "s", "requests": -1}]}',
-         "requests should be a whole number"),
-        ('{"schema": "pytest-iterate/report/v1", "scenarios": [{"name": "s", "requests": 1, '
-         '"latency_s": {"mean": "fast"}}]}', "latency_s.mean should be a number"),
+        (
+            '{"schema": "pytest-iterate/report/v1", "scenarios": [{"name": "s", "requests": -1}]}',
+            "requests should be a whole number",
+        ),
+        (
+            '{"schema": "pytest-iterate/report/v1", "scenarios": [{"name": "s", "requests": 1, '
+            '"latency_s": {"mean": "fast"}}]}',
+            "latency_s.mean should be a number",
+        ),
         ("import os\n", "not JSON"),
     ],
 )
@@ -193,12 +198,25 @@ def test_push_sends_the_gauges_to_a_pushgateway(report_and_samples: tuple[Report
 
 def test_criteria_notes_and_skips_reach_markdown_and_html(tmp_path: Path) -> None:
     criteria = [
-        CriterionResult(id="latency.e2e_mean", threshold=3.0, unit="s", observed=None, passed=False,
-                        note="endpoint http://x/v1 is unreachable\n(ConnectError | refused)"),
-        CriterionResult(id="errors.rate_with_retries", threshold=0.5, unit="%", observed=None, passed=None,
-                        note="needs fault injection <mock only>"),
-        CriterionResult(id="cache.hit_rate_repeat", threshold=30, unit="%", observed=99, passed=True,
-                        note="x" * 400),
+        CriterionResult(
+            id="latency.e2e_mean",
+            threshold=3.0,
+            unit="s",
+            observed=None,
+            passed=False,
+            note="endpoint http://x/v1 is unreachable\n(ConnectError | refused)",
+        ),
+        CriterionResult(
+            id="errors.rate_with_retries",
+            threshold=0.5,
+            unit="%",
+            observed=None,
+            passed=None,
+            note="needs fault injection <mock only>",
+        ),
+        CriterionResult(
+            id="cache.hit_rate_repeat", threshold=30, unit="%", observed=99, passed=True, note="x" * 400
+        ),
     ]
     write_reports(Report.build({"target": "x"}, criteria, []), tmp_path, formats=("md", "html"))
     md = (tmp_path / "iterate-report.md").read_text()

@@ -104,8 +104,9 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def run_held(pipeline: Pipeline, up: Upstream, designs: list[DesignRequest],
-                   ready: Callable[[], bool], what: str) -> list[PipelineResult]:
+async def run_held(
+    pipeline: Pipeline, up: Upstream, designs: list[DesignRequest], ready: Callable[[], bool], what: str
+) -> list[PipelineResult]:
     """Run ``designs`` at once with every upstream answer held until ``ready()``."""
     up.release.clear()
     task = asyncio.ensure_future(pipeline.run_many(designs, concurrency=len(designs)))
@@ -141,8 +142,13 @@ async def test_identical_misses_in_flight_share_one_call(
     async with Pipeline(cfg, cache=cache, guard=TokenGuard(cfg)) as pipeline:
         assert pipeline.services.cache is not None
         flight = pipeline.services.cache.single_flight
-        results = await run_held(pipeline, upstream, same_design(5), lambda: flight.coalesced == 4,
-                                 "four followers to join the call in flight")
+        results = await run_held(
+            pipeline,
+            upstream,
+            same_design(5),
+            lambda: flight.coalesced == 4,
+            "four followers to join the call in flight",
+        )
     assert len(upstream.bodies) == 1
     leaders = [r for r in results if not r.coalesced]
     assert len(leaders) == 1 and leaders[0].llm_calls == 1 and leaders[0].cache_tier is None
@@ -160,8 +166,13 @@ async def test_nondeterministic_requests_are_never_coalesced_nor_stored(
     cfg = config(tmp_path)
     hot = PromptBuilder(temperature=0.8)
     async with Pipeline(cfg, cache=cache, guard=TokenGuard(cfg), builder=hot) as pipeline:
-        results = await run_held(pipeline, upstream, same_design(4), lambda: len(upstream.bodies) == 4,
-                                 "four separate upstream calls")
+        results = await run_held(
+            pipeline,
+            upstream,
+            same_design(4),
+            lambda: len(upstream.bodies) == 4,
+            "four separate upstream calls",
+        )
         later = await pipeline.run(same_design(1)[0])
     assert all(r.ok and not r.coalesced and r.llm_calls == 1 for r in [*results, later])
     assert len(upstream.bodies) == 5 and upstream.bodies[0]["temperature"] == 0.8
@@ -176,8 +187,13 @@ async def test_a_failed_shared_call_reaches_every_follower_and_is_not_stored(
     async with Pipeline(cfg, cache=cache, guard=TokenGuard(cfg)) as pipeline:
         assert pipeline.services.cache is not None
         flight = pipeline.services.cache.single_flight
-        results = await run_held(pipeline, upstream, same_design(3), lambda: flight.coalesced == 2,
-                                 "two followers to join the failing call")
+        results = await run_held(
+            pipeline,
+            upstream,
+            same_design(3),
+            lambda: flight.coalesced == 2,
+            "two followers to join the failing call",
+        )
         assert all(isinstance(r.error, ServerError) and not r.ok for r in results)
         assert [r.coalesced for r in results].count(True) == 2
         assert sum(r.llm_calls for r in results) == 1 and len(upstream.bodies) == 1

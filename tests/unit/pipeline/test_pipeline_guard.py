@@ -57,8 +57,14 @@ class WindowedEndpoint:
 
 def make(policy: str) -> IterateConfig:
     cfg = IterateConfig.load(
-        {"context_window": WINDOW, "token_policy": policy, "cache_enabled": False, "max_attempts": 1,
-         "base_url": MOCK_BASE_URL, "transport": "httpx"},
+        {
+            "context_window": WINDOW,
+            "token_policy": policy,
+            "cache_enabled": False,
+            "max_attempts": 1,
+            "base_url": MOCK_BASE_URL,
+            "transport": "httpx",
+        },
         environ={},
         pyproject=None,
     )
