@@ -4,7 +4,7 @@
 from raw samples and what the budget marker, the baseline comparison, the report
 writers and the plugin session read. :class:`Report` holds a run's criteria and
 scenarios. JSON is their serialisation only: ``to_json()`` writes the report format of
-DESIGN.md (schema ``pytest-iterate/report/v1``) and ``from_json()`` reads it back,
+docs/DESIGN.md (schema ``pytest-iterate/report/v1``) and ``from_json()`` reads it back,
 raising :class:`ReportError` (naming the field) for anything that is not such a report.
 
 >>> d = Distribution.of([0.1, 0.2, 0.3])

@@ -1,6 +1,6 @@
 """Prometheus metrics in a registry owned by the pipeline (never the global default).
 
-The names are fixed by DESIGN.md; labels stay low-cardinality. One
+The names are fixed by docs/DESIGN.md; labels stay low-cardinality. One
 :class:`IterateMetrics` per pipeline/client; tests make their own.
 """
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.config import IterateConfig
-from pytest_iterate.client.errors import BadResponse, RateLimited
+from pytest_iterate.client.errors import BadResponse, RateLimited, ServerError
 from pytest_iterate.client.metrics import CONTENT_TYPE_LATEST, METRIC_NAMES, IterateMetrics
 from pytest_iterate.client.metrics_server import ThreadedMetricsServer, serve_metrics
 from pytest_iterate.client.telemetry import StageRecorder
@@ -258,9 +258,9 @@ async def test_html_body_is_bad_response_with_status_and_first_bytes(
     assert "<!DOCTYPE html>" in str(info.value) and info.value.body.startswith(b"<!DOCTYPE html>")
     cfg = IterateConfig(base_url=base + "/html/v1", transport=transport, max_attempts=1)  # type: ignore[arg-type]
     async with LLMClient(cfg) as client:
-        with pytest.raises(Exception) as info2:
+        with pytest.raises(ServerError) as info2:
             await client.call(REQ)
-    assert getattr(info2.value, "status", None) == 502 and "<html>" in str(info2.value)
+    assert info2.value.status == 502 and "<html>" in str(info2.value)
 
 
 async def test_user_given_httpx_client_not_closed(upstream: tuple[str, Upstream]) -> None:

@@ -1,6 +1,6 @@
 """Every acceptance criterion fails when what it guards is broken.
 
-A criterion is only worth what it catches (DESIGN.md). Each test below runs the scenario a
+A criterion is only worth what it catches (docs/DESIGN.md). Each test below runs the scenario a
 criterion reads twice, in process and on the embedded mock: as shipped, where the
 criterion passes, and with one thing broken (the cache, the retries, the guard, the
 metrics...), where it must fail. A criterion that passed both ways would be a gate that

@@ -1,4 +1,4 @@
-"""The V2 acceptance criteria of DESIGN.md as data: id, default threshold, unit, direction.
+"""The V2 acceptance criteria of docs/DESIGN.md as data: id, default threshold, unit, direction.
 
 A criterion passes when ``observed <= threshold`` (direction ``"<="``) or
 ``observed >= threshold`` (``">="``). Thresholds are in the criterion's unit, which is

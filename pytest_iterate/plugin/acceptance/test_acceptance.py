@@ -1,4 +1,4 @@
-"""The V2 acceptance suite: one test per DESIGN.md criterion, ``test_criterion[<id>]``.
+"""The V2 acceptance suite: one test per criterion of docs/DESIGN.md, ``test_criterion[<id>]``.
 
 Collected by the plugin only under ``pytest --iterate`` (whatever the user's test
 paths are). Each criterion reads a shared scenario that runs once per session
