@@ -67,9 +67,11 @@ async def test_stall_shows_in_open_loop_and_hides_in_naive_closed_loop(
     assert opened.latency_s.p90 > 0.5
     assert opened.latency_s.p95 > 0.6
     assert opened.latency_s.max >= 0.95
-    assert opened.scheduling_lag_s.p99 < 0.05  # the harness itself kept the schedule
+    # the harness itself kept the schedule: its lag is a small part of the 1 s stall (the bound
+    # leaves room for a loaded 2-core machine, where the loop itself runs late by tens of ms)
+    assert opened.scheduling_lag_s.p99 < 0.25
 
     # Naive closed loop: the same stall is one sample among many fast ones.
     assert closed.latency_s.max >= 0.95  # it did hit the stall ...
-    assert closed.latency_s.p90 < 0.05  # ... but the percentiles hide it
-    assert closed.latency_s.p95 < 0.05
+    assert closed.latency_s.p90 < 0.25  # ... but the percentiles hide it (10 ms calls, a 1 s stall)
+    assert closed.latency_s.p95 < 0.25

@@ -17,12 +17,13 @@ from pytest_iterate.pipeline.workload import standard_workload_path
 
 
 def _profile(path: Path, scale: float) -> Path:
-    """A mock profile of about 40 ms a request (times ``scale``): fast, yet far above the 5 ms floor."""
+    """A mock profile of about 100 ms a request (times ``scale``): short runs, yet far above the
+    5 ms floor and above the tens of ms a loaded 2-core machine adds to a request."""
     path.write_text(
         json.dumps(
             {
                 "name": f"gate-x{scale:g}",
-                "ttft_base_s": {"dist": "lognormal", "mean": 0.02 * scale, "std": 0.004 * scale},
+                "ttft_base_s": {"dist": "lognormal", "mean": 0.08 * scale, "std": 0.016 * scale},
                 "itl_s": {"dist": "fixed", "mean": 0.0004 * scale},
                 "output_tokens": {"dist": "normal", "mean": 50, "std": 8, "min": 20, "max": 90},
                 "capacity": 64,

@@ -233,7 +233,7 @@ def test_baseline_missing_then_saved_then_gated(pytester: pytest.Pytester) -> No
     second = pytester.runpytest(*args, "--iterate-baseline=base", "--iterate-compare-fail=mean:10%")
     assert second.ret == pytest.ExitCode.TESTS_FAILED
     second.stdout.fnmatch_lines(
-        ["regression gate FAILED against base:", "  standard mean:10%: baseline * µs, current *, delta +*"]
+        ["regression gate FAILED against base:", "  standard mean:10%: baseline *, current *, delta +*"]
     )
 
 
