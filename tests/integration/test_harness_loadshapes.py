@@ -36,15 +36,18 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.mark.parametrize(
     "shape", [ClosedLoop(8), ConstantRate(40), Poisson(40, seed=7)], ids=lambda s: s.label
 )
-async def test_mean_latency_within_5_percent_of_fixed_server_latency(
+async def test_mean_latency_matches_a_fixed_latency_server(
     session: aiohttp.ClientSession, shape: object
 ) -> None:
     async with LoopbackServer(latency_s=LATENCY_S) as srv:
         result = await run_load(_sender(session, srv.base_url), [1], shape, requests=30, warmup=4)
     summary = result.summary()
     assert summary.errors == 0 and summary.requests == 30
-    assert summary.latency_s.mean == pytest.approx(LATENCY_S, rel=0.05)
-    assert summary.latency_s.min >= LATENCY_S  # nothing measured faster than the server can answer
+    # nothing measured faster than the server can answer, and no queueing added: idle, the mean
+    # lands within 1-2 % of the server's latency; the upper bound leaves room for a loaded machine
+    # (a harness that timed from its own send under an open loop, or queued, would be far off)
+    assert summary.latency_s.min >= LATENCY_S
+    assert LATENCY_S <= summary.latency_s.mean <= LATENCY_S * 1.15
 
 
 async def test_stall_shows_in_open_loop_and_hides_in_naive_closed_loop(
