@@ -36,12 +36,13 @@ from pytest_iterate.client.values import (
     to_optional,
 )
 
-__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenPolicy", "TransportName"]
+__all__ = ["ENV_PREFIX", "MOCK_BASE_URL", "IterateConfig", "TokenCounting", "TokenPolicy", "TransportName"]
 
 ENV_PREFIX = "ITERATE_"
 MOCK_BASE_URL = "http://mock.iterate.invalid/v1"  # served in-process by the respx router
 
 TokenPolicy = Literal["truncate", "split", "shrink_output", "refuse"]
+TokenCounting = Literal["auto", "estimate"]
 TransportName = Literal["aiohttp", "httpx"]
 
 
@@ -76,6 +77,7 @@ class IterateConfig:
     token_policy: TokenPolicy = "truncate"
     context_window: int | None = None  # None: from the model table
     token_safety_margin: float = 0.05
+    token_counting: TokenCounting = "auto"  # auto: probe the endpoint, exact counts where offered
     default_max_tokens: int = 512
     # pipeline
     batch_size: int = 8
@@ -190,6 +192,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "token_policy": lambda v: to_choice(v, get_args(TokenPolicy)),
     "context_window": to_optional(lambda v: to_int(v, minimum=16)),
     "token_safety_margin": lambda v: to_float(v, minimum=0, maximum=0.49),
+    "token_counting": lambda v: to_choice(v, get_args(TokenCounting)),
     "default_max_tokens": lambda v: to_int(v, minimum=1),
     "batch_size": lambda v: to_int(v, minimum=1),
     "cpu_worker_pool_size": lambda v: to_int(v, minimum=1),

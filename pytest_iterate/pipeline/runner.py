@@ -146,7 +146,12 @@ class Pipeline:
         self.pool = pool
         self.cache = cache
         self.guard = guard
-        guarding = GuardingCaller(call, guard, endpoint_key=base_url) if guard is not None else None
+        guarding: GuardingCaller | None = None
+        if guard is not None:  # an LLMClient is probed for its window and exact counts
+            if getattr(client, "transport", None) is not None and hasattr(client, "config"):
+                guarding = GuardingCaller.for_client(client, guard)
+            else:
+                guarding = GuardingCaller(call, guard, endpoint_key=base_url)
         below_cache: Caller = guarding if guarding is not None else call
         caching = (
             CachingCaller(below_cache, cache, base_url=base_url, default_model=model)
