@@ -98,6 +98,7 @@ CL100K_OR_LESS: tuple[str, ...] = (
 _NOISE = 0.02  # the least relative scatter of a real count around the linear model
 _Z = 3.0  # standard deviations above the prediction
 _FULL_EVERY = 8  # observations between two propagations over all remembered ones
+_REFIT_EVERY = 4  # observations between two fits once the first few are in (unless one is not covered)
 
 
 def priors_for(model: str | None, margin: float = 0.05) -> dict[str, tuple[float, float]]:
@@ -157,6 +158,7 @@ class ScriptLearner:
         self.priors = dict(priors) if priors is not None else None
         self._states: dict[tuple[str, str], _State] = {}
         self._windows: dict[str, int] = {}
+        self._open: set[str] = set()
 
     @classmethod
     def from_config(cls, config: IterateConfig) -> ScriptLearner:
@@ -170,7 +172,8 @@ class ScriptLearner:
         key = (endpoint_key, model or "")
         state = self._states.get(key)
         if state is None:
-            priors = self.priors or priors_for(model, self.margin)
+            name = None if endpoint_key in self._open else model
+            priors = self.priors or priors_for(name, self.margin)
             lower = [priors[s][0] for s in SCRIPTS]
             upper = [priors[s][1] for s in SCRIPTS]
             typical = [
@@ -205,6 +208,12 @@ class ScriptLearner:
         """A context window the endpoint stated in an error, if any."""
         return self._windows.get(endpoint_key)
 
+    def assume_open(self, endpoint_key: str) -> None:
+        """The endpoint is a server of its own (it has a tokenize route): whatever its model is
+        called, bound it with the open-tokenizer priors (a local model named ``gpt-4o`` is
+        not counted like OpenAI's). Applies to models not seen on it yet."""
+        self._open.add(endpoint_key)
+
     # -- learning -------------------------------------------------------------------
     def observe(
         self, endpoint_key: str, profile: ScriptProfile, server: int, model: str | None = None
@@ -218,7 +227,11 @@ class ScriptLearner:
         self._raise_sound(state, profile.counts, server)
         # the new count narrows the intervals at once; every so often all of them again
         self._narrow(state, [(profile.counts, server)] if state.count % _FULL_EVERY else None)
-        state.stale = True
+        # the fit is redone on the next estimate: at once when this count is not covered with
+        # the margin, else every few counts (a refit is the costly part: ~1 ms)
+        due = state.count <= _FULL_EVERY or state.count % _REFIT_EVERY == 0 or state.w is None
+        if due or self._bound(state, profile.counts) < server * (1.0 + self.margin / 2) + 1:
+            state.stale = True
 
     def learn_from_error(
         self,
@@ -329,7 +342,9 @@ class ScriptLearner:
                 for j in present:
                     row[j] += weight * counts[i] * counts[j]
         for i in range(k):
-            spread = max((state.prior_upper[i] - state.typical[i]) / _Z, 0.01)  # prior = typical + z spread
+            # the prior of the fit spans the sound prior: typical +- z spreads covers [lower, upper]
+            reach = max(state.prior_upper[i] - state.typical[i], state.typical[i] - state.prior_lower[i])
+            spread = max(reach / _Z, 0.01)
             ridge = (_NOISE / spread) ** 2
             a[i][i] += ridge
             b[i] += ridge * state.typical[i]

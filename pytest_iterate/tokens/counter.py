@@ -98,10 +98,14 @@ class TokenCounter:
     ``cache_size`` bounds the LRU memo of :meth:`count_cached`.
     """
 
-    def __init__(self, encoding_name: str = DEFAULT_ENCODING, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self, encoding_name: str = DEFAULT_ENCODING, *, cache_size: int = 4096, recent_size: int = 64
+    ) -> None:
         self.encoding_name = encoding_name
         self._cached = functools.lru_cache(maxsize=cache_size)(self.count_text)
         self._profiled = functools.lru_cache(maxsize=cache_size)(self.profile)
+        # the texts of the requests in flight: checked, counted and re-checked within moments
+        self._recent = functools.lru_cache(maxsize=recent_size)(self.profile)
 
     def __repr__(self) -> str:
         return f"TokenCounter({self.encoding_name!r})"
@@ -139,6 +143,11 @@ class TokenCounter:
     def profile_cached(self, text: str) -> ScriptProfile:
         """Like :meth:`profile`, memoised by the exact string (bounded LRU)."""
         return self._profiled(text)
+
+    def profile_recent(self, text: str) -> ScriptProfile:
+        """Like :meth:`profile`, from a small LRU of the last texts (``recent_size``): a request's
+        texts are profiled once however often the guard checks, counts and re-checks them."""
+        return self._recent(text)
 
     def cache_info(self) -> Any:
         """``functools`` cache statistics of the :meth:`count_cached` memo."""
@@ -207,7 +216,7 @@ class TokenCounter:
     # -- script profiles ---------------------------------------------------------------
     def profile_content(self, content: Any, *, cached: bool = False) -> ScriptProfile:
         """The profile of a message ``content``, counted like :meth:`count_content`."""
-        profile = self.profile_cached if cached else self.profile
+        profile = self.profile_cached if cached else self.profile_recent
         if content is None:
             return ScriptProfile.empty()
         if isinstance(content, str):

@@ -82,7 +82,8 @@ class GuardDecision:
 
     ``prompt_tokens`` is our cl100k count (of the largest prompt of a list),
     ``estimated_prompt_tokens`` the bound of the server's count (exact when
-    ``exact``), ``profile`` our count per script of all prompts (what
+    ``exact``; ``estimated_tokens`` is the part of it that is an estimate),
+    ``profile`` our count per script of all prompts (what
     ``usage.prompt_tokens`` sums), ``content_tokens`` the server's exact count of
     the chat contents when every one was counted (the template's overhead is
     learned from it), ``roles`` the shape of the chat prompt.
@@ -96,6 +97,7 @@ class GuardDecision:
     endpoint_key: str
     total_prompt_tokens: int
     exact: bool = False
+    estimated_tokens: int = 0  # the part of estimated_prompt_tokens that is not an exact count
     profile: ScriptProfile = field(default_factory=ScriptProfile.empty)
     content_tokens: int | None = None
     roles: tuple[str, ...] = ()
@@ -110,6 +112,14 @@ class GuardDecision:
     @property
     def overflow(self) -> int:
         return self.estimated_prompt_tokens + self.max_tokens - self.context_window
+
+    def clearly_fits(self, headroom: float = 0.05) -> bool:
+        """Fits even if the estimated part of the bound were ``headroom`` larger still: no
+        exact count could change the answer, so none is worth a round trip."""
+        if not self.fits:
+            return False
+        extra = math.ceil(self.estimated_tokens * headroom)
+        return self.estimated_prompt_tokens + extra <= self.room(self.max_tokens)
 
     def room(self, max_tokens: int) -> int:
         """The largest prompt bound that leaves ``max_tokens`` for the output."""
@@ -157,7 +167,7 @@ class _Measure:
     def profile(self, text: str, *, cached: bool = False) -> ScriptProfile:
         found = self._profiles.get(text)
         if found is None:
-            found = self.counter.profile_cached(text) if cached else self.counter.profile(text)
+            found = self.counter.profile_cached(text) if cached else self.counter.profile_recent(text)
             self._profiles[text] = found
         return found
 
@@ -175,8 +185,8 @@ class _Measure:
     def _parts(self, content: Any) -> list[str]:
         return content_texts(content)
 
-    def chat(self, messages: Sequence[Message]) -> tuple[int, bool, int | None]:
-        """(bound, exact, exact content count or None) of a chat prompt."""
+    def chat(self, messages: Sequence[Message]) -> tuple[int, int, int | None]:
+        """(bound, the part of it that is an estimate, the exact count of the contents or None)."""
         exact_sum = 0
         all_exact = True
         rest = ScriptProfile.empty()
@@ -191,19 +201,21 @@ class _Measure:
                     exact_sum += known
         roles = tuple(str(m.get("role", "")) for m in messages)
         overhead = self.server.template(self.model, roles) if self.server is not None else None
+        content = exact_sum if all_exact and self.server is not None else None
         if overhead is None:
             template = REPLY_PRIMING + sum(self.counter.message_template(m, self.model) for m in messages)
-            rest = rest.with_template(template)
-            bound = exact_sum + self.estimate(rest)
-            return bound, False, exact_sum if all_exact and self.server is not None else None
-        bound = exact_sum + self.estimate(rest) + overhead + len(messages)
-        return bound, all_exact, exact_sum if all_exact else None
+            estimated = self.estimate(rest.with_template(template))
+            return exact_sum + estimated, estimated, content
+        estimated = self.estimate(rest)
+        return exact_sum + estimated + overhead + len(messages), estimated, content
 
-    def completion(self, prompt: str) -> tuple[int, bool]:
+    def completion(self, prompt: str) -> tuple[int, int]:
+        """(bound, the part of it that is an estimate) of a completions prompt."""
         known = self.exact(prompt)
         if known is not None:
-            return known + _COMPLETION_OVERHEAD, True
-        return self.estimate(self.profile(prompt).with_template(_COMPLETION_OVERHEAD)), False
+            return known + _COMPLETION_OVERHEAD, 0
+        estimated = self.estimate(self.profile(prompt).with_template(_COMPLETION_OVERHEAD))
+        return estimated, estimated
 
 
 class TokenGuard:
@@ -274,7 +286,7 @@ class TokenGuard:
         if request.endpoint == "chat":
             profile = self.counter.profile_messages(request.messages, model)
             ours = total = profile.total
-            bound, exact, content = measure.chat(request.messages)
+            bound, estimated, content = measure.chat(request.messages)
             roles = tuple(str(m.get("role", "")) for m in request.messages)
         else:
             prompts = _prompts(request) or [""]
@@ -282,9 +294,7 @@ class TokenGuard:
             profile = sum(profiles, ScriptProfile.empty())
             counts = [p.total - _COMPLETION_OVERHEAD for p in profiles]
             ours, total = max(counts), sum(counts)
-            bounds = [measure.completion(p) for p in prompts]
-            bound = max(b for b, _ in bounds)
-            exact = all(e for _, e in bounds)
+            bound, estimated = max(measure.completion(p) for p in prompts)
         max_tokens = request.max_tokens if request.max_tokens is not None else self.default_max_tokens
         window = self.windows.window(model, endpoint_key, self.learner)
         limit = self.prompt_limits.get(endpoint_key)
@@ -296,7 +306,8 @@ class TokenGuard:
             context_window=window,
             endpoint_key=endpoint_key,
             total_prompt_tokens=total,
-            exact=exact,
+            exact=estimated == 0,
+            estimated_tokens=estimated,
             profile=profile,
             content_tokens=content,
             roles=roles,

@@ -16,13 +16,15 @@ two phases as separate stages, so each is timed on its own; ``__call__`` is just
 the two phases in a row:
 
 :meth:`plan`  (stage ``token_guard``) on the endpoint's first request, the probe
-              (concurrent first requests share it); the exact counts of the
-              request's texts where the endpoint offers them (cached by digest, sent
+              (concurrent first requests share it); where the endpoint offers exact
+              counts and the bound does not fit with room to spare
+              (:meth:`~.guard.GuardDecision.clearly_fits`: no count could change the
+              answer), the exact counts of the request's texts (cached by digest, sent
               together); then the :class:`~.guard.TokenGuard` with the policy (per
               call, else per layer, else the config's): the request as it is when it
               fits, else truncated, split into pieces or with a smaller
               ``max_tokens``. Every text a cut produced is then counted exactly and
-              the result checked again; when a piece is still over, the guard plans
+              the result checked again; a piece still over makes the guard plan
               again with what it learned (three rounds at most). Under ``refuse``, or
               when nothing fits, :class:`ContextOverflow` before anything is sent.
               The result is a :class:`GuardPlan`.
@@ -188,6 +190,8 @@ class GuardingCaller:
         if not self._announced and self.tokens.info is not None:
             self._announced = True
             info = self.tokens.info
+            if info.kind is not None or info.route is not None:
+                self.guard.learner.assume_open(self.endpoint_key)  # not OpenAI's tokenizer
             if info.window is not None:
                 self.guard.windows.discover(self.endpoint_key, info.window, info.window_source or "probe")
             if info.prompt_limit is not None:
@@ -201,16 +205,19 @@ class GuardingCaller:
     async def _guard(self, request: LLMRequest, policy: str | None) -> GuardedRequest:
         """The guard's plan, with exact counts where the endpoint offers them (see :meth:`plan`)."""
         server = await self.server()
+        key = self.endpoint_key
         if server is not None:
-            try:
+            first = self.guard.check(request, endpoint_key=key, server=server)
+            if first.clearly_fits():  # no count could change the answer
+                return GuardedRequest(request, [], "none", (request,), (first,))
+            try:  # near or over the window: the endpoint's own count decides
                 await server.count_many(request_texts(request))
             except CountError:
                 server = None  # this request is bounded by the estimate
-        key = self.endpoint_key
         guarded = self.guard.apply(request, policy=policy, endpoint_key=key, server=server)
-        if server is None or guarded.action == "none":
-            return guarded
-        for _ in range(_VERIFY_ROUNDS):
+        if server is None or guarded.action == "none" or guarded.action == "shrink_output":
+            return guarded  # counted exactly already, or nothing to count
+        for _ in range(_VERIFY_ROUNDS):  # what a cut produced is new text: count it before it is sent
             try:
                 await server.count_many(t for r in guarded.requests for t in request_texts(r))
             except CountError:

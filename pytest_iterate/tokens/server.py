@@ -440,7 +440,7 @@ class ServerTokens:
             raise CountError(f"{url} did not count a {len(text)}-character text ({status})")
         self._failed_in_a_row = 0
         if self.learner is not None and self.counter is not None and count > 0 and text:
-            self.learner.observe(self.endpoint_key, self.counter.profile(text), count, self.model)
+            self.learner.observe(self.endpoint_key, self.counter.profile_recent(text), count, self.model)
         return count
 
     # -- the chat template's overhead -------------------------------------------------------

@@ -40,7 +40,7 @@ def long_request(text: str, repeat: int, *, max_tokens: int = 256) -> LLMRequest
 
 
 def config(server: ForeignServer, **changes: Any) -> IterateConfig:
-    return IterateConfig(base_url=server.base_url, model="foreign", max_attempts=1, **changes)
+    return IterateConfig(**{"base_url": server.base_url, "model": "foreign", "max_attempts": 1, **changes})
 
 
 def assert_never_over(server: ForeignServer) -> None:
@@ -66,21 +66,34 @@ async def test_exact_counts_never_send_over_the_window(foreign: StartForeign, ki
     assert caller.context_errors == 0
 
 
-async def test_a_fitting_prompt_is_counted_exactly_once_the_template_is_known(foreign: StartForeign) -> None:
+async def test_a_prompt_that_clearly_fits_is_not_counted(foreign: StartForeign) -> None:
     server = await foreign(kind="llama.cpp", window=8192)
     cfg = config(server)
     async with LLMClient(cfg) as client:
         caller = GuardingCaller.for_client(client, TokenGuard(cfg, counter=COUNTER))
-        first = await caller.plan(long_request(CHINESE, 4))
-        assert not first.guarded.decisions[0].exact  # the template's overhead is not known yet
-        await caller.send(first)
-        request = long_request(EMOJI + CODE, 6)
-        plan = await caller.plan(request)
+        plan = await caller.plan(long_request(CHINESE, 4))
         await caller.send(plan)
+    assert plan.guarded.decisions[0].clearly_fits() and not plan.guarded.decisions[0].exact
+    assert server.tokenize_calls == 1  # the probe's: nothing to learn from a count here
+
+
+async def test_near_the_window_the_count_is_exact_once_the_template_is_known(foreign: StartForeign) -> None:
+    """The estimate would cut these prompts; the server's own count sends them whole."""
+    first, second = long_request(CHINESE, 10), long_request(EMOJI + CODE, 12)
+    tight = max(FOREIGN.chat(r.messages) for r in (first, second)) + 256 + 4
+    server = await foreign(kind="llama.cpp", window=tight)
+    cfg = config(server)
+    async with LLMClient(cfg) as client:
+        caller = GuardingCaller.for_client(client, TokenGuard(cfg, counter=COUNTER))
+        await caller(first)  # counted exactly; its usage teaches the template's overhead
+        assert not caller.guard.check(second, endpoint_key=client.base_url).fits  # by the estimate alone
+        plan = await caller.plan(second)
+        response = await caller.send(plan)
     decision = plan.guarded.decisions[0]
     served = server.accepted[-1][0]
-    assert decision.exact and served <= decision.estimated_prompt_tokens <= served + len(request.messages)
-    assert server.tokenize_calls == 1 + 2 + 1  # the probe; the first request's texts; the new user text
+    assert plan.guarded.action == "none" and response.complete and not response.warnings
+    assert decision.exact and served <= decision.estimated_prompt_tokens <= served + len(second.messages)
+    assert_never_over(server)
 
 
 async def test_the_window_the_endpoint_states_is_used_from_the_first_request(foreign: StartForeign) -> None:
@@ -106,19 +119,38 @@ async def test_the_configured_window_still_wins(foreign: StartForeign) -> None:
     assert server.accepted and all(p + m <= 1500 for p, m in server.accepted)
 
 
-async def test_a_cut_still_over_by_the_exact_count_is_planned_again(foreign: StartForeign) -> None:
-    """A guard whose estimate takes the server for cl100k cuts too little; the exact count catches it."""
+@pytest.mark.parametrize("policy", ["truncate", "split"])
+async def test_a_cut_still_over_by_the_exact_count_is_planned_again(
+    foreign: StartForeign, policy: str
+) -> None:
+    """A guard that takes the server for cl100k cuts too little; the exact count of the cut
+    catches it and the plan is made again before anything is sent."""
     server = await foreign(kind="llama.cpp", window=2048)
-    cfg = config(server, token_policy="split")
+    cfg = config(server, token_policy=policy)
     trusting = ScriptLearner(priors={s: (0.5, 1.0) for s in SCRIPTS}, margin=0.0)
+    guard = TokenGuard(cfg, counter=COUNTER, learner=trusting)
     async with LLMClient(cfg) as client:
-        caller = GuardingCaller.for_client(client, TokenGuard(cfg, counter=COUNTER, learner=trusting))
-        plan = await caller.plan(long_request(CHINESE, 40))
-        assert plan.guarded.action == "split"
-        assert all(d.exact or d.content_tokens is not None for d in plan.guarded.decisions)
+        caller = GuardingCaller.for_client(client, guard)
+        plan = await caller.plan(long_request(EMOJI * 30 + ENGLISH * 60, 1))
+        counted_texts = server.tokenize_calls - 1  # after the probe's
         await caller.send(plan)
+    assert plan.guarded.action == policy
+    assert counted_texts > 2  # the system prompt, the user text, and then the cut text(s)
+    assert all(d.content_tokens is not None and d.fits for d in plan.guarded.decisions)  # counted
     assert_never_over(server)
-    assert caller.context_errors == 0
+
+
+async def test_a_local_server_is_not_counted_like_openai_whatever_its_model_is_called(
+    foreign: StartForeign,
+) -> None:
+    server = await foreign(kind="llama.cpp", window=2048, model="gpt-4o-mini")
+    cfg = config(server, model="gpt-4o-mini", context_window=2048, token_counting="auto")
+    async with LLMClient(cfg) as client:
+        caller = GuardingCaller.for_client(client, TokenGuard(cfg, counter=COUNTER))
+        for text in SCRIPT_TEXTS.values():
+            await caller(long_request(text, 14))
+    assert caller.guard.learner.ratio(client.base_url, "cjk", "gpt-4o-mini") > 1.5
+    assert_never_over(server)
 
 
 async def test_without_routes_the_probe_runs_once_and_the_estimate_holds(foreign: StartForeign) -> None:
