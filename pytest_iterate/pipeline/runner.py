@@ -101,7 +101,8 @@ class Pipeline:
     ``CachingCaller(GuardingCaller(client, guard), cache)``, and the stages run the
     phases of those layers (see :mod:`pytest_iterate.pipeline.stages`). :attr:`caller`
     is that stack as one Caller: ``await pipeline.caller(llm_request)`` is the same
-    cache, guard and client for a request built by hand.
+    cache, guard and client for a request built by hand. Entering the pipeline
+    (``async with``) runs the guard's one probe of the endpoint, so no request waits for it.
     """
 
     def __init__(
@@ -260,6 +261,8 @@ class Pipeline:
             self.logger.removeHandler(self._log_handler)
 
     async def __aenter__(self) -> Pipeline:
+        if self.services.guard is not None:  # the guard's one probe of the endpoint, before any request
+            await self.services.guard.server()
         return self
 
     async def __aexit__(

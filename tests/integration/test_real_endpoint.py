@@ -31,6 +31,7 @@ from pytest_iterate.pipeline.workload import (
     long_context_workload_path,
 )
 from pytest_iterate.tokens import GuardingCaller, TokenGuard
+from pytest_iterate.tokens.guard import request_texts
 
 pytestmark = pytest.mark.real
 
@@ -334,12 +335,16 @@ async def test_the_guard_counts_what_the_server_counts(real_endpoint: str, tmp_p
         return LLMRequest(messages=messages, max_tokens=4, params={"temperature": 0})
 
     async with LLMClient(cfg) as client:
-        caller = GuardingCaller.for_client(client, TokenGuard(cfg))
-        await caller(request(texts[0]))
+        guard = TokenGuard(cfg)
+        caller = GuardingCaller.for_client(client, guard)
+        server = await caller.server()
+        assert server is not None
+        await server.count_many(request_texts(request(texts[0])))
+        await caller(request(texts[0]))  # its usage teaches the template's overhead
         for text in texts[1:]:
-            plan = await caller.plan(request(text))
-            response = await caller.send(plan)
-            decision = plan.guarded.decisions[0]
+            await server.count_many(request_texts(request(text)))
+            decision = guard.check(request(text), endpoint_key=client.base_url, server=server)
+            response = await caller(request(text))
             assert response.usage is not None and decision.exact, text
             served = response.usage.prompt_tokens
             assert served <= decision.estimated_prompt_tokens <= served + 2, (text, served, decision)

@@ -192,6 +192,7 @@ async def test_the_pipeline_probes_its_client_and_runs_a_long_workload(foreign: 
     cfg = config(server, cache_enabled=False)
     designs = load_workload(long_context_workload_path())
     async with Pipeline.from_config(cfg) as pipeline:
+        assert server.requests[("GET", "/props")] == 1  # probed on entry: no request waits for it
         results = await pipeline.run_many(designs, concurrency=4)
         guarding = pipeline.services.guard
     assert all(r.ok for r in results), [repr(r.error) for r in results if not r.ok]
