@@ -13,6 +13,8 @@ lines) makes the prompt 2.5k-6k tokens, so prompt + max_tokens overflows a 2,048
 window unless the token guard truncates, splits or refuses.
 """
 
+# ruff: noqa: RUF001  (specification texts in other scripts on purpose: full-width punctuation)
+
 from __future__ import annotations
 
 import argparse
@@ -142,7 +144,8 @@ SPEC_CODE = [
     "def retry(fn, attempts=3, backoff=0.25):\n    for i in range(attempts):\n        try:\n"
     "            return fn()\n        except (TimeoutError, ConnectionError):\n"
     "            if i == attempts - 1:\n                raise\n            time.sleep(backoff * 2 ** i)\n",
-    "class LRU:\n    def __init__(self, size: int) -> None:\n        self.size, self.data = size, OrderedDict()\n"
+    "class LRU:\n    def __init__(self, size: int) -> None:\n"
+    "        self.size, self.data = size, OrderedDict()\n"
     "    def get(self, key):\n        if key in self.data:\n            self.data.move_to_end(key)\n"
     "            return self.data[key]\n        return None\n",
     "export async function fetchAll(urls, { limit = 4 } = {}) {\n  const out = new Array(urls.length);\n"
@@ -170,7 +173,13 @@ SPEC_CYRILLIC = [
     "Изменения состояния записываются в журнал только для добавления.",
     "Идентификаторы — непрозрачные строки; вызывающая сторона не должна их разбирать.",
 ]
-SCRIPT_SIZES = {"english": (14, 24), "chinese": (9, 15), "code": (8, 12), "emoji": (16, 26), "mixed": (10, 16)}
+SCRIPT_SIZES = {
+    "english": (14, 24),
+    "chinese": (9, 15),
+    "code": (8, 12),
+    "emoji": (16, 26),
+    "mixed": (10, 16),
+}
 
 
 def _section(rng: random.Random, script: str) -> str:
@@ -188,7 +197,8 @@ def _section(rng: random.Random, script: str) -> str:
         rng.choice(SPEC_CODE),
         " ".join(rng.sample(SPEC_EMOJI, k=2)),
         rng.choice(SPEC_CYRILLIC),
-        f"Limits: {rng.randint(1000, 99999)} requests/day, {rng.randint(10, 999)} ms p95, id {rng.getrandbits(40)}.",
+        f"Limits: {rng.randint(1000, 99999)} requests/day, {rng.randint(10, 999)} ms p95, "
+        f"id {rng.getrandbits(40)}.",
     ]
     rng.shuffle(parts)
     return "\n".join(parts)
