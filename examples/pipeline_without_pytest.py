@@ -47,7 +47,7 @@ async def run(base_url: str, cache_dir: str) -> None:
 
     # the layers the pipeline composes, around a client of your own
     async with LLMClient(config) as client:
-        guarded = GuardingCaller(client, TokenGuard(config), endpoint_key=client.base_url)
+        guarded = GuardingCaller.for_client(client, TokenGuard(config))
         cache = ResponseCache(config)
         caller = CachingCaller(guarded, cache, base_url=client.base_url, default_model=client.model)
         ask = {"role": "user", "content": "Name a prime."}

@@ -1,4 +1,4 @@
-"""Generate fixtures/workloads/designs.jsonl and long_context.jsonl (deterministic).
+"""Generate fixtures/workloads/designs.jsonl, long_context.jsonl and long_context_scripts.jsonl.
 
     .venv/bin/python scripts/make_workloads.py            # rewrite both files
     .venv/bin/python scripts/make_workloads.py --check    # exit 1 if the files differ
@@ -12,6 +12,8 @@ long_context.jsonl: 8 requests whose pasted specification (many long requirement
 lines) makes the prompt 2.5k-6k tokens, so prompt + max_tokens overflows a 2,048-token
 window unless the token guard truncates, splits or refuses.
 """
+
+# ruff: noqa: RUF001  (specification texts in other scripts on purpose: full-width punctuation)
 
 from __future__ import annotations
 
@@ -124,6 +126,103 @@ SPEC_SENTENCES = [
 ]
 
 
+SPEC_SENTENCES_ZH = [
+    "每个操作都会校验参数，遇到错误输入时抛出有文档说明的异常。",
+    "状态变化记录在只追加的日志中，崩溃之后可以重放恢复。",
+    "组件对外暴露调用次数、失败次数和延迟的计数器，方便仪表盘跟踪。",
+    "配置项在启动时只读取一次，经过校验后不再修改。",
+    "读操作从不阻塞写操作；每次修改之后原子地发布状态快照。",
+    "标识符是不透明的字符串，调用方不得解析它们，也不得依赖其顺序。",
+    "时间戳以协调世界时保存，精确到毫秒，并以 ISO 8601 格式输出。",
+    "大输入以流式方式处理，内存占用受批大小限制。",
+    "密钥等机密信息绝不写入日志，绝不明文存储，也绝不返回给调用方。",
+    "每个公开函数都有文档字符串，并附带一个可作为文档测试运行的示例。",
+    "缓存命中率低于百分之三十时，系统发出告警并记录最近一百个未命中的键。",
+    "重试采用指数退避并加入随机抖动，最多尝试三次，超时后返回明确的错误。",
+]
+SPEC_CODE = [
+    "def retry(fn, attempts=3, backoff=0.25):\n    for i in range(attempts):\n        try:\n"
+    "            return fn()\n        except (TimeoutError, ConnectionError):\n"
+    "            if i == attempts - 1:\n                raise\n            time.sleep(backoff * 2 ** i)\n",
+    "class LRU:\n    def __init__(self, size: int) -> None:\n"
+    "        self.size, self.data = size, OrderedDict()\n"
+    "    def get(self, key):\n        if key in self.data:\n            self.data.move_to_end(key)\n"
+    "            return self.data[key]\n        return None\n",
+    "export async function fetchAll(urls, { limit = 4 } = {}) {\n  const out = new Array(urls.length);\n"
+    "  let next = 0;\n  const worker = async () => {\n    while (next < urls.length) {\n"
+    "      const i = next++;\n      out[i] = await (await fetch(urls[i])).json();\n    }\n  };\n"
+    "  await Promise.all(Array.from({ length: limit }, worker));\n  return out;\n}\n",
+    "fn parse(line: &str) -> Result<(u64, &str), ParseError> {\n    let (ts, rest) = line\n"
+    "        .split_once(' ')\n        .ok_or(ParseError::MissingField(\"timestamp\"))?;\n"
+    "    Ok((ts.parse().map_err(|_| ParseError::BadNumber)?, rest.trim()))\n}\n",
+    "SELECT user_id, COUNT(*) AS n, MAX(created_at) AS last\n  FROM events\n"
+    " WHERE kind IN ('login', 'logout') AND created_at >= NOW() - INTERVAL '7 days'\n"
+    " GROUP BY user_id\nHAVING COUNT(*) > 3\n ORDER BY n DESC;\n",
+]
+SPEC_EMOJI = [
+    "✅ build passed 🎉 — deploy 🚀 to staging 🌍 at 10:42 ⏱️",
+    "⚠️ cache miss rate 📉 rose; 🔥 hot keys: 🔑 user:42, 🔑 cart:7 👀",
+    "👩‍💻 reviewed the PR 👍, 🐛 bug #128 fixed 🛠️, 🧪 tests green 🟢",
+    "📦 shipped → 📬 delivered → 📭 returned ❌ refused ♻️ recycled 🔁 retried",
+    "🌧️ → ☀️ forecast; 🌡️ 21°C; 💨 12 km/h; 🏃‍♀️ run at 🕖",
+    "🔴 p99 latency 1.8 s ⬆️; 🟡 error rate 0.4 % ➡️; 🟢 throughput 320 req/min ⬇️",
+    "🧑‍🤝‍🧑 on-call swap: 🅰️ Ana ↔️ 🅱️ Bo; 📅 Mon–Fri; ☎️ escalate after ⏰ 15 min",
+]
+SPEC_CYRILLIC = [
+    "Каждая операция проверяет аргументы и выбрасывает документированное исключение.",
+    "Изменения состояния записываются в журнал только для добавления.",
+    "Идентификаторы — непрозрачные строки; вызывающая сторона не должна их разбирать.",
+]
+SCRIPT_SIZES = {
+    "english": (14, 24),
+    "chinese": (9, 15),
+    "code": (8, 12),
+    "emoji": (16, 26),
+    "mixed": (10, 16),
+}
+
+
+def _section(rng: random.Random, script: str) -> str:
+    if script == "english":
+        return " ".join(rng.sample(SPEC_SENTENCES, k=len(SPEC_SENTENCES)))
+    if script == "chinese":
+        return "".join(rng.sample(SPEC_SENTENCES_ZH, k=len(SPEC_SENTENCES_ZH)))
+    if script == "code":
+        return "Reference code:\n" + "\n".join(rng.sample(SPEC_CODE, k=3))
+    if script == "emoji":
+        return " ".join(rng.sample(SPEC_EMOJI, k=5))
+    parts = [
+        rng.choice(SPEC_SENTENCES),
+        "".join(rng.sample(SPEC_SENTENCES_ZH, k=3)),
+        rng.choice(SPEC_CODE),
+        " ".join(rng.sample(SPEC_EMOJI, k=2)),
+        rng.choice(SPEC_CYRILLIC),
+        f"Limits: {rng.randint(1000, 99999)} requests/day, {rng.randint(10, 999)} ms p95, "
+        f"id {rng.getrandbits(40)}.",
+    ]
+    rng.shuffle(parts)
+    return "\n".join(parts)
+
+
+def make_long_context_scripts(rng: random.Random) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for script, sizes in SCRIPT_SIZES.items():
+        for n, sections in enumerate(sizes):
+            requirements = [f"Section {s + 1}: {_section(rng, script)}" for s in range(sections)]
+            out.append(
+                {
+                    "id": f"long-{script}-{n + 1}",
+                    "title": f"Implement the component of the {script} specification #{n + 1}",
+                    "requirements": requirements,
+                    "constraints": ["standard library only"],
+                    "language": "python",
+                    "max_tokens": 512,
+                    "extra": {"script": script},
+                }
+            )
+    return out
+
+
 def _design(rng: random.Random, index: int) -> dict[str, object]:
     subject = SUBJECTS[index % len(SUBJECTS)]
     variant = index // len(SUBJECTS)
@@ -199,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         OUT / "long_context.jsonl": render(
             make_long_context(rng), "requests that overflow a 2,048-token window unguarded"
+        ),
+        OUT / "long_context_scripts.jsonl": render(
+            make_long_context_scripts(random.Random(SEED + 1)),
+            "long requests in several scripts (English, Chinese, code, emoji, mixed) that overflow "
+            "a 2,048-token window unguarded",
         ),
     }
     stale = [p for p, text in files.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]

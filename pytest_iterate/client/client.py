@@ -215,6 +215,12 @@ class LLMClient:
     def transport(self) -> Transport:
         return self._transport
 
+    @property
+    def auth(self) -> Secret | None:
+        """The ``Authorization`` value this client sends (masked in any repr), for other
+        requests to the same endpoint (the token guard's probe and counts)."""
+        return self._auth
+
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self._shown_url!r}, model={self._model!r})"
 

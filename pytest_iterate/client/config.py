@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "ENV_PREFIX",
     "IterateConfig",
+    "TokenCounting",
     "TokenPolicy",
     "TransportName",
     "find_pyproject",
@@ -56,6 +57,7 @@ ENV_PREFIX = "ITERATE_"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # a local OpenAI-compatible server
 
 TokenPolicy = Literal["truncate", "split", "shrink_output", "refuse"]
+TokenCounting = Literal["auto", "estimate"]
 TransportName = Literal["aiohttp", "httpx"]
 
 
@@ -90,6 +92,7 @@ class IterateConfig:
     token_policy: TokenPolicy = "truncate"
     context_window: int | None = None  # None: from the model table
     token_safety_margin: float = 0.05
+    token_counting: TokenCounting = "auto"  # auto: probe the endpoint, exact counts where offered
     default_max_tokens: int = 512
     # pipeline
     batch_size: int = 8
@@ -225,6 +228,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "token_policy": lambda v: to_choice(v, get_args(TokenPolicy)),
     "context_window": to_optional(lambda v: to_int(v, minimum=16)),
     "token_safety_margin": lambda v: to_float(v, minimum=0, maximum=0.49),
+    "token_counting": lambda v: to_choice(v, get_args(TokenCounting)),
     "default_max_tokens": lambda v: to_int(v, minimum=1),
     "batch_size": lambda v: to_int(v, minimum=1),
     "cpu_worker_pool_size": lambda v: to_int(v, minimum=1),

@@ -106,7 +106,8 @@ class Pipeline:
     ``CachingCaller(GuardingCaller(client, guard), cache)``, and the stages run the
     phases of those layers (see :mod:`pytest_iterate.pipeline.stages`). :attr:`caller`
     is that stack as one Caller: ``await pipeline.caller(llm_request)`` is the same
-    cache, guard and client for a request built by hand.
+    cache, guard and client for a request built by hand. Entering the pipeline
+    (``async with``) runs the guard's one probe of the endpoint, so no request waits for it.
     """
 
     def __init__(
@@ -149,7 +150,12 @@ class Pipeline:
         self.pool = pool
         self.cache = cache
         self.guard = guard
-        guarding = GuardingCaller(call, guard, endpoint_key=base_url) if guard is not None else None
+        guarding: GuardingCaller | None = None
+        if guard is not None:  # an LLMClient is probed for its window and exact counts
+            if getattr(client, "transport", None) is not None and hasattr(client, "config"):
+                guarding = GuardingCaller.for_client(client, guard)
+            else:
+                guarding = GuardingCaller(call, guard, endpoint_key=base_url)
         below_cache: Caller = guarding if guarding is not None else call
         caching = (
             CachingCaller(below_cache, cache, base_url=base_url, default_model=model)
@@ -257,6 +263,8 @@ class Pipeline:
             self.logger.removeHandler(self._log_handler)
 
     async def __aenter__(self) -> Pipeline:
+        if self.services.guard is not None:  # the guard's one probe of the endpoint, before any request
+            await self.services.guard.server()
         return self
 
     async def __aexit__(

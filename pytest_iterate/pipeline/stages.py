@@ -187,7 +187,7 @@ class TokenGuardStage:
         guard = ctx.services.guard
         if guard is None or ctx.response is not None:
             return
-        ctx.plan = guard.plan(request)
+        ctx.plan = await guard.plan(request)
         for warning in ctx.plan.warnings:
             ctx.warn(warning)
 

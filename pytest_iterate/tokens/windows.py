@@ -1,4 +1,4 @@
-"""Context windows per model and endpoint, and the learned server/ours token ratio.
+"""Context windows per model and endpoint, and what a context-length error says.
 
 :func:`context_window_for` looks a model up in :data:`DEFAULT_WINDOWS` by prefix,
 case-insensitively, after dropping a provider path (``meta-llama/``) and
@@ -7,17 +7,13 @@ and ``llama3.1:8b`` all resolve; the longest matching prefix wins.
 
 :class:`ContextWindows` resolves the window of one call, first match wins:
 
-    per-endpoint override  >  config.context_window  >  the model table  >  the
-    default (4096); a smaller window an endpoint stated in a 400 caps all of them
+    per-endpoint override  >  config.context_window  >  the window the endpoint
+    stated when probed (``GET /props``, ``max_model_len``, ...; see :mod:`.server`)
+    >  the model table  >  the default (4096)
 
-:class:`RatioLearner` keeps, per endpoint, an upper bound of the server's prompt
-tokens for a prompt we counted as ``n``: ``ceil(n * ratio + slack)``. ``ratio``
-starts at ``1 + config.token_safety_margin`` and rises to the largest
-``usage.prompt_tokens / n`` seen (times ``1 + learn_margin``); ``slack`` absorbs
-the fixed per-request overhead of a chat template on short prompts. A server with
-another tokenizer (llama.cpp with SmolLM2 counts more than cl100k) therefore is
-never overflowed once seen, and a 400 ``context_length_exceeded`` that states the
-counts (:func:`parse_context_error`) tightens the bound before the one retry.
+and a smaller window an endpoint stated in a 400 caps all of them.
+:func:`parse_context_error` reads the counts out of such a 400 (OpenAI, vLLM,
+llama.cpp and llama-cpp-python wordings).
 
 >>> context_window_for("gpt-4o-mini"), context_window_for("meta-llama/Llama-3.1-8B-Instruct")
 (128000, 131072)
@@ -27,27 +23,34 @@ counts (:func:`parse_context_error`) tightens the bound before the one retry.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from pytest_iterate.client.config import IterateConfig
+
 
 __all__ = [
     "DEFAULT_WINDOW",
     "DEFAULT_WINDOWS",
     "ContextErrorInfo",
     "ContextWindows",
-    "RatioLearner",
     "context_window_for",
+    "is_context_error_text",
     "normalize_model",
     "parse_context_error",
 ]
 
 DEFAULT_WINDOW = 4096
+
+
+class StatedWindows(Protocol):
+    """Whatever remembers windows endpoints stated in errors (the learner)."""
+
+    def window(self, endpoint_key: str) -> int | None: ...
+
 
 #: (model prefix, context window in tokens); matched after :func:`normalize_model`.
 DEFAULT_WINDOWS: tuple[tuple[str, int], ...] = (
@@ -140,11 +143,13 @@ _CONTEXT_HINTS = (
     "maximum context",
     "too many tokens",
     "prompt is too long",
+    "exceed context window",
 )
 _RE_WINDOW = (
     re.compile(r"maximum context length is (\d+)", re.I),
     re.compile(r"context (?:window|size|length) (?:is|of) (\d+)", re.I),
     re.compile(r'"n_ctx"\s*:\s*(\d+)'),
+    re.compile(r"exceed context window of (\d+)", re.I),
 )
 _RE_REQUESTED = (
     re.compile(r"you requested (\d+) tokens", re.I),
@@ -156,6 +161,7 @@ _RE_PROMPT = (
     re.compile(r'"n_prompt_tokens"\s*:\s*(\d+)'),
     re.compile(r"your messages resulted in (\d+) tokens", re.I),
     re.compile(r"your prompt (?:has|contains) (\d+) tokens", re.I),
+    re.compile(r"Requested tokens \((\d+)\) exceed", re.I),
 )
 _RE_COMPLETION = (re.compile(r"(\d+) in the completion", re.I),)
 
@@ -189,110 +195,6 @@ def parse_context_error(text: str) -> ContextErrorInfo:
     )
 
 
-@dataclass(slots=True)
-class _Bound:
-    ratio: float
-    slack: float = 0.0
-    observations: int = 0
-
-
-class RatioLearner:
-    """Per-endpoint upper bound of the server's prompt count for our count.
-
-    ``initial_ratio`` is ``1 + config.token_safety_margin`` by default; observations
-    on prompts shorter than ``min_learn_tokens`` only raise the additive slack, so a
-    chat template's fixed overhead on a tiny prompt does not inflate the ratio used
-    for long ones. ``tighten_factor`` is applied when a server says "too long"
-    without saying by how much.
-    """
-
-    def __init__(
-        self,
-        *,
-        initial_ratio: float = 1.05,
-        learn_margin: float = 0.02,
-        min_learn_tokens: int = 32,
-        tighten_factor: float = 1.25,
-    ) -> None:
-        if initial_ratio < 1.0:
-            raise ValueError(f"initial_ratio={initial_ratio!r} must be >= 1.0")
-        self.initial_ratio = initial_ratio
-        self.learn_margin = learn_margin
-        self.min_learn_tokens = min_learn_tokens
-        self.tighten_factor = tighten_factor
-        self._bounds: dict[str, _Bound] = {}
-        self._windows: dict[str, int] = {}
-
-    @classmethod
-    def from_config(cls, config: IterateConfig) -> RatioLearner:
-        return cls(initial_ratio=1.0 + config.token_safety_margin)
-
-    def _bound(self, endpoint_key: str) -> _Bound:
-        bound = self._bounds.get(endpoint_key)
-        if bound is None:
-            bound = self._bounds[endpoint_key] = _Bound(self.initial_ratio)
-        return bound
-
-    def ratio(self, endpoint_key: str) -> float:
-        return self._bound(endpoint_key).ratio
-
-    def slack(self, endpoint_key: str) -> float:
-        return self._bound(endpoint_key).slack
-
-    def estimate(self, endpoint_key: str, ours: int) -> int:
-        """Upper bound of the server's prompt tokens for a prompt we count as ``ours``."""
-        bound = self._bound(endpoint_key)
-        return math.ceil(ours * bound.ratio + bound.slack - 1e-9)
-
-    def budget(self, endpoint_key: str, server_tokens: int) -> int:
-        """The largest count of ours whose estimate stays within ``server_tokens``."""
-        bound = self._bound(endpoint_key)
-        ours = math.floor((server_tokens - bound.slack) / bound.ratio + 1e-9)
-        while ours > 0 and self.estimate(endpoint_key, ours) > server_tokens:
-            ours -= 1
-        return max(ours, 0)
-
-    def observe(self, endpoint_key: str, ours: int, server: int) -> None:
-        """Learn from a success: we counted ``ours``, the server reported ``server``."""
-        if ours <= 0 or server <= 0:
-            return
-        bound = self._bound(endpoint_key)
-        bound.observations += 1
-        if ours >= self.min_learn_tokens:
-            bound.ratio = max(bound.ratio, server / ours * (1.0 + self.learn_margin))
-        bound.slack = max(bound.slack, server - ours * bound.ratio)
-
-    def learn_from_error(
-        self, endpoint_key: str, ours: int, info: ContextErrorInfo, *, max_tokens: int | None = None
-    ) -> None:
-        """Tighten after a 400 context error for a prompt we counted as ``ours``.
-
-        With the server's prompt count the bound learns it exactly (plus margin);
-        with only its total and our ``max_tokens`` it derives the prompt count;
-        without counts the ratio grows by ``tighten_factor``. A stated window is
-        remembered for the endpoint (see :meth:`window`).
-        """
-        if info.context_window is not None:
-            known = self._windows.get(endpoint_key)
-            self._windows[endpoint_key] = min(known, info.context_window) if known else info.context_window
-        server = info.server_prompt_tokens
-        if server is None and info.requested_tokens is not None and max_tokens is not None:
-            server = info.requested_tokens - max_tokens
-        bound = self._bound(endpoint_key)
-        if server is not None and server > 0 and ours > 0:
-            before = self.estimate(endpoint_key, ours)
-            bound.ratio = max(bound.ratio, server / ours * (1.0 + self.learn_margin))
-            bound.slack = max(bound.slack, server - ours * bound.ratio)
-            if self.estimate(endpoint_key, ours) > before:
-                return
-        # the server said too long but our bound did not move: tighten blindly
-        bound.ratio *= self.tighten_factor
-
-    def window(self, endpoint_key: str) -> int | None:
-        """A context window the endpoint stated in an error, if any."""
-        return self._windows.get(endpoint_key)
-
-
 class ContextWindows:
     """Resolves the window of a call (see the module doc); a window the endpoint
     stated in an error always caps the result."""
@@ -309,13 +211,34 @@ class ContextWindows:
         self.endpoint_windows = dict(endpoint_windows or {})
         self.default_window = default_window
         self.table = table
+        self.discovered: dict[str, tuple[int, str]] = {}
 
-    def window(self, model: str | None, endpoint_key: str, learner: RatioLearner | None = None) -> int:
+    def discover(self, endpoint_key: str, window: int, source: str) -> None:
+        """Remember the window ``endpoint_key`` stated when probed (``source`` says where)."""
+        if window < 1:
+            raise ValueError(f"a discovered window must be >= 1, not {window!r}")
+        self.discovered[endpoint_key] = (window, source)
+
+    def source(self, model: str | None, endpoint_key: str) -> str:
+        """Where the window of a call comes from (for reports and warnings)."""
+        if endpoint_key in self.endpoint_windows:
+            return "per-endpoint setting"
+        if self.config_window is not None:
+            return "config context_window"
+        if endpoint_key in self.discovered:
+            return f"the endpoint ({self.discovered[endpoint_key][1]})"
+        if model and context_window_for(model, default=-1, table=self.table) != -1:
+            return "the model table"
+        return "the default"
+
+    def window(self, model: str | None, endpoint_key: str, stated: StatedWindows | None = None) -> int:
         if endpoint_key in self.endpoint_windows:
             window = self.endpoint_windows[endpoint_key]
         elif self.config_window is not None:
             window = self.config_window
+        elif endpoint_key in self.discovered:
+            window = self.discovered[endpoint_key][0]
         else:
             window = context_window_for(model, default=self.default_window, table=self.table)
-        stated = learner.window(endpoint_key) if learner is not None else None
-        return min(window, stated) if stated is not None else window
+        said = stated.window(endpoint_key) if stated is not None else None
+        return min(window, said) if said is not None else window

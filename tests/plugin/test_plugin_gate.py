@@ -49,11 +49,14 @@ def _project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None
     _profile(pytester.path / "slow.json", 1.5)
 
 
+# the criteria that read the standard run (40 requests, ~1 s): the 10-request concurrency-5
+# run is too short to outlast a burst from another process on a shared 2-core machine, and a
+# burst during a run is a real slowdown of that run, which the gate rightly reports
 GATE = (
     "--iterate",
     "-p",
     "no:randomly",
-    "--iterate-criteria=latency.*,throughput.*",
+    "--iterate-criteria=latency.e2e_mean,latency.overhead_mean,throughput.*",
     "--iterate-compare-fail=p95:10%",
     "--iterate-compare-fail=mean:10%",
 )

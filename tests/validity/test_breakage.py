@@ -129,10 +129,11 @@ def _retries_unbounded(mp: pytest.MonkeyPatch) -> None:
 
 
 class _HalfCounter(TokenCounter):
-    """Counts chat prompts at half their size (the mock keeps counting right)."""
+    """Counts every text at half its size: every other token id is dropped, so counts, script
+    profiles and the guard's bounds all come out halved (the mock keeps counting right)."""
 
-    def count_messages(self, *args: Any, **kwargs: Any) -> int:
-        return super().count_messages(*args, **kwargs) // 2
+    def encode(self, text: str) -> list[int]:
+        return super().encode(text)[::2]
 
 
 def _guard_undercounts(mp: pytest.MonkeyPatch) -> None:

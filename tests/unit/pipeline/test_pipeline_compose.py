@@ -289,6 +289,7 @@ async def test_a_hit_teaches_the_guard_nothing(cache: ResponseCache, tmp_path: P
     stored = CachingCaller(inflated, cache, base_url=BASE, default_model="m")
     request = LLMRequest(messages=({"role": "user", "content": "hi"},), params={"temperature": 0})
     await stored(request)  # filled by a caller without a guard
-    before = guard.learner.ratio("e")
+    before = guard.learner.intervals("e", guard.default_model)
     hit = await GuardingCaller(stored, guard, endpoint_key="e")(request)
-    assert hit.cache_tier == "memory" and guard.learner.ratio("e") == before
+    assert hit.cache_tier == "memory" and guard.learner.intervals("e", guard.default_model) == before
+    assert guard.learner.observations("e", guard.default_model) == 0

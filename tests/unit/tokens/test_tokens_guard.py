@@ -1,5 +1,7 @@
 """TokenGuard: properties of truncate / split / shrink_output, refuse, warnings, metrics."""
 
+# ruff: noqa: RUF001  (texts in many scripts on purpose: full-width commas, Greek, Arabic)
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +14,7 @@ from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ConfigError, ContextOverflow
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
-from pytest_iterate.tokens import RatioLearner, TokenCounter, TokenGuard
+from pytest_iterate.tokens import SCRIPTS, ScriptLearner, TokenCounter, TokenGuard
 from pytest_iterate.tokens.guard import cut_marker
 
 COUNTER = TokenCounter()
@@ -46,15 +48,20 @@ def chats(draw: Any) -> tuple[LLMRequest, int]:
 
 
 def make_guard(window: int, *, metrics: IterateMetrics | None = None, ratio: float = 1.05) -> TokenGuard:
+    """A guard whose every class costs ``ratio`` per cl100k token (one ratio: simple to reason about)."""
     config = IterateConfig(context_window=window, default_max_tokens=128)
-    return TokenGuard(config, metrics=metrics, counter=COUNTER, learner=RatioLearner(initial_ratio=ratio))
+    learner = ScriptLearner(priors={s: (0.5, ratio) for s in SCRIPTS})
+    return TokenGuard(config, metrics=metrics, counter=COUNTER, learner=learner)
+
+
+def bound(guard: TokenGuard, messages: Any) -> int:
+    return guard.learner.estimate("default", COUNTER.profile_messages(messages), guard.default_model)
 
 
 def fits(guard: TokenGuard, request: LLMRequest, window: int) -> bool:
     counted = COUNTER.count_messages(request.messages)
     max_tokens = request.max_tokens if request.max_tokens is not None else 128
-    estimate = guard.learner.estimate("default", counted)
-    return counted + max_tokens <= window and estimate + max_tokens <= window
+    return counted + max_tokens <= window and bound(guard, request.messages) + max_tokens <= window
 
 
 def minimal_fits(guard: TokenGuard, request: LLMRequest, window: int, spare: int = 0) -> bool:
@@ -62,8 +69,7 @@ def minimal_fits(guard: TokenGuard, request: LLMRequest, window: int, spare: int
     system = [m for m in request.messages if m["role"] == "system"]
     probe = request.replace(messages=(*system, {"role": "user", "content": cut_marker(999999)}))
     max_tokens = request.max_tokens if request.max_tokens is not None else 128
-    estimate = guard.learner.estimate("default", COUNTER.count_messages(probe.messages))
-    return estimate + max_tokens + spare <= window
+    return bound(guard, probe.messages) + max_tokens + spare <= window
 
 
 @SETTINGS
@@ -259,6 +265,32 @@ def test_learned_ratio_shrinks_the_budget() -> None:
     assert loose.check(request).fits and not tight.check(request).fits
     guarded = tight.apply(request, policy="truncate")
     assert tight.check(guarded.request).estimated_prompt_tokens + 100 <= 1000
+
+
+def test_the_bound_is_per_script_not_one_ratio() -> None:
+    """An English prompt and a Chinese one of the same cl100k size are bounded apart."""
+    guard = TokenGuard(IterateConfig(context_window=4096, model="smollm2"), counter=COUNTER)
+    english = "The component validates every argument and records each change. " * 60
+    chinese = "每个操作都会校验参数，遇到错误输入时抛出有文档说明的异常。" * 30
+    en, zh = (
+        guard.check(LLMRequest(messages=({"role": "user", "content": t},), max_tokens=64))
+        for t in (english, chinese)
+    )
+    assert en.profile["latin"] > 0.8 * en.prompt_tokens and zh.profile["cjk"] > 0.8 * zh.prompt_tokens
+    english_prompt = en.profile
+    guard.learner.observe("default", english_prompt, round(english_prompt.total * 1.05), "smollm2")
+    en_after, zh_after = (
+        guard.check(LLMRequest(messages=({"role": "user", "content": t},), max_tokens=64))
+        for t in (english, chinese)
+    )
+    assert en_after.estimated_prompt_tokens < 1.2 * en.prompt_tokens  # learned: close to 1.05x
+    assert zh_after.estimated_prompt_tokens / zh.prompt_tokens > 1.7  # not taught by English text
+
+
+def test_completions_prompt_gets_a_token_for_the_bos() -> None:
+    guard = make_guard(1000, ratio=1.0)
+    decision = guard.check(LLMRequest(endpoint="completions", prompt="hello world", max_tokens=10))
+    assert (decision.prompt_tokens, decision.estimated_prompt_tokens) == (2, 3)
 
 
 def test_flag_length_once_and_counted() -> None:

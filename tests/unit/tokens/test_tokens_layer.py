@@ -21,12 +21,18 @@ from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.errors import ClientError, ContextOverflow, error_for_status
 from pytest_iterate.client.metrics import IterateMetrics
 from pytest_iterate.client.types import LLMRequest, LLMResponse, Usage
-from pytest_iterate.tokens import GuardingCaller, TokenCounter, TokenGuard
+from pytest_iterate.tokens import SCRIPTS, GuardingCaller, ScriptLearner, TokenCounter, TokenGuard
 
 BASE = "http://api.test/v1"
 CHAT = BASE + "/chat/completions"
 N_CTX = 2048
 COUNTER = TokenCounter()
+MODEL = "SmolLM2-360M-Instruct"
+
+
+def trusting(ratio: float = 1.05) -> ScriptLearner:
+    """A learner that takes the server for cl100k (every class 1.05 at first): it can be wrong."""
+    return ScriptLearner(priors={s: (0.5, ratio) for s in SCRIPTS})
 
 
 class StrictServer:
@@ -87,13 +93,19 @@ def metrics() -> IterateMetrics:
 
 @pytest.fixture
 async def client(metrics: IterateMetrics):  # type: ignore[no-untyped-def]
-    config = IterateConfig(base_url=BASE, transport="httpx", model="SmolLM2-360M-Instruct")
+    config = IterateConfig(base_url=BASE, transport="httpx", model=MODEL)
     async with LLMClient(config, metrics=metrics) as c:
         yield c
 
 
-def guarded(client: LLMClient, metrics: IterateMetrics, policy: str = "truncate") -> GuardingCaller:
-    guard = TokenGuard(client.config, metrics=metrics, counter=COUNTER)
+def guarded(
+    client: LLMClient,
+    metrics: IterateMetrics,
+    policy: str = "truncate",
+    *,
+    learner: ScriptLearner | None = None,
+) -> GuardingCaller:
+    guard = TokenGuard(client.config, metrics=metrics, counter=COUNTER, learner=learner or trusting())
     return GuardingCaller(client.call, guard, endpoint_key="smol", policy=policy)
 
 
@@ -140,11 +152,26 @@ async def test_usage_teaches_the_ratio_before_any_overflow(
     route = respx.post(CHAT).mock(side_effect=server)
     caller = guarded(client, metrics)
     first = await caller(chat(100))  # fits either way; its usage shows the server counts more
-    assert first.complete and caller.guard.learner.ratio("smol") > 1.3
+    assert first.complete and caller.guard.learner.ratio("smol", "latin", MODEL) > 1.3
     second = await caller(chat(290))
     assert route.call_count == 2 and server.rejected == 0  # never overflowed
     assert second.warnings[0].action == "truncate"
     assert all(p + m <= N_CTX for p, m in server.seen)
+
+
+@respx.mock
+async def test_an_unmeasured_server_is_bounded_from_its_first_request(
+    client: LLMClient, metrics: IterateMetrics
+) -> None:
+    """The default priors of an open model hold for a server counting 40 % more: no 400 at all."""
+    server = StrictServer()
+    route = respx.post(CHAT).mock(side_effect=server)
+    caller = guarded(client, metrics, learner=ScriptLearner())
+    response = await caller(chat(290))
+    assert route.call_count == 1 and server.rejected == 0
+    assert response.warnings[0].action == "truncate"
+    prompt, max_tokens = server.seen[0]
+    assert prompt + max_tokens <= N_CTX
 
 
 @respx.mock
@@ -172,7 +199,7 @@ async def test_server_without_counts_tightens_and_gives_up_after_one_retry(
     with pytest.raises(ContextOverflow, match="after one retry") as info:
         await caller(chat(290))
     assert route.call_count == 2 and info.value.max_tokens == 256
-    assert caller.guard.learner.ratio("smol") > 1.05 * 1.25
+    assert caller.guard.learner.ratio("smol", "latin", MODEL) > 1.05 * 1.25
 
 
 @respx.mock
@@ -202,7 +229,9 @@ class FakeInner:
 
 async def test_split_runs_pieces_in_order_and_joins_the_answers() -> None:
     metrics = IterateMetrics()
-    guard = TokenGuard(IterateConfig(context_window=400), metrics=metrics, counter=COUNTER)
+    guard = TokenGuard(
+        IterateConfig(context_window=400), metrics=metrics, counter=COUNTER, learner=trusting()
+    )
     inner = FakeInner()
     caller = GuardingCaller(inner, guard, endpoint_key="e", policy="split", joiner=" | ")
     text = "Paragraph about foxes and dogs.\n\n" * 120
@@ -221,7 +250,7 @@ async def test_split_runs_pieces_in_order_and_joins_the_answers() -> None:
     # learned from the usage of the pieces before it (the server counts 1.2x) and re-split
     for sent in inner.requests[1:]:
         assert math.ceil(COUNTER.count_messages(sent.messages) * 1.2) + 64 <= 400
-    assert guard.learner.ratio("e") >= 1.2
+    assert guard.learner.ratio("e", "latin", guard.default_model) >= 1.2
 
 
 async def test_length_finish_is_flagged_through_the_layer() -> None:
@@ -235,7 +264,7 @@ async def test_length_finish_is_flagged_through_the_layer() -> None:
 
 async def test_fake_inner_raising_context_error_is_learned() -> None:
     """The error_for_status path as the client would raise it, without HTTP."""
-    guard = TokenGuard(IterateConfig(context_window=N_CTX), counter=COUNTER)
+    guard = TokenGuard(IterateConfig(context_window=N_CTX), counter=COUNTER, learner=trusting())
     calls: list[LLMRequest] = []
 
     async def inner(request: LLMRequest, /, *, on_delta: Any = None) -> LLMResponse:
@@ -265,9 +294,9 @@ async def test_plan_refuses_before_any_send_and_send_counts_the_pieces() -> None
     text = "Paragraph about foxes and dogs.\n\n" * 60
     long = LLMRequest(messages=({"role": "user", "content": text},), max_tokens=64)
     with pytest.raises(ContextOverflow, match="policy is refuse"):
-        caller.plan(long, policy="refuse")
+        await caller.plan(long, policy="refuse")
     assert inner.requests == []
-    plan = caller.plan(long, policy="split")
+    plan = await caller.plan(long, policy="split")
     assert plan.guarded.action == "split" and plan.sends == 0
     assert [w.action for w in plan.warnings] == ["split"]
     response = await caller.send(plan)
@@ -283,7 +312,7 @@ async def test_failed_sends_count_and_a_second_context_error_overflows() -> None
         raise error_for_status(400, url=CHAT, code="context_length_exceeded", detail=detail)
 
     caller = GuardingCaller(always_too_long, guard, endpoint_key="x")
-    plan = caller.plan(chat(10))
+    plan = await caller.plan(chat(10))
     with pytest.raises(ContextOverflow, match="after one retry"):
         await caller.send(plan)
-    assert plan.sends == 2
+    assert plan.sends == 2 and caller.context_errors == 2
