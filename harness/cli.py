@@ -62,15 +62,7 @@ from pytest_iterate.harness.workers import (
     per_worker_shape,
     plan_step,
 )
-from pytest_iterate.harness.workloads import (
-    API_KINDS,
-    SyntheticSpec,
-    Workload,
-    default_workload,
-    load_workload_file,
-    ping_workload,
-    synthetic_workload,
-)
+from pytest_iterate.harness.workloads import API_KINDS, SyntheticSpec, Workload, choose_workload
 
 __all__ = ["build_parser", "main"]
 
@@ -364,15 +356,14 @@ def _shapes(args: argparse.Namespace) -> list[LoadShape]:
 
 def _workload(args: argparse.Namespace) -> Workload:
     """The workload the flags name (or the default), with --max-tokens and --stream applied."""
-    if args.workload:
-        workload = load_workload_file(args.workload, api=args.api)
-    elif args.synthetic:
-        workload = synthetic_workload(args.synthetic, api=args.api)
-    elif args.raw:
-        workload = ping_workload()
-    else:
-        workload = default_workload()
-    return workload.with_options(max_tokens=args.max_tokens, stream=args.stream)
+    return choose_workload(
+        path=args.workload,
+        synthetic=args.synthetic,
+        api=args.api,
+        raw=args.raw,
+        max_tokens=args.max_tokens,
+        stream=args.stream,
+    )
 
 
 def _config_overrides(
