@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -286,18 +285,6 @@ def worker_share(worker: int, result: WorkerResult) -> WorkerShare:
     )
 
 
-def _shifted(sample: RequestSample, t0: float) -> RequestSample:
-    """``sample`` with every time counted from ``t0``."""
-    return dataclasses.replace(
-        sample,
-        scheduled_s=sample.scheduled_s - t0,
-        start_s=sample.start_s - t0,
-        end_s=sample.end_s - t0,
-        first_token_s=None if sample.first_token_s is None else sample.first_token_s - t0,
-        last_token_s=None if sample.last_token_s is None else sample.last_token_s - t0,
-    )
-
-
 # -- the worker process -----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class WorkerSetup:
@@ -375,7 +362,7 @@ async def _run_step(target: Target, step: WorkerStep, start_at_wall: float) -> W
         warmup=step.warmup,
         start_at=t0,
     )
-    return WorkerResult([_shifted(s, t0) for s in result.samples], target.gauge.peak)
+    return WorkerResult([s.shifted(-t0) for s in result.samples], target.gauge.peak)
 
 
 # -- the parent's side ------------------------------------------------------------------------

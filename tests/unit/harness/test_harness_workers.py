@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import pytest
 
@@ -195,3 +196,31 @@ def test_a_pool_refuses_a_worker_count_that_is_not_a_whole_number_from_one() -> 
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="workers must be a whole number >= 1"):
             WorkerPool(None, bad)  # type: ignore[arg-type]
+
+
+def test_a_sample_crosses_between_processes_as_plain_values_and_moves_clocks_whole() -> None:
+    sample = RequestSample(
+        scheduled_s=10.0,
+        start_s=10.001,
+        end_s=10.5,
+        ok=False,
+        first_token_s=10.2,
+        error_kind="RateLimited",
+        prompt_tokens=12,
+        completion_tokens=3,
+        cache_tier="disk",
+        attempts=2,
+        stages={"llm_call": 0.4},
+        last_token_s=10.45,
+        key="design-7",
+    )
+    row = sample.to_row()
+    assert all(isinstance(v, (int, float, str, bool, dict, type(None))) for v in row)
+    assert RequestSample.from_row(json.loads(json.dumps(row))) == sample
+    moved = sample.shifted(-10.0)
+    assert (moved.scheduled_s, moved.first_token_s, moved.last_token_s) == pytest.approx((0.0, 0.2, 0.45))
+    assert (moved.latency_s, moved.ttft_s, moved.lag_s) == pytest.approx(
+        (sample.latency_s, sample.ttft_s, sample.lag_s)
+    )
+    with pytest.raises(ValueError, match="a sample row has 13 values"):
+        RequestSample.from_row([1.0, 2.0])
