@@ -1,5 +1,5 @@
 """Splitting a step across worker processes and merging what they measured (no processes here:
-the parts run in this process on a virtual clock; tests/integration/test_harness_workers.py
+the parts run in this process on a virtual clock; tests/integration/test_harness_run_workers.py
 runs real ones)."""
 
 from __future__ import annotations
