@@ -321,6 +321,7 @@ def _add_serve_loopback(sub: Any) -> None:
 
 
 async def _serve_loopback(args: argparse.Namespace) -> int:
+    raise_open_files_limit()  # one file per client connection: a load tool opens thousands
     async with LoopbackServer(latency_s=args.latency, port=args.port) as server:
         print(server.base_url, flush=True)
         stop = asyncio.Event()
@@ -571,7 +572,7 @@ async def _run_here(
                 _print_step(
                     summary, max_connections, open_loop=not isinstance(shape, ClosedLoop), stream=args.stream
                 )
-        measured.run_info = {"tool": "iterate-bench", "version": __version__, **target.info}
+        measured.run_info = {"tool": "iterate-bench", "version": __version__, **target.info, "workers": 1}
     return measured
 
 

@@ -528,8 +528,7 @@ def _write(
         "users": users,
         "locust_mode": "master" if runner is not None else "local",
     }
-    if runner is not None:
-        run["workers"] = len(gathered.samples)
+    run["workers"] = len(gathered.samples) if runner is not None else 1
     report = Report.build(run, (), [summary])
     if incomplete:
         report = report.replace(complete=False, incomplete_reason=incomplete)

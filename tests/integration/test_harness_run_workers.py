@@ -67,7 +67,7 @@ def test_two_workers_measure_what_one_process_measures_on_the_same_schedule(
     assert abs(two["latency_s"]["p90"] - one["latency_s"]["p90"]) < 0.015
     # the report says it used two workers, and what each sent
     report = _report(tmp_path / "two")
-    assert report["run"]["workers"] == 2 and "workers" not in _report(tmp_path / "one")["run"]
+    assert report["run"]["workers"] == 2 and _report(tmp_path / "one")["run"]["workers"] == 1
     shares = two["workers"]
     assert [w["worker"] for w in shares] == [1, 2]
     assert sum(w["requests"] for w in shares) == two["requests"]
@@ -76,6 +76,9 @@ def test_two_workers_measure_what_one_process_measures_on_the_same_schedule(
     assert two["max_inflight"] == sum(w["max_inflight"] for w in shares)
     md = (tmp_path / "two" / "iterate-report.md").read_text()
     assert "## Workers" in md and "| poisson:200 | all 2 |" in md
+    # a baseline from one process is comparable, and the comparison says what differs
+    main(["compare", str(tmp_path / "one"), str(tmp_path / "two")])
+    assert "WARNING: the runs differ in workers: baseline 1, current 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
