@@ -232,7 +232,12 @@ class _Driver:
         try:
             self._loop.run_until_complete(self._main())
         except Exception as exc:
-            if not self._ready.ready():
+            if self._ready.ready():
+                logger.warning("pytest-iterate: closing the target: %s: %s", type(exc).__name__, exc)
+            else:
+                logger.error(
+                    "pytest-iterate: the target could not be opened: %s: %s", type(exc).__name__, exc
+                )
                 self._ready.set_exception(exc)
         finally:
             self._loop.close()
@@ -348,8 +353,7 @@ class IterateUser(User):
             raise StopUser()
         try:
             sample = state.driver.send()
-        except _TargetUnavailable as exc:
-            logger.error("pytest-iterate: the target could not be opened: %s", exc)
+        except _TargetUnavailable:  # said once, where it failed
             raise StopUser() from None
         settings = state.settings
         fire = self.environment.events.request.fire
