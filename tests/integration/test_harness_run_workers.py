@@ -47,7 +47,7 @@ def _report(folder: Path) -> dict:
 def test_two_workers_measure_what_one_process_measures_on_the_same_schedule(
     server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = ["run", "--target", server, "--raw", "--poisson", "200", "--seed", "5", "--duration", "1.5"]
+    run = ["run", "--target", server, "--raw", "--poisson", "200", "--seed", "5", "--duration", "1.0"]
     run += ["--warmup", "20", "--quiet"]
     assert main([*run, "--report-dir", str(tmp_path / "one")]) == 0
     assert main([*run, "--workers", "2", "--report-dir", str(tmp_path / "two")]) == 0
@@ -55,7 +55,7 @@ def test_two_workers_measure_what_one_process_measures_on_the_same_schedule(
     assert "workers: 2 processes (pid " in out and "  worker 2: " in out, out
     one, two = (_report(tmp_path / name)["scenarios"][0] for name in ("one", "two"))
     # the same seeded schedule: as many requests, sent at the same offsets
-    assert two["requests"] == one["requests"] > 250 and one["errors"] == two["errors"] == 0
+    assert two["requests"] == one["requests"] > 150 and one["errors"] == two["errors"] == 0
     assert [p[0] for p in two["timeline"]] == pytest.approx([p[0] for p in one["timeline"]], abs=1e-6)
     # the same server answering in 20 ms: what differs is the client side (sending, loopback TCP,
     # scheduling lag), about 1 ms at the median here; on a loaded 2-core machine the medians of
