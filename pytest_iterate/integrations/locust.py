@@ -45,7 +45,8 @@ The endpoint: Locust's ``--host`` (or the user class's ``host``); a host without
 means its ``/v1`` (``http://127.0.0.1:8000`` is ``http://127.0.0.1:8000/v1``). Without a
 host, ``ITERATE_BASE_URL`` (or ``[tool.iterate]``), as iterate-bench reads it. Client
 settings (``ITERATE_MODEL``, the API key variable, timeouts) come from the environment
-as there; the client's concurrency limit and pool follow ``--users``.
+as there; the client's concurrency limit and pool follow ``--users`` (1,000 on a worker,
+which is sent users, not the option).
 """
 
 from __future__ import annotations
@@ -194,7 +195,9 @@ class _Settings:
         overrides: dict[str, Any] = {"cache_enabled": False}
         if self.model:
             overrides["model"] = self.model
-        users = self.users or 1000  # unknown (the web UI asks later): no cap of our own
+        # unknown on a worker (the master sends it users, not --users) or before the web UI's
+        # start: a limit no Locust process reaches, so the users alone decide the load
+        users = self.users or 1000
         open_files = raise_open_files_limit()
         pool = users if open_files is None else max(1, min(users, open_files - FILES_RESERVED))
         overrides["max_concurrent_requests"] = users
