@@ -15,6 +15,7 @@ Installed as ``pytest_iterate.harness``. Modules (one idea each):
     limits.py       client limits that follow the load (no cap nobody asked for)
     transport.py    extra headers and the count of requests on the wire
     targets.py      what iterate-bench sends to: the pipeline or raw HTTP, on an endpoint
+    workers.py      the same steps from N processes (--workers): split, run, merge
     paths.py        where iterate-bench keeps files (the user cache directory)
     cli.py          iterate-bench
 

@@ -5,8 +5,10 @@
     iterate-bench run --saturate --slo p95=2.0
     iterate-bench run --workload prompts.jsonl --model smollm2 --stream --rate 2 --duration 60
     iterate-bench run --synthetic prompt_tokens=512,output_tokens=128 --concurrency 4
+    iterate-bench run --raw --rate 4000 --duration 30 --workers 2 --target http://127.0.0.1:8080/v1
     iterate-bench compare reports/baseline.json reports/iterate-report.json --fail-on p95:10%
     iterate-bench serve-mock --profile v1
+    iterate-bench serve-loopback --latency 0.05
 
 ``run`` exits 1 when every request of a scenario failed (nothing was measured; the
 reports are still written), 2 on a bad option. ``compare`` exits 1 on a regression,
@@ -19,16 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_iterate import __version__
 from pytest_iterate.client.config import IterateConfig
+from pytest_iterate.client.secret import redact_url
 from pytest_iterate.client.values import to_env_var_name, to_float, to_float_list, to_int, to_int_list
+from pytest_iterate.doubles.loopback import LoopbackServer
 from pytest_iterate.doubles.mock import cli as mock_cli
-from pytest_iterate.endpoint import EndpointSpec
+from pytest_iterate.endpoint import EndpointSpec, open_endpoint
 from pytest_iterate.harness.compare import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_DELTA_S,
@@ -48,15 +55,14 @@ from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.summary import CriterionResult, Report, ScenarioSummary
 from pytest_iterate.harness.targets import SendOptions, Target, open_target
 from pytest_iterate.harness.transport import parse_header
-from pytest_iterate.harness.workloads import (
-    API_KINDS,
-    SyntheticSpec,
-    Workload,
-    default_workload,
-    load_workload_file,
-    ping_workload,
-    synthetic_workload,
+from pytest_iterate.harness.workers import (
+    WorkerError,
+    WorkerPool,
+    WorkerSetup,
+    per_worker_shape,
+    plan_step,
 )
+from pytest_iterate.harness.workloads import API_KINDS, SyntheticSpec, Workload, choose_workload
 
 __all__ = ["build_parser", "main"]
 
@@ -136,7 +142,9 @@ pyproject.toml, that over the default):
 limits: the pipeline's concurrency limit and connection pool follow the load (N for
 --concurrency N; rate x the longest a request can take for --rate and --poisson), so
 nothing caps the requests in flight below what the load asks; each step prints and the
-report records the most requests seen in flight (max_inflight).
+report records the most requests seen in flight (max_inflight). With --workers N, each
+worker gets the limits of its share (a closed loop's users, an open loop's rate / N), and
+max_inflight is the sum of the workers' peaks.
 """
 
 
@@ -228,6 +236,15 @@ def _add_run(sub: Any) -> None:
     )
     how.add_argument("--raw", action="store_true", help="bare HTTP POSTs instead of the pipeline")
     how.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="send from N processes on this machine (default 1): an open loop's one schedule is dealt "
+        "round-robin, a closed loop's users split; one report over every sample. The mock and loopback "
+        "targets are served by the parent process",
+    )
+    how.add_argument(
         "--cache",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -288,6 +305,34 @@ def _add_serve_mock(sub: Any) -> None:
         sub.choices[name].set_defaults(_mock_run=mock_cli.run)
 
 
+def _add_serve_loopback(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve-loopback",
+        help="serve a neutral endpoint answering every request after a fixed latency",
+        description="Serve a neutral OpenAI-shaped endpoint on 127.0.0.1 that answers every chat or "
+        "completions request after a fixed latency (streamed when asked), to measure load tools "
+        "themselves. Prints the base URL first; runs until Ctrl-C or SIGTERM.",
+    )
+    p.add_argument(
+        "--latency", type=_non_negative_float, default=0.05, help="seconds before each answer (default 0.05)"
+    )
+    p.add_argument("--port", type=_non_negative_int, default=0, help="port (default 0: any free port)")
+    p.set_defaults(_serve_loopback=True)
+
+
+async def _serve_loopback(args: argparse.Namespace) -> int:
+    raise_open_files_limit()  # one file per client connection: a load tool opens thousands
+    async with LoopbackServer(latency_s=args.latency, port=args.port) as server:
+        print(server.base_url, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iterate-bench", description=__doc__.split("\n\n")[0] if __doc__ else ""
@@ -299,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_compare(sub)
     _add_serve_mock(sub)
+    _add_serve_loopback(sub)
     return parser
 
 
@@ -311,15 +357,14 @@ def _shapes(args: argparse.Namespace) -> list[LoadShape]:
 
 def _workload(args: argparse.Namespace) -> Workload:
     """The workload the flags name (or the default), with --max-tokens and --stream applied."""
-    if args.workload:
-        workload = load_workload_file(args.workload, api=args.api)
-    elif args.synthetic:
-        workload = synthetic_workload(args.synthetic, api=args.api)
-    elif args.raw:
-        workload = ping_workload()
-    else:
-        workload = default_workload()
-    return workload.with_options(max_tokens=args.max_tokens, stream=args.stream)
+    return choose_workload(
+        path=args.workload,
+        synthetic=args.synthetic,
+        api=args.api,
+        raw=args.raw,
+        max_tokens=args.max_tokens,
+        stream=args.stream,
+    )
 
 
 def _config_overrides(
@@ -363,28 +408,104 @@ def _print_step(
         if summary.itl_s.count:
             tokens += f", ITL p50 {seconds(summary.itl_s.p50)}"
     print(scenario_line(summary) + tokens, flush=True)
-    # a closed loop of N workers has N in flight by design; an open loop that fills the
-    # pool was held back by it (the pool was capped by the open-files limit)
-    full = max_connections and summary.max_inflight is not None and summary.max_inflight >= max_connections
-    if open_loop and full:
+    for share in summary.workers:
         print(
-            f"  note: {summary.max_inflight} requests in flight reached the connection pool "
-            f"(max_connections={max_connections}); more would have waited for a connection",
+            f"  worker {share.worker}: {share.requests} requests, {share.errors} errors, "
+            f"lag p50 {seconds(share.scheduling_lag_s.p50)} p99 {seconds(share.scheduling_lag_s.p99)}"
+            + ("" if share.max_inflight is None else f", in flight max {share.max_inflight}"),
+            flush=True,
+        )
+    # a closed loop of N workers has N in flight by design; an open loop that fills the
+    # pool (of one process: each worker has its own) was held back by it (the pool was
+    # capped by the open-files limit)
+    peaks = [w.max_inflight for w in summary.workers] if summary.workers else [summary.max_inflight]
+    peak = max((p for p in peaks if p is not None), default=None)
+    if open_loop and max_connections and peak is not None and peak >= max_connections:
+        print(
+            f"  note: {peak} requests in flight reached the connection pool "
+            f"(max_connections={max_connections}{' per worker' if summary.workers else ''}); "
+            "more would have waited for a connection",
             flush=True,
         )
 
 
+@dataclass
+class _Measured:
+    """What a run measured, for the reports; ``failure`` says why it stopped early."""
+
+    run_info: dict[str, Any] = field(default_factory=dict)
+    criteria: list[CriterionResult] = field(default_factory=list)
+    scenarios: list[ScenarioSummary] = field(default_factory=list)
+    samples: dict[str, list[RequestSample]] = field(default_factory=dict)
+    failure: str = ""
+
+
+def _objectives(args: argparse.Namespace) -> dict[str, float] | None:
+    return {"latency_s": args.slo["p95"]} if args.slo and "p95" in args.slo else None
+
+
 async def _run(args: argparse.Namespace) -> int:
-    scenarios: list[ScenarioSummary] = []
-    criteria: list[CriterionResult] = []
-    samples: dict[str, list[RequestSample]] = {}
     shapes = [ConstantRate(args.max_rate)] if args.saturate else _shapes(args)
     workload = _workload(args)
-    overrides, limits = _config_overrides(args, shapes)
+    if args.workers > 1:
+        for shape in shapes:  # every step can be shared before any process starts (ValueError)
+            plan_step(
+                shape,
+                args.workers,
+                requests=args.requests,
+                duration_s=args.duration,
+                warmup=args.warmup,
+                items=len(workload),
+            )
+        overrides, limits = _config_overrides(args, [per_worker_shape(s, args.workers) for s in shapes])
+    else:
+        overrides, limits = _config_overrides(args, shapes)
     if limits.capped_by:
         print(f"note: {limits.capped_by}", flush=True)
     options = SendOptions(raw=args.raw, stream=args.stream, headers=dict(args.headers or []))
     spec = EndpointSpec(args.target, profile=args.profile or "v1", loopback_latency_s=args.mock_latency)
+    if args.workers > 1:
+        measured = await _run_on_workers(args, spec, shapes, workload, overrides, options)
+    else:
+        measured = await _run_here(args, spec, shapes, workload, overrides, options)
+    if limits.capped_by:
+        measured.run_info["limits_note"] = limits.capped_by
+    report = Report.build(measured.run_info, measured.criteria, measured.scenarios)
+    if measured.failure:
+        report = report.replace(complete=False, incomplete_reason=measured.failure)
+    paths = write_reports(
+        report,
+        Path(args.report_dir),
+        formats=args.formats or ("json", "md", "html", "benchmark", "prom"),
+        samples=measured.samples,
+    )
+    if args.pushgateway:
+        prom_report.push(report, args.pushgateway)
+    print("reports: " + ", ".join(str(p) for p in paths))
+    if measured.failure:
+        print(f"iterate-bench run: {measured.failure} (the report is marked incomplete)", file=sys.stderr)
+        return 1
+    empty = [sc.name for sc in measured.scenarios if sc.all_failed()]
+    if empty:
+        print(
+            f"iterate-bench run: nothing measured: every request failed in {', '.join(empty)} "
+            f"(see errors_by_kind in the report); is {args.target} the right target?",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _run_here(
+    args: argparse.Namespace,
+    spec: EndpointSpec,
+    shapes: Sequence[LoadShape],
+    workload: Workload,
+    overrides: dict[str, Any],
+    options: SendOptions,
+) -> _Measured:
+    """Every step in this process."""
+    measured = _Measured()
     async with open_target(spec, workload, config_overrides=overrides, options=options) as target:
         pool = target.info.get("max_connections")
         max_connections = pool if isinstance(pool, int) else None
@@ -407,9 +528,9 @@ async def _run(args: argparse.Namespace) -> int:
                 warmup=args.warmup,
                 on_step=step,
             )
-            scenarios = sweep.scenarios
+            measured.scenarios = sweep.scenarios
             bound = ", ".join(f"{k}<={v:g}" for k, v in args.slo.items())
-            criteria.append(
+            measured.criteria.append(
                 CriterionResult(
                     id="saturation.max_rps",
                     threshold=bound,
@@ -442,39 +563,66 @@ async def _run(args: argparse.Namespace) -> int:
                     warmup=args.warmup,
                     progress=progress,
                 )
-                summary = result.summary(
-                    objectives={"latency_s": args.slo["p95"]} if args.slo and "p95" in args.slo else None
-                ).replace(
+                summary = result.summary(objectives=_objectives(args)).replace(
                     max_inflight=target.gauge.peak,
                     concurrency=shape.concurrency if isinstance(shape, ClosedLoop) else None,
                 )
-                scenarios.append(summary)
-                samples[summary.name] = result.samples
+                measured.scenarios.append(summary)
+                measured.samples[summary.name] = result.samples
                 _print_step(
                     summary, max_connections, open_loop=not isinstance(shape, ClosedLoop), stream=args.stream
                 )
-        run_info = {"tool": "iterate-bench", "version": __version__, **target.info}
-        if limits.capped_by:
-            run_info["limits_note"] = limits.capped_by
-    report = Report.build(run_info, criteria, scenarios)
-    paths = write_reports(
-        report,
-        Path(args.report_dir),
-        formats=args.formats or ("json", "md", "html", "benchmark", "prom"),
-        samples=samples,
-    )
-    if args.pushgateway:
-        prom_report.push(report, args.pushgateway)
-    print("reports: " + ", ".join(str(p) for p in paths))
-    empty = [sc.name for sc in scenarios if sc.all_failed()]
-    if empty:
-        print(
-            f"iterate-bench run: nothing measured: every request failed in {', '.join(empty)} "
-            f"(see errors_by_kind in the report); is {args.target} the right target?",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+        measured.run_info = {"tool": "iterate-bench", "version": __version__, **target.info, "workers": 1}
+    return measured
+
+
+async def _run_on_workers(
+    args: argparse.Namespace,
+    spec: EndpointSpec,
+    shapes: Sequence[LoadShape],
+    workload: Workload,
+    overrides: dict[str, Any],
+    options: SendOptions,
+) -> _Measured:
+    """Every step on ``--workers`` processes; this one serves a mock or loopback target
+    meanwhile (a URL is only pointed at). A worker that dies ends the run: the steps done
+    so far are reported, marked incomplete."""
+    measured = _Measured()
+    async with open_endpoint(spec) as endpoint:
+        setup = WorkerSetup(endpoint.base_url, workload, overrides, options)
+        async with WorkerPool(setup, args.workers) as pool:
+            served = "" if spec.external else f"; {endpoint.label} served by this process"
+            pids = ", ".join(str(pid) for pid in pool.pids)
+            print(f"workers: {args.workers} processes (pid {pids}){served}", flush=True)
+            size = pool.info.get("max_connections")
+            max_connections = size if isinstance(size, int) else None
+            for shape in shapes:
+                try:
+                    result, shares = await pool.run(
+                        shape, requests=args.requests, duration_s=args.duration, warmup=args.warmup
+                    )
+                except WorkerError as exc:
+                    measured.failure = str(exc)
+                    break
+                summary = result.summary(objectives=_objectives(args)).replace(
+                    max_inflight=sum(w.max_inflight or 0 for w in shares),
+                    concurrency=shape.concurrency if isinstance(shape, ClosedLoop) else None,
+                    workers=tuple(shares),
+                )
+                measured.scenarios.append(summary)
+                measured.samples[summary.name] = result.samples
+                _print_step(
+                    summary, max_connections, open_loop=not isinstance(shape, ClosedLoop), stream=args.stream
+                )
+            measured.run_info = {
+                "tool": "iterate-bench",
+                "version": __version__,
+                **pool.info,
+                "target": endpoint.label,
+                "base_url": redact_url(endpoint.base_url),
+                "workers": args.workers,
+            }
+    return measured
 
 
 def _current(target: Target) -> Callable[[], int]:
@@ -514,15 +662,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         if args.saturate and not args.slo:
             parser.error("--saturate needs an objective, e.g. --slo p95=2.0")
+        if args.workers > 1 and args.saturate:
+            parser.error(
+                f"--workers {args.workers}: --saturate runs in one process; "
+                "give the rates to try with --rate instead"
+            )
+        if args.workers > 1 and args.target == "inprocess":
+            parser.error(
+                f"--workers {args.workers}: the in-process mock lives inside one process; "
+                "use --target mock, loopback or a URL"
+            )
         try:
             return asyncio.run(_run(args))
         except KeyboardInterrupt:
             return 130
+        except WorkerError as exc:
+            print(f"iterate-bench run: {exc}", file=sys.stderr)
+            return 1
         except (ValueError, OSError) as exc:  # ConfigError, WorkloadError, LimitError: they name the value
             print(f"iterate-bench run: {exc}", file=sys.stderr)
             return 2
     if args.command == "compare":
         return _compare(args)
+    if getattr(args, "_serve_loopback", False):
+        try:
+            return asyncio.run(_serve_loopback(args))
+        except KeyboardInterrupt:
+            return 0
+        except OSError as exc:
+            print(f"serve-loopback: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+            return 1
     if hasattr(args, "_mock_run"):
         return int(args._mock_run(args) or 0)
     parser.error(f"unknown command {args.command!r}")

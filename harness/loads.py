@@ -6,10 +6,13 @@
 * :class:`ConstantRate` ``(rps)``: open loop, request *i* scheduled at ``i / rps``.
 * :class:`Poisson` ``(rps, seed)``: open loop, exponential inter-arrival gaps with
   mean ``1 / rps`` from a seeded generator (reproducible).
+* :class:`Schedule` ``(offsets, name)``: open loop over a finite list of send offsets, e.g.
+  one worker process's share of a schedule made once in the parent (``--workers``).
 
 Open-loop shapes expose :meth:`offsets`, an endless iterator of scheduled send
 offsets in seconds from the start; the runner never delays the schedule because
-earlier requests are slow. :func:`parse_load` reads ``"closed:10"``, ``"rate:5"``,
+earlier requests are slow; :func:`bounded_offsets` cuts them where a run stops (a count
+of requests or a duration). :func:`parse_load` reads ``"closed:10"``, ``"rate:5"``,
 ``"poisson:5"`` (optionally ``"poisson:5:seed"``).
 """
 
@@ -17,11 +20,20 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["ClosedLoop", "ConstantRate", "LoadShape", "OpenLoopShape", "Poisson", "parse_load"]
+__all__ = [
+    "ClosedLoop",
+    "ConstantRate",
+    "LoadShape",
+    "OpenLoopShape",
+    "Poisson",
+    "Schedule",
+    "bounded_offsets",
+    "parse_load",
+]
 
 
 @runtime_checkable
@@ -96,6 +108,47 @@ class Poisson:
         while True:
             yield t
             t += rng.expovariate(self.rps)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Open loop over explicit send offsets (seconds from the start, ascending), labelled
+    ``name``. Example: ``Schedule((0.0, 0.002, 0.004), "rate:500")``."""
+
+    times: tuple[float, ...]
+    name: str = "schedule"
+    kind: Literal["closed", "open"] = "open"
+
+    def __post_init__(self) -> None:
+        if any(b < a for a, b in itertools.pairwise(self.times)):
+            raise ValueError(f"schedule {self.name!r}: offsets must not decrease")
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def offsets(self) -> Iterator[float]:
+        return iter(self.times)
+
+
+def bounded_offsets(
+    offsets: Iterable[float], total: int | None, duration_s: float | None, warmup: int = 0
+) -> Iterator[float]:
+    """The offsets a run sends: at most ``total`` (warm-up included), and after the first
+    ``warmup`` only those less than ``duration_s`` after the first measured one.
+
+    >>> list(bounded_offsets(ConstantRate(4).offsets(), None, 0.5, warmup=1))
+    [0.0, 0.25, 0.5]
+    """
+    measure = 0.0
+    for i, offset in enumerate(offsets):
+        if total is not None and i >= total:
+            return
+        if i == warmup:
+            measure = offset
+        if duration_s is not None and i >= warmup and offset - measure >= duration_s:
+            return
+        yield offset
 
 
 def parse_load(text: str) -> ClosedLoop | ConstantRate | Poisson:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape
+from pytest_iterate.harness.loads import ClosedLoop, ConstantRate, LoadShape, bounded_offsets
 from pytest_iterate.harness.samples import RequestSample, error_kind_of, sample_from_pipeline_result
 from pytest_iterate.harness.stats import summarize
 from pytest_iterate.harness.summary import ScenarioSummary
@@ -39,6 +39,7 @@ __all__ = [
     "SweepResult",
     "calibrate_start_rate",
     "frozen_heap",
+    "measure",
     "meets_slo",
     "min_step_requests",
     "parse_slo",
@@ -138,13 +139,16 @@ def _to_sample(result: Any, scheduled: float, start: float, end: float) -> Reque
     )
 
 
-async def _one(
+async def measure(
     send: Callable[[Any], Awaitable[Any]],
     item: Any,
     scheduled: float,
-    clock: Clock,
+    clock: Clock = time.perf_counter,
     start: float | None = None,
 ) -> RequestSample:
+    """Send ``item`` once and return its sample: ``scheduled`` is when it was due, ``start``
+    when it really started (default: now). An exception ``send`` raises is a failed sample
+    labelled with the exception's class name (``CancelledError`` goes through)."""
     if start is None:
         start = clock()
     key = getattr(item, "id", None)
@@ -199,6 +203,7 @@ async def run_load(
     sleep: Sleep = asyncio.sleep,
     progress: ProgressSink | None = None,
     spin_s: float = 0.0,
+    start_at: float | None = None,
 ) -> RunResult:
     """Send ``items`` (cycled) with ``shape`` and measure.
 
@@ -209,6 +214,9 @@ async def run_load(
     (``sleep(0)``) until it is due: the OS wakes a sleeping process a millisecond or
     more late, which would otherwise show as scheduling lag. ``spin_s=0`` turns this
     off (needed with a fake clock whose ``sleep(0)`` never advances).
+    ``start_at`` (a time on ``clock``) is when the run starts: an open loop's offset 0, a
+    closed loop's first sends (default: now). Worker processes started apart use it to
+    share one start.
     """
     if not items:
         raise ValueError("run_load needs at least one item to send")
@@ -225,12 +233,15 @@ async def run_load(
 
     with frozen_heap():
         if isinstance(shape, ClosedLoop):
+            if start_at is not None and start_at > clock():
+                await sleep(start_at - clock())
             samples, t_measure = await _closed(
                 send, source, shape.concurrency, total, duration_s, warmup, clock, progress
             )
         elif hasattr(shape, "offsets"):
+            offsets = bounded_offsets(shape.offsets(), total, duration_s, warmup)
             samples, t_measure = await _open(
-                send, source, shape.offsets(), total, duration_s, warmup, clock, sleep, progress, spin_s
+                send, source, offsets, warmup, clock, sleep, progress, spin_s, start_at
             )
         else:
             raise TypeError(f"unknown load shape {shape!r}")
@@ -269,7 +280,7 @@ async def _closed(
                 measure_start.append(now)
             if duration_s is not None and measure_start and now - measure_start[0] >= duration_s:
                 return
-            sample = await _one(send, next(source), now, clock, start=now)
+            sample = await measure(send, next(source), now, clock, start=now)
             slots[i] = sample
             if progress is not None and i >= warmup:
                 progress.update(sample)
@@ -285,19 +296,18 @@ async def _open(
     send: Callable[[Any], Awaitable[Any]],
     source: Iterator[Any],
     offsets: Iterator[float],
-    total: int | None,
-    duration_s: float | None,
     warmup: int,
     clock: Clock,
     sleep: Sleep,
     progress: ProgressSink | None,
     spin_s: float,
+    start_at: float | None,
 ) -> tuple[list[RequestSample], float]:
     # finished requests leave only their sample behind: keeping every Task until the end
     # would grow the heap the garbage collector walks with the length of the run
     done: dict[int, RequestSample] = {}
     pending: set[asyncio.Task[RequestSample]] = set()
-    t0 = clock()
+    t0 = clock() if start_at is None else start_at
     measure_offset = 0.0
 
     failures: list[BaseException] = []
@@ -307,7 +317,7 @@ async def _open(
         if task.cancelled():
             return
         error = task.exception()
-        if error is not None:  # _one turns exceptions into samples: only a BaseException gets here
+        if error is not None:  # measure() turns exceptions into samples: only a BaseException gets here
             failures.append(error)
             return
         sample = task.result()
@@ -317,12 +327,8 @@ async def _open(
 
     try:
         for i, offset in enumerate(offsets):
-            if total is not None and i >= total:
-                break
             if i == warmup:
                 measure_offset = offset
-            if duration_s is not None and i >= warmup and offset - measure_offset >= duration_s:
-                break
             due = t0 + offset
             delay = due - clock()
             if delay > spin_s:
@@ -330,7 +336,7 @@ async def _open(
             if spin_s > 0:
                 while clock() < due:
                     await sleep(0)
-            task = asyncio.ensure_future(_one(send, next(source), due, clock))
+            task = asyncio.ensure_future(measure(send, next(source), due, clock))
             task.add_done_callback(functools.partial(_done, index=i))
             pending.add(task)
         while pending:

@@ -13,7 +13,8 @@ work with any object carrying the documented attribute names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +93,61 @@ class RequestSample:
     @property
     def cache_hit(self) -> bool:
         return self.cache_tier is not None
+
+    def shifted(self, offset: float) -> RequestSample:
+        """This sample with ``offset`` seconds added to every time (to another clock or origin)."""
+        return dataclasses.replace(
+            self,
+            scheduled_s=self.scheduled_s + offset,
+            start_s=self.start_s + offset,
+            end_s=self.end_s + offset,
+            first_token_s=None if self.first_token_s is None else self.first_token_s + offset,
+            last_token_s=None if self.last_token_s is None else self.last_token_s + offset,
+        )
+
+    def to_row(self) -> list[Any]:
+        """Every field as a list of plain values (JSON, msgpack): what crosses between processes.
+
+        >>> s = RequestSample(1.0, 1.5, 2.0, stages={"llm_call": 0.4}, key="d1")
+        >>> RequestSample.from_row(s.to_row()) == s
+        True
+        """
+        return [
+            self.scheduled_s,
+            self.start_s,
+            self.end_s,
+            self.ok,
+            self.first_token_s,
+            self.error_kind,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cache_tier,
+            self.attempts,
+            dict(self.stages),
+            self.last_token_s,
+            self.key,
+        ]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RequestSample:
+        """The sample :meth:`to_row` made ``row`` from."""
+        if not isinstance(row, Sequence) or len(row) != 13:
+            raise ValueError(f"a sample row has 13 values, got {row!r}")
+        return cls(
+            scheduled_s=float(row[0]),
+            start_s=float(row[1]),
+            end_s=float(row[2]),
+            ok=bool(row[3]),
+            first_token_s=None if row[4] is None else float(row[4]),
+            error_kind=None if row[5] is None else str(row[5]),
+            prompt_tokens=int(row[6]),
+            completion_tokens=int(row[7]),
+            cache_tier=None if row[8] is None else str(row[8]),
+            attempts=int(row[9]),
+            stages={str(k): float(v) for k, v in (row[10] or {}).items()},
+            last_token_s=None if row[11] is None else float(row[11]),
+            key=None if row[12] is None else str(row[12]),
+        )
 
 
 def error_kind_of(error: BaseException | str | None) -> str | None:

@@ -35,6 +35,7 @@ __all__ = [
     "ReportError",
     "ScenarioSummary",
     "TokenCounts",
+    "WorkerShare",
     "percentile",
 ]
 
@@ -252,12 +253,53 @@ class Goodput:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerShare:
+    """What one worker process sent in a scenario run on several (``iterate-bench run
+    --workers N``, a Locust worker): its requests, errors, scheduling lag and the most
+    requests it had on the wire at once. ``worker`` counts from 1; ``label`` says where
+    it ran when that is more than a number (a Locust worker's id)."""
+
+    worker: int
+    requests: int
+    errors: int = 0
+    scheduling_lag_s: Distribution = Distribution()
+    max_inflight: int | None = None
+    label: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "label": self.label,
+            "requests": self.requests,
+            "errors": self.errors,
+            "scheduling_lag_s": self.scheduling_lag_s.to_json(),
+            "max_inflight": self.max_inflight,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, path: str = "worker") -> WorkerShare:
+        obj = _obj(data, path)
+        return cls(
+            worker=_int(obj, "worker", path),
+            requests=_int(obj, "requests", path),
+            errors=_int(obj, "errors", path),
+            scheduling_lag_s=Distribution.from_json(
+                obj.get("scheduling_lag_s"), _where(path, "scheduling_lag_s")
+            ),
+            max_inflight=_int(obj, "max_inflight", path) if obj.get("max_inflight") is not None else None,
+            label=_str(obj, "label", path) or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ScenarioSummary:
     """One scenario of a report: counts, rates and distributions over its raw samples.
 
     Latencies count from each request's scheduled send time (see DEFINITIONS.md);
     ``samples_s`` keeps the raw latencies (capped, in send order) for significance
-    tests, ``timeline`` (scheduled offset, latency, ok) triples for plots. ``info``
+    tests, ``timeline`` (scheduled offset, latency, ok) triples for plots. ``workers``
+    holds each worker process's share when the run used several (its statistics are over
+    every worker's raw samples, merged). ``info``
     carries whatever else the producer attached (the pytest node id of a bench run,
     injected faults, the rate of a saturation step...), as JSON scalars.
     """
@@ -292,6 +334,7 @@ class ScenarioSummary:
     cpu_percent: float | None = None
     gated: bool = True  # False: not latency-gated against a baseline unless a rule names it
     gate_note: str = ""  # why not (e.g. "every request was answered from the cache")
+    workers: tuple[WorkerShare, ...] = ()  # each worker process's share (empty: one process)
     info: Mapping[str, Scalar] = field(default_factory=dict)
 
     @property
@@ -351,6 +394,7 @@ class ScenarioSummary:
             "cpu_percent": _finite(self.cpu_percent),
             "gated": self.gated,
             "gate_note": self.gate_note,
+            "workers": [w.to_json() for w in self.workers],
             "info": dict(self.info),
         }
         if self.goodput is not None:
@@ -394,8 +438,17 @@ class ScenarioSummary:
             cpu_percent=_num(obj, "cpu_percent", path),
             gated=bool(obj.get("gated", True)),
             gate_note=_str(obj, "gate_note", path) or "",
+            workers=_workers(obj.get("workers"), _where(path, "workers")),
             info=_scalars(obj.get("info"), _where(path, "info")),
         )
+
+
+def _workers(data: Any, path: str) -> tuple[WorkerShare, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ReportError(f"{path} should be a list of worker objects")
+    return tuple(WorkerShare.from_json(w, f"{path}[{i}]") for i, w in enumerate(data))
 
 
 def _floats(data: Any, path: str) -> list[float]:

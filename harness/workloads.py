@@ -47,6 +47,7 @@ __all__ = [
     "WORKLOAD_KINDS",
     "SyntheticSpec",
     "Workload",
+    "choose_workload",
     "default_workload",
     "load_workload_file",
     "ping_workload",
@@ -101,6 +102,31 @@ class Workload:
     def describe(self) -> dict[str, str | int]:
         """For the report's run info."""
         return {"workload": self.source, "workload_kind": self.kind, "workload_items": len(self)}
+
+
+def choose_workload(
+    *,
+    path: str | Path | None = None,
+    synthetic: SyntheticSpec | None = None,
+    api: Api = "chat",
+    raw: bool = False,
+    max_tokens: int | None = None,
+    stream: bool = False,
+) -> Workload:
+    """The workload a run names (a JSONL file or a synthetic spec, not both), else the
+    default: the one-token ping for ``raw``, the standard design workload otherwise; with
+    ``max_tokens`` and ``stream`` applied. Raises :class:`WorkloadError` naming the problem."""
+    if path is not None and synthetic is not None:
+        raise WorkloadError(f"give a workload file ({path}) or a synthetic spec, not both")
+    if path is not None:
+        workload = load_workload_file(path, api=api)
+    elif synthetic is not None:
+        workload = synthetic_workload(synthetic, api=api)
+    elif raw:
+        workload = ping_workload()
+    else:
+        workload = default_workload()
+    return workload.with_options(max_tokens=max_tokens, stream=stream)
 
 
 def ping_workload() -> Workload:

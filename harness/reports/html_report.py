@@ -172,7 +172,37 @@ def _table(report: Report) -> str:
         if srows
         else ""
     )
-    return crit + scen
+    wrows = [
+        "<tr>"
+        + "".join(
+            f"<td>{escape(str(v))}</td>"
+            for v in (
+                s.name,
+                w.worker,
+                w.label or "-",
+                w.requests,
+                w.errors,
+                seconds(w.scheduling_lag_s.p50),
+                seconds(w.scheduling_lag_s.p99),
+                "-" if w.max_inflight is None else w.max_inflight,
+            )
+        )
+        + "</tr>"
+        for s in report.scenarios
+        for w in s.workers
+    ]
+    work = (
+        (
+            "<h2>Workers</h2><p>The statistics above are over every worker's samples, merged.</p>"
+            "<div class='wide'><table><tr><th>scenario</th><th>worker</th><th>where</th><th>requests</th>"
+            "<th>errors</th><th>lag p50</th><th>lag p99</th><th>in flight max</th></tr>"
+            + "".join(wrows)
+            + "</table></div>"
+        )
+        if wrows
+        else ""
+    )
+    return crit + scen + work
 
 
 def render(report: Report, samples: Samples | None = None) -> str:

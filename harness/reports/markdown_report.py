@@ -67,12 +67,42 @@ def _scenarios(report: Report) -> list[str]:
             for n, st, d in stage_rows
         ]
         lines.append("")
+    if any(s.workers for s in report.scenarios):
+        lines += _workers(report)
     kinds = [(s.name, k, v) for s in report.scenarios for k, v in s.errors_by_kind.items()]
     if kinds:
         lines += ["## Errors by kind", "", "| scenario | kind | count |", "|---|---|---:|"]
         lines += [f"| {n} | {k} | {v} |" for n, k, v in kinds]
         lines.append("")
     return lines
+
+
+def _workers(report: Report) -> list[str]:
+    """Each worker process's share of a scenario and its scheduling lag, then all of them."""
+    lines = [
+        "## Workers",
+        "",
+        "Statistics above are over every worker's samples, merged; the lag of each worker is its own.",
+        "",
+        "| scenario | worker | requests | errors | lag p50 | lag p99 | lag max | in flight max |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report.scenarios:
+        if not s.workers:
+            continue
+        for w in s.workers:
+            lag = w.scheduling_lag_s
+            name = f"{w.worker}" + (f" ({_cell(w.label, 60)})" if w.label else "")
+            lines.append(
+                f"| {s.name} | {name} | {w.requests} | {w.errors} | {seconds(lag.p50)} | "
+                f"{seconds(lag.p99)} | {seconds(lag.max)} | {number(w.max_inflight)} |"
+            )
+        lag = s.scheduling_lag_s
+        lines.append(
+            f"| {s.name} | all {len(s.workers)} | {s.requests} | {s.errors} | {seconds(lag.p50)} | "
+            f"{seconds(lag.p99)} | {seconds(lag.max)} | {number(s.max_inflight)} |"
+        )
+    return [*lines, ""]
 
 
 def render(report: Report) -> str:

@@ -40,6 +40,18 @@ def build_registry(report: Report) -> CollectorRegistry:
         ["scenario", "stat"],
         registry=reg,
     )
+    worker_lag = Gauge(
+        "iterate_bench_worker_scheduling_lag_seconds",
+        "Scheduling lag of one worker process of a run on several, by statistic",
+        ["scenario", "worker", "stat"],
+        registry=reg,
+    )
+    worker_reqs = Gauge(
+        "iterate_bench_worker_requests",
+        "Requests one worker process sent in the scenario",
+        ["scenario", "worker"],
+        registry=reg,
+    )
     stage = Gauge("iterate_bench_stage_seconds", "Mean stage duration", ["scenario", "stage"], registry=reg)
     reqs = Gauge("iterate_bench_requests", "Requests sent in the scenario", ["scenario"], registry=reg)
     errs = Gauge("iterate_bench_errors", "Failed requests in the scenario", ["scenario"], registry=reg)
@@ -56,6 +68,11 @@ def build_registry(report: Report) -> CollectorRegistry:
             for q in _QUANTILES:
                 if (v := dist.stat(q)) is not None:
                     gauge.labels(s.name, q).set(v)
+        for w in s.workers:
+            worker_reqs.labels(s.name, str(w.worker)).set(w.requests)
+            for q in _QUANTILES:
+                if (v := w.scheduling_lag_s.stat(q)) is not None:
+                    worker_lag.labels(s.name, str(w.worker), q).set(v)
         for st, d in s.stages.items():
             if d.mean is not None:
                 stage.labels(s.name, st).set(d.mean)
