@@ -20,7 +20,7 @@ iterate: $(STAMP)
 
 ## The project's own tests
 test: $(STAMP)
-	$(BIN)/pytest -q -m "not real"
+	$(BIN)/pytest -q -m "not real" -n 2  # two processes: most tests wait on loopback I/O
 
 ## The real endpoint (llama.cpp + SmolLM2-135M on 127.0.0.1): install, then the real-marked
 ## tests and the acceptance suite against it, as CI runs them (.ci/real)
