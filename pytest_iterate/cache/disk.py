@@ -15,7 +15,8 @@ read; diskcache's own ``expire=`` is set as well so expired rows get culled.
 
 Calls are synchronous: one read of a small entry takes tens of microseconds (see
 ``benchmarks/bench_cache.py``), so :class:`~pytest_iterate.cache.tiered.ResponseCache`
-reads on the event loop and moves writes (an SQLite commit) to a thread.
+reads on the event loop and moves writes (an SQLite commit) to its writer thread, several
+entries per transaction (:meth:`DiskStore.put_many`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,21 +173,38 @@ class DiskStore:
 
     def put(self, key: str, payload: dict[str, Any], ttl_s: float | None = None) -> bool:
         """Store ``payload`` (plain JSON types) under ``key``; False if the store failed."""
+        return self.put_many({key: (payload, self._wall_clock())}, ttl_s) == 1
+
+    def put_many(
+        self, entries: Mapping[str, tuple[dict[str, Any], float]], ttl_s: float | None = None
+    ) -> int:
+        """Store each ``key: (payload, stored_at)`` in one transaction (one commit); a TTL counts
+        from ``stored_at`` (wall clock), when the answer was stored, not when it reached the disk.
+        Returns the number stored (0 when the write failed: logged, nothing half-written)."""
         cache = self._open()
-        if cache is None or self.read_only:
-            return False
-        expires_at = None if ttl_s is None else self._wall_clock() + ttl_s
-        text = json.dumps(
-            {"v": _ENTRY_VERSION, "expires_at": expires_at, "payload": payload},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        if cache is None or self.read_only or not entries:
+            return 0
+        texts = {
+            key: json.dumps(
+                {
+                    "v": _ENTRY_VERSION,
+                    "expires_at": None if ttl_s is None else stored_at + ttl_s,
+                    "payload": payload,
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            for key, (payload, stored_at) in entries.items()
+        }
         try:
-            cache.set(key, text, expire=ttl_s)
+            with cache.transact():
+                for key, text in texts.items():
+                    cache.set(key, text, expire=ttl_s)
         except (sqlite3.Error, OSError) as exc:
-            log.warning("disk cache write failed for %s: %s", key, exc)
-            return False
-        return True
+            first = next(iter(texts))
+            log.warning("disk cache write of %d entries failed (%s, ...): %s", len(texts), first, exc)
+            return 0
+        return len(texts)
 
     def delete(self, key: str) -> None:
         self._discard(key)

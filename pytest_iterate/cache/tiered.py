@@ -18,8 +18,13 @@ request (``max_tokens`` is part of the key), and it replays still flagged
 Errors and ``Busy`` are exceptions and never reach :meth:`ResponseCache.put`.
 
 Disk reads stay on the event loop (about 10 us for a small entry, versus about
-120 us for a hop through ``asyncio.to_thread``); writes, which commit to SQLite and
-may wait on another process's lock, run in a thread.
+120 us for a hop through ``asyncio.to_thread``). Writes are behind the answer: ``put``
+stores in memory at once (every later lookup in this process hits) and queues the disk
+write; one writer thread commits the queued entries in batches, one SQLite transaction
+each, so no request waits for a commit (at concurrency 10 the wait for one another's
+commits was about 7 ms per request). :meth:`ResponseCache.flush` waits until every queued
+entry is on disk; :meth:`~ResponseCache.aclose` and :meth:`~ResponseCache.close` flush
+first, so closing a cache never loses an entry.
 
 >>> import asyncio
 >>> from pytest_iterate.client.config import IterateConfig
@@ -31,6 +36,8 @@ may wait on another process's lock, run in a thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import math
 import time
@@ -131,6 +138,7 @@ class ResponseCache:
         self._memory: MemoryLRU[dict[str, Any]] = MemoryLRU(config.cache_memory_size, clock=clock)
         self.folder = Path(config.cache_dir).resolve() if self.enabled else Path(config.cache_dir)
         self._disk = DiskStore(self.folder, wall_clock=wall_clock) if self.enabled else None
+        self._wall_clock = wall_clock
         self._counts = {"memory_hit": 0, "memory_miss": 0, "disk_hit": 0, "disk_miss": 0}
         self._children: dict[str, Any] = {}  # labelled counters, looked up once
         if metrics is not None:
@@ -140,6 +148,11 @@ class ResponseCache:
         self._stores = 0
         self._refused = 0
         self._corrupt = 0
+        # write-behind: entries waiting for the disk, the one writer thread, the batch it holds
+        self._queued: dict[str, tuple[dict[str, Any], float]] = {}  # key: (payload, stored at)
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writing: concurrent.futures.Future[int] | None = None
+        self._drainer: asyncio.Task[None] | None = None
 
     # -- policy ---------------------------------------------------------------
     def cacheable(self, request: LLMRequest) -> bool:
@@ -204,11 +217,49 @@ class ResponseCache:
             return False
         payload = _payload_of(response)
         self._memory.put(key, payload, self.ttl_s)
-        assert self._disk is not None
-        # A failed disk write is logged by the store; the memory tier holds the entry anyway.
-        await asyncio.to_thread(self._disk.put, key, payload, self.ttl_s)
+        self._queued[key] = (payload, self._wall_clock())
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         self._stores += 1
         return True
+
+    # -- the disk writer ------------------------------------------------------
+    @property
+    def pending_writes(self) -> int:
+        """Entries stored in memory whose disk write has not finished yet."""
+        return len(self._queued) + (0 if self._writing is None or self._writing.done() else 1)
+
+    def _write_batch(self, batch: dict[str, tuple[dict[str, Any], float]]) -> int:
+        assert self._disk is not None
+        # A failed disk write is logged by the store; the memory tier holds the entry anyway.
+        return self._disk.put_many(batch, self.ttl_s)
+
+    def _submit(self) -> concurrent.futures.Future[int]:
+        batch, self._queued = self._queued, {}
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="iterate-cache-writer")
+        self._writing = self._writer.submit(self._write_batch, batch)
+        return self._writing
+
+    async def _drain(self) -> None:
+        while self._queued:
+            await asyncio.wrap_future(self._submit())
+
+    async def flush(self) -> None:
+        """Wait until every entry stored so far is on disk."""
+        while self._drainer is not None and not self._drainer.done():
+            await asyncio.shield(self._drainer)
+        if self._queued:  # queued after the drainer ended (or its loop is gone)
+            await asyncio.wrap_future(self._submit())
+
+    def _flush_blocking(self) -> None:
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                self._writing.result()
+        if self._queued:
+            self._submit().result()
+        if self._drainer is not None and not self._drainer.done():
+            self._drainer.cancel()  # nothing left for it: the queue is empty
 
     # -- housekeeping ---------------------------------------------------------
     def stats(self) -> CacheStats:
@@ -228,7 +279,17 @@ class ResponseCache:
         if self._disk is not None:
             self._disk.clear()
 
+    async def aclose(self) -> None:
+        """Flush the queued disk writes, then close."""
+        await self.flush()
+        self.close()
+
     def close(self) -> None:
+        """Write what is still queued (blocking), then close the disk tier."""
+        self._flush_blocking()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._disk is not None:
             self._disk.close()
 

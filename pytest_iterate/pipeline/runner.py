@@ -249,10 +249,13 @@ class Pipeline:
 
     # -- lifecycle ----------------------------------------------------------------
     async def aclose(self) -> None:
-        """Close what the pipeline built (client, cache, store, worker pool); idempotent."""
+        """Flush the cache's queued disk writes, close what the pipeline built (client, cache,
+        store, worker pool); idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self.services.cache is not None:  # a cache passed in stays open, its writes made durable
+            await self.services.cache.cache.flush()
         for part in reversed(self._owned):
             closer = getattr(part, "aclose", None)
             if closer is not None:
