@@ -46,6 +46,7 @@ from pytest_iterate.client.values import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "ENV_PREFIX",
+    "BatchStrategy",
     "IterateConfig",
     "TokenPolicy",
     "TransportName",
@@ -56,6 +57,7 @@ ENV_PREFIX = "ITERATE_"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # a local OpenAI-compatible server
 
 TokenPolicy = Literal["truncate", "split", "shrink_output", "refuse"]
+BatchStrategy = Literal["auto", "native", "packed", "concurrent"]
 TransportName = Literal["aiohttp", "httpx"]
 
 
@@ -92,7 +94,9 @@ class IterateConfig:
     token_safety_margin: float = 0.05
     default_max_tokens: int = 512
     # pipeline
-    batch_size: int = 8
+    batch_size: int = 1  # > 1: cache misses within batch_window_s go out together (batch_llm_call)
+    batch_window_s: float = 0.02
+    batch_strategy: BatchStrategy = "auto"
     cpu_worker_pool_size: int = 2
     store_path: str = ":memory:"
     json_logs: bool = False
@@ -226,7 +230,9 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "context_window": to_optional(lambda v: to_int(v, minimum=16)),
     "token_safety_margin": lambda v: to_float(v, minimum=0, maximum=0.49),
     "default_max_tokens": lambda v: to_int(v, minimum=1),
-    "batch_size": lambda v: to_int(v, minimum=1),
+    "batch_size": lambda v: to_int(v, minimum=1, maximum=256),
+    "batch_window_s": lambda v: to_float(v, minimum=0, maximum=10),
+    "batch_strategy": lambda v: to_choice(v, get_args(BatchStrategy)),
     "cpu_worker_pool_size": lambda v: to_int(v, minimum=1),
     "store_path": lambda v: to_name(v) if not isinstance(v, str) or not v.strip() else v.strip(),
     "json_logs": to_bool,
