@@ -5,6 +5,7 @@
     iterate-bench run --saturate --slo p95=2.0
     iterate-bench compare reports/baseline.json reports/iterate-report.json --fail-on p95:10%
     iterate-bench serve-mock --profile v1
+    iterate-bench serve-pipeline --upstream http://127.0.0.1:8000/v1
 
 ``run`` exits 1 when every request of a scenario failed (nothing was measured; the
 reports are still written), 2 on a bad option. ``compare`` exits 1 on a regression,
@@ -41,6 +42,7 @@ from pytest_iterate.harness.runner import parse_slo, run_load, saturate
 from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.summary import CriterionResult, Report, ScenarioSummary
 from pytest_iterate.harness.targets import open_target
+from pytest_iterate.service import cli as service_cli
 
 __all__ = ["build_parser", "main"]
 
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_compare(sub)
     _add_serve_mock(sub)
+    service_cli.add_parser(sub)
     return parser
 
 
@@ -303,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _compare(args)
     if hasattr(args, "_mock_run"):
         return int(args._mock_run(args) or 0)
+    if hasattr(args, "func"):
+        return int(args.func(args) or 0)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -120,8 +120,12 @@ class Throttle:
         return self.pacer.wait_s(0.0)
 
     def retry_after_estimate(self) -> float:
-        """When a caller turned away now could expect to be sent, in seconds."""
-        hold = self._avg_hold_s or 0.05
+        """When a caller turned away now could expect to be sent, in seconds: a slot's average
+        hold time (before the first release: how long the oldest holder has held its slot) for
+        each round of callers ahead, plus the wait for the rate-limit budget."""
+        hold = self._avg_hold_s
+        if not hold:
+            hold = max(0.05, self._clock() - self._starts[0]) if self._starts else 0.05
         rounds = (self.waiting + 1) / self.max_concurrent
         return round(self.blocked_for_s + max(rounds * hold, 0.001), 4)
 

@@ -203,3 +203,19 @@ async def test_block_extended_during_the_sleep_is_slept_out_too() -> None:
     async with t.slot():
         pass
     assert ft.sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
+
+
+async def test_busy_estimate_before_any_release_uses_how_long_the_slot_has_been_held() -> None:
+    ft = FakeTime()
+    t = Throttle(1, 0, None, ft.clock, ft.sleep)
+    await t.acquire()
+    ft.now += 2.0  # the one holder has had its slot for 2 s
+    with pytest.raises(Busy) as info:
+        await t.acquire()
+    assert info.value.retry_after_s == pytest.approx(2.0)
+    t.release()  # from now on the average hold time is known
+    await t.acquire()
+    ft.now += 0.5
+    with pytest.raises(Busy) as again:
+        await t.acquire()
+    assert again.value.retry_after_s == pytest.approx(2.0)
