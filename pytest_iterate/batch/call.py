@@ -33,6 +33,12 @@ share of the call's ``usage`` (split by the characters of its prompt and of its 
 so the items' usages add up to the call's). ``BatchResult.calls`` says which item each
 call is counted for: a call that served a group counts for the group's first item.
 
+A packed request the caller refuses as too long for the context window
+(:class:`~pytest_iterate.client.errors.ContextOverflow`) is split in halves, each packed
+again, down to single items. A caller that knows how many requests it really sent for a
+call (none when it refused before sending, two after a retry) says so with
+:func:`report_sends`; every other call counts as one.
+
 ``system`` is a system message shared by every prompt: the chat requests carry it as
 their first message (a packed request once, before the packed items), a native
 completion prompt starts with it and a blank line. ``batch_caller``, when given,
@@ -45,11 +51,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_iterate.batch.packing import pack_prompts, split_packed_answer
-from pytest_iterate.client.errors import BadResponse, ConfigError, HTTPStatusError, IterateError
+from pytest_iterate.client.errors import (
+    BadResponse,
+    ConfigError,
+    ContextOverflow,
+    HTTPStatusError,
+    IterateError,
+)
 from pytest_iterate.client.types import LLMRequest, LLMResponse, Message, Usage
 
 if TYPE_CHECKING:
@@ -64,7 +77,21 @@ __all__ = [
     "batch_llm_call_results",
     "native_prompt",
     "native_request",
+    "report_sends",
 ]
+
+# [requests sent, reported?] for the call in progress (see report_sends)
+_SENDS: ContextVar[list[int] | None] = ContextVar("pytest_iterate_batch_sends", default=None)
+
+
+def report_sends(n: int) -> None:
+    """For a caller under :func:`batch_llm_call_results`: this call sent ``n`` requests upstream
+    (0 when refused before sending, 2 after a retry). Without a report a call counts as one."""
+    box = _SENDS.get()
+    if box is not None:
+        box[0] += n
+        box[1] = 1
+
 
 Strategy = Literal["auto", "native", "packed", "concurrent"]
 STRATEGIES: tuple[Strategy, ...] = ("auto", "native", "packed", "concurrent")
@@ -342,6 +369,10 @@ class _BatchRun:
         )
         try:
             response = await self._call(request, group[0], several=True)
+        except ContextOverflow:  # too long together: halves, each packed again
+            half = len(group) // 2
+            await asyncio.gather(self._packed(group[:half]), self._packed(group[half:]))
+            return
         except IterateError:
             await asyncio.gather(*(self._single(p) for p in group))
             return
@@ -380,12 +411,19 @@ class _BatchRun:
         return () if self.system is None else ({"role": "system", "content": self.system},)
 
     async def _call(self, request: LLMRequest, owner: str, *, several: bool) -> LLMResponse:
-        """One call, counted for ``owner`` (the first item it serves)."""
+        """One call, counted for ``owner`` (the first item it serves): the requests the caller
+        reports it sent (see :func:`report_sends`), else one."""
         caller = self.batch_caller if several else self.caller
-        async with self.semaphore:
-            self.calls += 1
-            self.calls_for[owner] = self.calls_for.get(owner, 0) + 1
-            response = await caller(request)
+        box = [0, 0]
+        token = _SENDS.set(box)
+        try:
+            async with self.semaphore:
+                response = await caller(request)
+        finally:
+            _SENDS.reset(token)
+            made = box[0] if box[1] else 1
+            self.calls += made
+            self.calls_for[owner] = self.calls_for.get(owner, 0) + made
         if response.cache_tier is not None:
             self.cache_hits += 1
         return response

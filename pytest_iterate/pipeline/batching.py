@@ -23,9 +23,9 @@ streamed request, a request with more than a system and a user message.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
+from pytest_iterate.batch.call import report_sends
 from pytest_iterate.batch.collector import BatchCollector, BatchItem
 from pytest_iterate.client.types import Caller, LLMRequest, LLMResponse
 from pytest_iterate.tokens.layer import GuardingCaller, GuardPlan
@@ -45,9 +45,10 @@ def batch_collector(
     endpoint: str,
 ) -> BatchCollector:
     """The collector a pipeline uses: batches through the guard under ``refuse``, single
-    items through the guard as it is (or straight to ``call`` without a guard)."""
-    single: Caller = guard if guard is not None else call
-    several: Caller = functools.partial(guard.__call__, policy="refuse") if guard is not None else call
+    items through the guard as it is (or straight to ``call`` without a guard); each
+    reports the requests it sent, so every item's ``calls`` add up to the client's."""
+    single: Caller = _reporting(guard, None) if guard is not None else call
+    several: Caller = _reporting(guard, "refuse") if guard is not None else call
     return BatchCollector(
         single,
         batch_caller=several,
@@ -56,6 +57,23 @@ def batch_collector(
         strategy=strategy,  # type: ignore[arg-type]  # validated by IterateConfig
         endpoint=endpoint,
     )
+
+
+def _reporting(guard: GuardingCaller, policy: str | None) -> Caller:
+    """The guard as a caller that reports its sends (none when it refuses before sending)."""
+
+    async def send(request: LLMRequest, /, *, on_delta: OnDelta | None = None) -> LLMResponse:
+        try:
+            plan = guard.plan(request, policy=policy)
+        except BaseException:
+            report_sends(0)
+            raise
+        try:
+            return await guard.send(plan, on_delta=on_delta)
+        finally:
+            report_sends(plan.sends)
+
+    return send
 
 
 def batchable_request(

@@ -246,3 +246,28 @@ async def test_batch_results_carry_a_system_message_per_strategy() -> None:
         {"role": "user", "content": "p3"},
     )
     assert single.responses[0] is not None and single.responses[0].text == answer_of("p3")
+
+
+async def test_a_pack_refused_as_too_long_is_halved_and_refusals_that_sent_nothing_count_nothing() -> None:
+    from pytest_iterate.batch.call import report_sends
+    from pytest_iterate.client.errors import ContextOverflow
+
+    up = Upstream(native=False)
+    sent: list[int] = []
+
+    async def guarded(
+        request: LLMRequest, /, *, on_delta: Callable[[str], None] | None = None
+    ) -> LLMResponse:
+        items = parse_packed_prompt(str(request.messages[-1]["content"])) or [""]
+        if len(items) > 2:  # the window holds two items at most
+            report_sends(0)
+            raise ContextOverflow("too long together")
+        report_sends(1)
+        sent.append(len(items))
+        return await up(request)
+
+    result = await batch_llm_call_results(
+        [f"t{i}" for i in range(8)], guarded, strategy="packed", pack_size=8
+    )
+    assert result.texts() == [answer_of(f"t{i}") for i in range(8)]
+    assert sorted(sent) == [2, 2, 2, 2] and result.calls_made == 4 == sum(result.calls)

@@ -88,8 +88,9 @@ async def test_batch_size_1_keeps_the_pipeline_as_it_was(tmp_path: Path) -> None
         assert ep.core.stats.completions == sum(r.llm_calls for r in results)
 
 
-async def test_a_batch_too_long_for_the_window_is_not_cut_its_items_go_one_by_one(tmp_path: Path) -> None:
-    # 8 design prompts of ~600 tokens each do not fit a 2,048-token window together
+async def test_a_batch_too_long_for_the_window_is_not_cut_but_split_in_halves(tmp_path: Path) -> None:
+    # 8 design prompts of ~450 tokens (+128 to answer) do not fit a 2,048-token window together;
+    # halves do not either, pairs do
     items = [d for d in load_workload(standard_workload_path()) if d.max_tokens == 128][:8]
     spec = EndpointSpec("mock", profile="fast", context_window=2048)
     async with open_endpoint(spec) as ep:
@@ -97,9 +98,16 @@ async def test_a_batch_too_long_for_the_window_is_not_cut_its_items_go_one_by_on
         cfg = config(ep, tmp_path, batch_size=8, context_window=2048, batch_strategy="packed")
         async with ep.pipeline(cfg) as pipeline:
             results = await pipeline.run_many(items, concurrency=8)
+            counted = pipeline.metrics.registry.get_sample_value(
+                "iterate_requests_total", {"model": "gpt-4o-mini", "outcome": "ok"}
+            )
     assert all(r.ok and not r.warnings for r in results), [r.error for r in results]
     assert ep.core.stats.faults.get("context_length_exceeded", 0) == 0  # nothing too long was sent
     assert all(own_answer(pipeline, d, r) for d, r in zip(items, results, strict=True))
+    assert ep.core.stats.completions < len(items)  # still fewer calls than items
+    # a refused batch sent nothing and counts nothing: the items' calls are the client's
+    assert sum(r.llm_calls for r in results) == ep.core.stats.completions == counted
+    assert "packed" in {r.extra["batch"]["strategy"] for r in results}  # pairs that fit went together
 
 
 async def test_a_truncated_item_keeps_its_warning_and_is_not_stored(tmp_path: Path) -> None:
