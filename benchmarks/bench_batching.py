@@ -116,14 +116,19 @@ def main() -> None:
     parser.add_argument(
         "--batch-size", type=int, action="append", default=None, help="sizes to try (default 8)"
     )
+    parser.add_argument("--window", type=float, default=None, help="batch_window_s (default: the config's)")
+    parser.add_argument("--strategy", default=None, help="batch_strategy (default: the config's, auto)")
     parser.add_argument("--no-mock", action="store_true", help="skip the mock")
     args = parser.parse_args()
     sizes = [1, *(args.batch_size or [8])]
+    window = {} if args.window is None else {"batch_window_s": args.window}
+    if args.strategy is not None:
+        window["batch_strategy"] = args.strategy
     if not args.no_mock:
-        runs = [asyncio.run(one_run("mock", standard_workload_path(), b, 16)) for b in sizes]
-        report("mock (v1 profile), standard workload, concurrency 16", runs)
+        runs = [asyncio.run(one_run("mock", standard_workload_path(), b, 16, **window)) for b in sizes]
+        report(f"mock (v1 profile), standard workload, concurrency 16{window and f', {window}'}", runs)
     if args.real:
-        settings = {"model": args.model, "request_timeout_s": 600, "read_timeout_s": 300}
+        settings = {"model": args.model, "request_timeout_s": 600, "read_timeout_s": 300, **window}
         runs = [asyncio.run(one_run(args.real, REAL_WORKLOAD, b, 4, **settings)) for b in sizes]
         report(f"{args.real} ({args.model}), standard workload with max_tokens 64, concurrency 4", runs)
 

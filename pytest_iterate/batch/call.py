@@ -123,15 +123,38 @@ class EndpointCapabilities:
 
     Give the same object to every batch sent to an endpoint (the pipeline owns one)
     so the native-batching probe runs once. ``None`` means not known yet.
+
+    Packing is judged by its answers: a model that does not write the ``### ITEM``
+    sections gets every item retried alone, so a packed call is a call lost. After
+    ``pack_trials`` packed answers in a row of which not one item could be split out,
+    the endpoint is taken not to pack (``supports_packing`` False) and its items go
+    alone straight away; an answer that splits starts the count again.
     """
 
     native_batch: dict[str, bool] = field(default_factory=dict)
+    packing: dict[str, bool] = field(default_factory=dict)
+    pack_trials: int = 3
+    pack_failures: dict[str, int] = field(default_factory=dict)  # packed answers in a row that did not split
 
     def supports_native(self, endpoint: str) -> bool | None:
         return self.native_batch.get(endpoint)
 
     def remember_native(self, endpoint: str, supported: bool) -> None:
         self.native_batch[endpoint] = supported
+
+    def supports_packing(self, endpoint: str) -> bool | None:
+        return self.packing.get(endpoint)
+
+    def packed_answer(self, endpoint: str, split: bool) -> None:
+        """Count one packed answer: ``split`` when at least one item could be cut out of it."""
+        if split:
+            self.pack_failures[endpoint] = 0
+            self.packing[endpoint] = True
+            return
+        failures = self.pack_failures.get(endpoint, 0) + 1
+        self.pack_failures[endpoint] = failures
+        if failures >= self.pack_trials:
+            self.packing[endpoint] = False
 
 
 @dataclass(slots=True)
@@ -303,6 +326,8 @@ class _BatchRun:
             rest = await self._native_all(unique, pack_size)
             if strategy == "native":
                 strategy = "packed"  # what a refusing endpoint falls back to
+        if strategy in ("auto", "packed") and self.capabilities.supports_packing(self.endpoint) is False:
+            strategy = "concurrent"  # the model does not answer packed prompts: send alone
         if strategy in ("auto", "packed"):
             short = [p for p in rest if len(p) <= pack_max_chars]
             long = [p for p in rest if len(p) > pack_max_chars]
@@ -377,6 +402,7 @@ class _BatchRun:
             await asyncio.gather(*(self._single(p) for p in group))
             return
         parts = split_packed_answer(response.text, len(group))
+        self.capabilities.packed_answer(self.endpoint, any(p is not None for p in parts))
         if response.partial:  # cut short: the last item found may be incomplete
             found = [i for i, p in enumerate(parts) if p is not None]
             if found:

@@ -69,6 +69,11 @@ __all__ = [
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _CHARS_PER_TOKEN = 4  # OpenAI's own estimate for rate limiting, used without a tokenizer
+_REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
+_REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
+_HEADERS = {
+    name: (f"x-ratelimit-limit-{name}", f"x-ratelimit-reset-{name}") for name in ("requests", "tokens")
+}
 
 
 def parse_reset_duration(text: str | None) -> float | None:
@@ -275,7 +280,7 @@ class RatePacer:
     injectable.
     """
 
-    __slots__ = ("_clock", "jitter", "requests", "rng", "tokens")
+    __slots__ = ("_clock", "engaged", "jitter", "requests", "rng", "tokens")
 
     def __init__(
         self,
@@ -292,6 +297,7 @@ class RatePacer:
         self.jitter = jitter
         self.rng = rng if rng is not None else random.Random()
         self._clock = clock
+        self.engaged = False  # whether any budget was described or blocked: else nobody waits
 
     @property
     def paces_tokens(self) -> bool:
@@ -347,21 +353,33 @@ class RatePacer:
         now: float | None = None,
     ) -> None:
         """Learn from one answer's headers (its ``status``; the ``ticket`` of its request)."""
+        get = headers.get
+        requests_left, tokens_left = get(_REMAINING_REQUESTS), get(_REMAINING_TOKENS)
+        if requests_left is None and tokens_left is None:
+            return  # an endpoint without rate-limit headers (the hot path: two lookups)
+        self.engaged = True
         now = self._clock() if now is None else now
         rejected = status == 429
         sent_s = ticket.sent_s if ticket is not None else now
-        charges = (
-            ((self.requests, 1.0, ticket.requests_before), (self.tokens, ticket.tokens, ticket.tokens_before))
-            if ticket is not None
-            else ((self.requests, 1.0, self.requests.sent), (self.tokens, 0.0, self.tokens.sent))
-        )
-        for budget, units, before in charges:
-            name = budget.name
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{name}"))
+        for budget, raw, units, before in (
+            (self.requests, requests_left, 1.0, ticket.requests_before if ticket else self.requests.sent),
+            (
+                self.tokens,
+                tokens_left,
+                ticket.tokens if ticket else 0.0,
+                ticket.tokens_before if ticket else None,
+            ),
+        ):
+            if raw is None:
+                continue
+            remaining = _number(raw)
+            if before is None:
+                before = budget.sent
+            names = _HEADERS[budget.name]
             budget.observe(
-                _number(headers.get(f"x-ratelimit-limit-{name}")),
+                _number(get(names[0])),
                 remaining,
-                parse_reset_duration(headers.get(f"x-ratelimit-reset-{name}")),
+                parse_reset_duration(get(names[1])),
                 sent_s=sent_s,
                 # a refused request was not charged: its answer counts the units before it
                 sent_mark=before if rejected or ticket is None else before + units,
@@ -372,10 +390,18 @@ class RatePacer:
                 if after is not None:
                     budget.not_before = max(budget.not_before, now + after)
 
+    def charge(self, tokens: float, now: float) -> Ticket:
+        """Count a request sent without waiting (nothing known yet): its ticket."""
+        ticket = Ticket(now, self.requests.sent, self.tokens.sent, tokens)
+        self.requests.sent += 1
+        self.tokens.sent += tokens
+        return ticket
+
     def block_for(self, seconds: float, now: float | None = None) -> None:
         """Hold every new send back for ``seconds`` (extends, never shortens, a running block)."""
         now = self._clock() if now is None else now
         self.requests.not_before = max(self.requests.not_before, now + seconds)
+        self.engaged = True
 
     def _jitter(self, tokens: float, wait: float) -> float:
         """A random share of the time one caller's units take to refill (of the wait itself

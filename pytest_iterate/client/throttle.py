@@ -153,13 +153,18 @@ class Throttle:
                     with contextlib.suppress(ValueError):
                         self._waiters.remove(fut)
                 raise
-        try:
-            ticket = await self._pace(tokens)
-        except BaseException:
-            self._release_slot()
-            raise
-        self._starts.append(self._clock())
-        return ticket
+        pacer = self.pacer
+        if pacer.engaged:
+            try:
+                ticket = await self._pace(tokens)
+            except BaseException:
+                self._release_slot()
+                raise
+            self._starts.append(self._clock())
+            return ticket
+        now = self._clock()  # no budget known: nothing to wait for (the hot path)
+        self._starts.append(now)
+        return pacer.charge(tokens, now)
 
     def release(self) -> None:
         if self._starts:

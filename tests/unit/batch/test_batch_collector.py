@@ -271,3 +271,35 @@ async def test_a_pack_refused_as_too_long_is_halved_and_refusals_that_sent_nothi
     )
     assert result.texts() == [answer_of(f"t{i}") for i in range(8)]
     assert sorted(sent) == [2, 2, 2, 2] and result.calls_made == 4 == sum(result.calls)
+
+
+async def test_an_endpoint_whose_packed_answers_never_split_stops_getting_packs() -> None:
+    from pytest_iterate.batch.call import EndpointCapabilities
+
+    class NoSections(Upstream):
+        async def __call__(
+            self, request: LLMRequest, /, *, on_delta: Callable[[str], None] | None = None
+        ) -> LLMResponse:
+            packed = request.endpoint == "chat" and parse_packed_prompt(str(request.messages[-1]["content"]))
+            if packed:
+                self.requests.append(request)
+                return LLMResponse("Sure! Here are some thoughts on all of them.", "stop")
+            return await super().__call__(request)
+
+    up = NoSections(native=False)
+    caps = EndpointCapabilities()
+    packs: list[int] = []
+    for round_ in range(5):
+        before = len(up.requests)
+        result = await batch_llm_call_results([f"r{round_}-{i}" for i in range(3)], up, capabilities=caps)
+        assert result.texts() == [answer_of(f"r{round_}-{i}") for i in range(3)]  # every item answered alone
+        packs.append(
+            sum(
+                1
+                for r in up.requests[before:]
+                if r.endpoint == "chat"
+                and len(r.messages) == 1
+                and parse_packed_prompt(str(r.messages[0]["content"])) is not None
+            )
+        )
+    assert packs == [1, 1, 1, 0, 0] and caps.supports_packing("default") is False
