@@ -70,6 +70,7 @@ def before_pacing() -> None:
     from pytest_iterate.client.pacing import RatePacer, parse_reset_duration
 
     def old(self: RatePacer, headers: Any, **_: Any) -> None:
+        self.engaged = True
         for budget in (self.requests, self.tokens):
             remaining = headers.get(f"x-ratelimit-remaining-{budget.name}")
             reset = parse_reset_duration(headers.get(f"x-ratelimit-reset-{budget.name}"))
