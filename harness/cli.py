@@ -9,6 +9,7 @@
     iterate-bench compare reports/baseline.json reports/iterate-report.json --fail-on p95:10%
     iterate-bench serve-mock --profile v1
     iterate-bench serve-loopback --latency 0.05
+    iterate-bench serve-pipeline --upstream http://127.0.0.1:8000/v1
 
 ``run`` exits 1 when every request of a scenario failed (nothing was measured; the
 reports are still written), 2 on a bad option. ``compare`` exits 1 on a regression,
@@ -63,6 +64,7 @@ from pytest_iterate.harness.workers import (
     plan_step,
 )
 from pytest_iterate.harness.workloads import API_KINDS, SyntheticSpec, Workload, choose_workload
+from pytest_iterate.service import cli as service_cli
 
 __all__ = ["build_parser", "main"]
 
@@ -345,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_serve_mock(sub)
     _add_serve_loopback(sub)
+    service_cli.add_parser(sub)
     return parser
 
 
@@ -694,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if hasattr(args, "_mock_run"):
         return int(args._mock_run(args) or 0)
+    if hasattr(args, "func"):
+        return int(args.func(args) or 0)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

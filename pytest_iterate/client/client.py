@@ -7,8 +7,10 @@ The call stack, outermost first, each layer a
                           one X-Client-Request-Id for the logical call
       RetryingCaller      retry policy (see :mod:`.retry`), attempts recorded; hands
                           every attempt the same request id
-        throttled call    one throttle slot per attempt (see :mod:`.throttle`)
-          raw_call        one HTTP attempt: send, check status, parse JSON or SSE
+        throttled call    one throttle slot per attempt, sent when the endpoint's
+                          rate-limit budgets hold it (see :mod:`.throttle`)
+          raw_call        one HTTP attempt: send, check status, parse JSON or SSE;
+                          the answer's rate-limit headers go to the throttle
 
 ``raw_call`` is exposed so other layers (cache, token guard) can wrap the bare
 attempt. The wire goes through a :class:`~.transport.base.Transport`: aiohttp by
@@ -52,6 +54,7 @@ from pytest_iterate.client.errors import (
     ServerError,
 )
 from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.pacing import Ticket, estimate_tokens
 from pytest_iterate.client.retry import RetryingCaller, RetryPolicy
 from pytest_iterate.client.secret import Secret, redact_url, split_credentials
 from pytest_iterate.client.throttle import Throttle
@@ -152,6 +155,7 @@ class LLMClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         throttle: Throttle | None = None,
+        token_cost: Callable[[LLMRequest], int] | None = None,
     ) -> None:
         self.config = config
         base_url, url_auth = split_credentials(config.base_url.rstrip("/"))
@@ -179,6 +183,10 @@ class LLMClient:
             if throttle is not None
             else Throttle(config.max_concurrent_requests, config.max_queue, self._metrics, clock, sleep)
         )
+        #: Tokens the endpoint charges a request against its token budget (counted only once
+        #: the endpoint has shown one): characters / 4 + max_tokens unless given; the pipeline
+        #: gives the token guard's count.
+        self.token_cost: Callable[[LLMRequest], int] = token_cost or estimate_tokens
         self._retrying = RetryingCaller(
             self._throttled_call,
             RetryPolicy.from_config(config),
@@ -300,19 +308,26 @@ class LLMClient:
         wire: _WireTime | None = None,
     ) -> LLMResponse:
         throttle = self._throttle
-        await throttle.acquire()
+        ticket = await throttle.acquire(self.token_cost(request) if throttle.paces_tokens else 0)
         t0 = self._clock()
         try:
-            return await self._raw_call(request, on_delta=on_delta, request_id=request_id)
+            return await self._raw_call(request, on_delta=on_delta, request_id=request_id, ticket=ticket)
         finally:
             if wire is not None:
                 wire.seconds += self._clock() - t0
             throttle.release()
 
     async def _raw_call(
-        self, request: LLMRequest, /, *, on_delta: OnDelta | None = None, request_id: str | None = None
+        self,
+        request: LLMRequest,
+        /,
+        *,
+        on_delta: OnDelta | None = None,
+        request_id: str | None = None,
+        ticket: Ticket | None = None,
     ) -> LLMResponse:
-        """One attempt; ``request_id`` is the logical call's (a fresh one when None)."""
+        """One attempt; ``request_id`` is the logical call's (a fresh one when None), ``ticket``
+        the throttle's record of its send (None: a bare attempt, anchored at its answer)."""
         url = self._urls[request.endpoint]
         body = encode_body(request, self._model)
         headers = {
@@ -332,7 +347,7 @@ class LLMClient:
                     auth=self._auth,
                 )
                 try:
-                    self._throttle.observe_headers(resp.headers)
+                    self._throttle.observe_headers(resp.headers, status=resp.status, ticket=ticket)
                     reply = Reply(url, resp.status, self._masks)
                     if not 200 <= reply.status < 300:
                         raise reply.status_error(resp.headers, await resp.read())

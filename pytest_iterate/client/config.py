@@ -46,6 +46,7 @@ from pytest_iterate.client.values import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "ENV_PREFIX",
+    "BatchStrategy",
     "IterateConfig",
     "TokenCounting",
     "TokenPolicy",
@@ -58,6 +59,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # a local OpenAI-compatible serve
 
 TokenPolicy = Literal["truncate", "split", "shrink_output", "refuse"]
 TokenCounting = Literal["auto", "estimate"]
+BatchStrategy = Literal["auto", "native", "packed", "concurrent"]
 TransportName = Literal["aiohttp", "httpx"]
 
 
@@ -95,7 +97,9 @@ class IterateConfig:
     token_counting: TokenCounting = "auto"  # auto: probe the endpoint, exact counts where offered
     default_max_tokens: int = 512
     # pipeline
-    batch_size: int = 8
+    batch_size: int = 1  # > 1: cache misses within batch_window_s go out together (batch_llm_call)
+    batch_window_s: float = 0.02
+    batch_strategy: BatchStrategy = "auto"
     cpu_worker_pool_size: int = 2
     store_path: str = ":memory:"
     json_logs: bool = False
@@ -230,7 +234,9 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "token_safety_margin": lambda v: to_float(v, minimum=0, maximum=0.49),
     "token_counting": lambda v: to_choice(v, get_args(TokenCounting)),
     "default_max_tokens": lambda v: to_int(v, minimum=1),
-    "batch_size": lambda v: to_int(v, minimum=1),
+    "batch_size": lambda v: to_int(v, minimum=1, maximum=256),
+    "batch_window_s": lambda v: to_float(v, minimum=0, maximum=10),
+    "batch_strategy": lambda v: to_choice(v, get_args(BatchStrategy)),
     "cpu_worker_pool_size": lambda v: to_int(v, minimum=1),
     "store_path": lambda v: to_name(v) if not isinstance(v, str) or not v.strip() else v.strip(),
     "json_logs": to_bool,

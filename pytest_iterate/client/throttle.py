@@ -1,17 +1,22 @@
-"""Client-side throttle: a concurrency limit, rate-limit-header slowdown, fast Busy.
+"""Client-side throttle: a concurrency limit, rate-limit pacing, fast Busy.
 
-``async with throttle:`` (or ``async with throttle.slot():``) holds one of
-``max_concurrent`` slots for the duration of one attempt. Callers that find every
-slot taken wait in FIFO order; when ``max_queue`` callers are already waiting, a new
-caller gets :class:`~pytest_iterate.client.errors.Busy` at once (no await, so well
-under a millisecond) carrying an estimate of when to come back, instead of a hang.
+``async with throttle:`` (or ``ticket = await throttle.acquire(tokens)`` ...
+``throttle.release()``) holds one of ``max_concurrent`` slots for the duration of one
+attempt. Callers that find every slot taken wait in FIFO order; when ``max_queue``
+callers are already waiting, a new caller gets :class:`~pytest_iterate.client.errors.Busy`
+at once (no await, so well under a millisecond) carrying an estimate of when to come
+back, instead of a hang.
 
-Adaptive slowdown: :meth:`Throttle.observe_headers` reads
-``x-ratelimit-remaining-requests`` / ``-tokens``; when one is at or below
-``remaining_floor`` (0 by default) new sends wait until the matching
-``x-ratelimit-reset-requests`` / ``-tokens`` (``"6m0s"``, ``"12ms"``, ``"1s"``,
-``"0.5s"``; see :func:`parse_reset_duration`) has passed. The waiting counts as
-queueing (``iterate_queue_depth``) and against ``max_queue``.
+Rate limits: :meth:`Throttle.observe_headers` feeds every answer's
+``x-ratelimit-limit/remaining/reset-requests`` and ``-tokens`` (and a 429's
+``Retry-After``) to a :class:`~pytest_iterate.client.pacing.RatePacer`. A caller holding
+a slot then waits, if it must, until the endpoint's budgets hold its request (1 request,
+``tokens`` tokens) at their refill rate, with jitter, before it sends: requests go out
+one refill interval apart instead of in a burst that the endpoint answers with 429s,
+and nobody waits out a whole reset when one request's worth has come back (see
+:mod:`.pacing`). That wait counts as queueing (``iterate_queue_depth``) and against
+``max_queue``: a caller that would have to wait while ``max_queue`` callers already do
+gets ``Busy``, whose retry-after includes the wait for the budget.
 
 ``iterate_inflight_requests`` and ``iterate_queue_depth`` are read from the throttle
 when the registry is collected (``Gauge.set_function``), so the hot path does no
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,54 +35,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pytest_iterate.client.errors import Busy
+from pytest_iterate.client.pacing import RatePacer, Reservation, Ticket, parse_reset_duration
 
 if TYPE_CHECKING:
     from pytest_iterate.client.metrics import IterateMetrics
 
-__all__ = ["Throttle", "parse_reset_duration"]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
-_RATE_HEADERS = (
-    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
-)
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_reset_duration(text: str | None) -> float | None:
-    """Seconds in a rate-limit reset value such as ``"6m0s"``, ``"12ms"`` or ``"0.5s"``.
-
-    A bare number is seconds. Anything else gives None.
-
-    >>> [parse_reset_duration(v) for v in ("6m0s", "12ms", "1s", "0.5s", "1h2m3s", "7", "soon")]
-    [360.0, 0.012, 1.0, 0.5, 3723.0, 7.0, None]
-    """
-    if not text:
-        return None
-    text = text.strip()
-    try:
-        value = float(text)
-        return value if value >= 0 else None
-    except ValueError:
-        pass
-    total = 0.0
-    pos = 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            return None
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or pos == 0:
-        return None
-    return round(total, 9)
+__all__ = ["Throttle", "Ticket", "parse_reset_duration"]
 
 
 class Throttle:
-    """At most ``max_concurrent`` holders, at most ``max_queue`` waiters, then ``Busy``."""
+    """At most ``max_concurrent`` holders, at most ``max_queue`` waiters, then ``Busy``;
+    sends paced to the endpoint's rate limits (``pacer``)."""
 
     __slots__ = (
         "_avg_hold_s",
-        "_blocked_until",
         "_clock",
         "_inflight",
         "_pausing",
@@ -87,7 +58,7 @@ class Throttle:
         "max_concurrent",
         "max_queue",
         "metrics",
-        "remaining_floor",
+        "pacer",
     )
 
     def __init__(
@@ -99,21 +70,24 @@ class Throttle:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         *,
         remaining_floor: int = 0,
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent={max_concurrent!r} must be >= 1")
         if max_queue < 0:
             raise ValueError(f"max_queue={max_queue!r} must be >= 0")
+        if remaining_floor < 0:
+            raise ValueError(f"remaining_floor={remaining_floor!r} must be >= 0")
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
-        self.remaining_floor = remaining_floor
         self.metrics = metrics
+        self.pacer = RatePacer(floor=remaining_floor, jitter=jitter, rng=rng, clock=clock)
         self._clock = clock
         self._sleep = sleep
         self._inflight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._pausing = 0  # callers sleeping out a rate-limit reset
-        self._blocked_until = 0.0
+        self._pausing = 0  # slot holders waiting for the rate-limit budget
         self._avg_hold_s = 0.0  # moving average of slot hold times, for Busy estimates
         self._starts: deque[float] = deque()
         if metrics is not None:
@@ -128,46 +102,69 @@ class Throttle:
 
     @property
     def waiting(self) -> int:
+        """Callers waiting for a slot or, holding one, for the rate-limit budget."""
         return len(self._waiters) + self._pausing
 
     @property
+    def remaining_floor(self) -> float:
+        return self.pacer.requests.floor
+
+    @property
+    def paces_tokens(self) -> bool:
+        """Whether the endpoint has a token budget: only then do callers need to count tokens."""
+        return self.pacer.paces_tokens
+
+    @property
     def blocked_for_s(self) -> float:
-        """Seconds left until the rate-limit reset the throttle is waiting for (0 if none)."""
-        return max(0.0, self._blocked_until - self._clock())
+        """Seconds a new request would wait for the rate-limit budget (0 if none)."""
+        return self.pacer.wait_s(0.0)
 
     def retry_after_estimate(self) -> float:
-        """When a caller turned away now could expect a free slot, in seconds."""
-        hold = self._avg_hold_s or 0.05
+        """When a caller turned away now could expect to be sent, in seconds: a slot's average
+        hold time (before the first release: how long the oldest holder has held its slot) for
+        each round of callers ahead, plus the wait for the rate-limit budget."""
+        hold = self._avg_hold_s
+        if not hold:
+            hold = max(0.05, self._clock() - self._starts[0]) if self._starts else 0.05
         rounds = (self.waiting + 1) / self.max_concurrent
         return round(self.blocked_for_s + max(rounds * hold, 0.001), 4)
 
     # -- acquire/release -----------------------------------------------------------------
-    async def acquire(self) -> None:
-        """Take a slot, waiting in line; raise Busy when the line is full."""
-        if self._blocked_until:
-            await self._pause()
+    async def acquire(self, tokens: float = 0.0) -> Ticket:
+        """Take a slot (waiting in line), then wait for the budget of one request of ``tokens``
+        tokens; raise Busy when the line is full. The ticket goes to :meth:`observe_headers`."""
         if self._inflight < self.max_concurrent and not self._waiters:
             self._inflight += 1
+        else:
+            if self.waiting >= self.max_queue:
+                raise Busy(
+                    f"throttle saturated: {self._inflight} in flight, {self.waiting} waiting "
+                    f"(max_queue={self.max_queue})",
+                    retry_after_s=self.retry_after_estimate(),
+                )
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut  # release() hands its slot over: _inflight already counts us
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._release_slot()  # we were handed a slot but are leaving
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(fut)
+                raise
+        pacer = self.pacer
+        if pacer.engaged:
+            try:
+                ticket = await self._pace(tokens)
+            except BaseException:
+                self._release_slot()
+                raise
             self._starts.append(self._clock())
-            return
-        if self.waiting >= self.max_queue:
-            raise Busy(
-                f"throttle saturated: {self._inflight} in flight, {self.waiting} waiting "
-                f"(max_queue={self.max_queue})",
-                retry_after_s=self.retry_after_estimate(),
-            )
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut  # release() hands its slot over: _inflight already counts us
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self._release_slot()  # we were handed a slot but are leaving
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
-            raise
-        self._starts.append(self._clock())
+            return ticket
+        now = self._clock()  # no budget known: nothing to wait for (the hot path)
+        self._starts.append(now)
+        return pacer.charge(tokens, now)
 
     def release(self) -> None:
         if self._starts:
@@ -183,48 +180,49 @@ class Throttle:
                 return
         self._inflight -= 1
 
-    async def _pause(self) -> None:
-        delay = self._blocked_until - self._clock()
-        if delay <= 0:
-            self._blocked_until = 0.0
-            return
+    async def _pace(self, tokens: float) -> Ticket:
+        """Wait until the budgets hold this request (behind those already waiting); charge it."""
+        pacer = self.pacer
+        wait, reservation = pacer.reserve(tokens, self._clock())
+        if wait <= 0:
+            return pacer.send(reservation)
         if self.waiting >= self.max_queue:
+            pacer.drop(reservation)
             raise Busy(
-                f"rate limit reached upstream; resets in {delay:.3f}s and {self.waiting} callers wait",
+                f"rate limit reached upstream: the next send is {wait:.3f}s away and {self.waiting} "
+                f"callers wait (max_queue={self.max_queue})",
                 retry_after_s=self.retry_after_estimate(),
             )
         self._pausing += 1
         try:
-            # Sleep out the block; loop again only when it was extended meanwhile, so an
-            # injected sleep that does not move the clock cannot spin here.
-            while (delay := (until := self._blocked_until) - self._clock()) > 0:
-                await self._sleep(delay)
-                if self._blocked_until <= until:
-                    break
+            await self._wait_out(wait, reservation)
+        except BaseException:
+            pacer.drop(reservation)
+            raise
         finally:
             self._pausing -= 1
+        return pacer.send(reservation)
+
+    async def _wait_out(self, wait: float, reservation: Reservation) -> None:
+        # Sleep, then look again: newer answers may have moved the estimate. Only a sleep that
+        # moved the clock is repeated, so an injected sleep that does not cannot spin here.
+        while wait > 0:
+            before = self._clock()
+            await self._sleep(wait)
+            if self._clock() - before < 0.5 * wait:
+                return
+            wait = self.pacer.recheck(reservation, self._clock())
 
     # -- rate-limit headers --------------------------------------------------------------
-    def observe_headers(self, headers: Mapping[str, str]) -> None:
-        """Slow down when the endpoint says the request or token budget is (nearly) spent."""
-        for remaining_key, reset_key in _RATE_HEADERS:
-            remaining = headers.get(remaining_key)
-            if remaining is None:
-                continue
-            try:
-                left = float(remaining)
-            except ValueError:
-                continue
-            if left <= self.remaining_floor:
-                reset = parse_reset_duration(headers.get(reset_key))
-                if reset:
-                    self.block_for(reset)
+    def observe_headers(
+        self, headers: Mapping[str, str], *, status: int = 200, ticket: Ticket | None = None
+    ) -> None:
+        """Learn the endpoint's rate-limit budgets from one answer (``ticket``: its request's)."""
+        self.pacer.observe(headers, status=status, ticket=ticket)
 
     def block_for(self, seconds: float) -> None:
         """Hold new sends back for ``seconds`` (extends, never shortens, a running block)."""
-        until = self._clock() + seconds
-        if until > self._blocked_until:
-            self._blocked_until = until
+        self.pacer.block_for(seconds)
 
     # -- context manager -----------------------------------------------------------------
     def slot(self) -> Throttle:

@@ -35,8 +35,10 @@ from pytest_iterate.cache.layer import CachingCaller
 from pytest_iterate.cache.tiered import ResponseCache
 from pytest_iterate.client.client import LLMClient
 from pytest_iterate.client.metrics import IterateMetrics
+from pytest_iterate.client.pacing import estimate_tokens
 from pytest_iterate.client.telemetry import StageRecorder, StageTiming, enable_json_logs, get_logger
-from pytest_iterate.client.types import Caller, GuardWarning, Usage
+from pytest_iterate.client.types import Caller, GuardWarning, LLMRequest, Usage
+from pytest_iterate.pipeline.batching import BatchingCaller, batch_collector
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact
 from pytest_iterate.pipeline.prompts import PromptBuilder
@@ -108,6 +110,13 @@ class Pipeline:
     is that stack as one Caller: ``await pipeline.caller(llm_request)`` is the same
     cache, guard and client for a request built by hand. Entering the pipeline
     (``async with``) runs the guard's one probe of the endpoint, so no request waits for it.
+    With ``config.batch_size > 1`` a batch collector sits between cache and guard
+    (:attr:`batcher`, see :mod:`pytest_iterate.pipeline.batching`), in the stages and in
+    :attr:`caller`.
+
+    A client with a throttle (an ``LLMClient``) counts the tokens of each request
+    against the endpoint's token rate limit with the guard's counter (prompt +
+    ``max_tokens``), unless it was given its own ``token_cost``.
     """
 
     def __init__(
@@ -156,7 +165,23 @@ class Pipeline:
                 guarding = GuardingCaller.for_client(client, guard)
             else:
                 guarding = GuardingCaller(call, guard, endpoint_key=base_url)
+        if guard is not None and getattr(client, "token_cost", None) is estimate_tokens:
+            client.token_cost = _guard_token_cost(guard)
+        self.batcher = (
+            batch_collector(
+                call,
+                guarding,
+                batch_size=config.batch_size,
+                window_s=config.batch_window_s,
+                strategy=config.batch_strategy,
+                endpoint=base_url,
+            )
+            if config.batch_size > 1
+            else None
+        )
         below_cache: Caller = guarding if guarding is not None else call
+        if self.batcher is not None:
+            below_cache = BatchingCaller(call, guarding, self.batcher)
         caching = (
             CachingCaller(below_cache, cache, base_url=base_url, default_model=model)
             if cache is not None
@@ -174,6 +199,7 @@ class Pipeline:
             guard=guarding,
             store=store,
             metrics=self.metrics,
+            batcher=self.batcher,
         )
         self.stages: list[Stage] = list(stages) if stages is not None else default_stages()
         self._clock = clock
@@ -254,6 +280,8 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
+        if self.batcher is not None:
+            await self.batcher.aclose()
         if self.services.cache is not None:  # a cache passed in stays open, its writes made durable
             await self.services.cache.cache.flush()
         for part in reversed(self._owned):
@@ -274,6 +302,18 @@ class Pipeline:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _guard_token_cost(guard: TokenGuard) -> Callable[[LLMRequest], int]:
+    """Tokens a request is charged against a token rate limit: the guard's prompt count plus
+    ``max_tokens`` for every answer asked for."""
+
+    def cost(request: LLMRequest) -> int:
+        counts = guard.prompt_counts(request)
+        max_tokens = request.max_tokens if request.max_tokens is not None else guard.default_max_tokens
+        return sum(counts) + max_tokens * len(counts)
+
+    return cost
 
 
 def _result(ctx: StageContext, error: BaseException | None, total: float) -> PipelineResult:

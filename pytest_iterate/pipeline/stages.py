@@ -23,7 +23,11 @@ and there is one implementation of each rule:
                    ``GuardingCaller.send(ctx.plan)`` (pieces, learning, one retry after a
                    context-length error, join, ``length`` flag); without a guard the
                    request goes to ``services.call`` as it is, without a cache it is
-                   sent directly
+                   sent directly. With ``services.batcher`` (``batch_size > 1``) a
+                   planned request that can share a call goes to the batch collector
+                   instead and waits for its own answer (see
+                   :mod:`pytest_iterate.pipeline.batching`); ``ctx.extra["batch"]`` says
+                   how many went together and what answered it
 
 A stage that has nothing to do (``llm_call`` after a cache hit, ``token_guard``
 without a guard) returns at once; it is still timed, so every request has all six
@@ -44,9 +48,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pytest_iterate.batch.collector import BatchCollector
 from pytest_iterate.cache.keys import KeyBuilder
 from pytest_iterate.cache.layer import CacheLookup, CachingCaller
 from pytest_iterate.client.types import Caller, GuardWarning, LLMRequest, LLMResponse
+from pytest_iterate.pipeline.batching import batchable_request, finish_item
 from pytest_iterate.pipeline.design import DesignRequest
 from pytest_iterate.pipeline.extract import Artifact, extract_artifact
 from pytest_iterate.pipeline.store import ArtifactRecord
@@ -97,6 +103,7 @@ class Services:
     ``call`` is the client's one-request call (under the guard and the cache);
     ``guard`` the :class:`GuardingCaller` over ``call``, or None (no guard); ``cache``
     the :class:`CachingCaller` over the guard (or over ``call``), or None (no cache);
+    ``batcher`` the batch collector between them, or None (``batch_size`` 1);
     ``keys`` builds the cache key of a request for ``base_url`` and ``model`` (the
     key is reported even without a cache); ``store`` may be None (nothing written).
     """
@@ -111,6 +118,7 @@ class Services:
     guard: GuardingCaller | None = None
     store: ArtifactStore | None = None
     metrics: IterateMetrics | None = None
+    batcher: BatchCollector | None = None
     keys: KeyBuilder = field(init=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +232,17 @@ def _sender(ctx: StageContext, request: LLMRequest) -> Callable[[], Awaitable[LL
     """The send to the layer below the cache, counting into ``ctx.llm_calls``."""
     s = ctx.services
     guard, plan = s.guard, ctx.plan
+    batched = batchable_request(s.batcher, request, plan if guard is not None else None)
+    if batched is not None and s.batcher is not None and not request.stream:
+        batcher = s.batcher
+
+        async def send_batched() -> LLMResponse:
+            item = await batcher.submit(batched)
+            ctx.llm_calls += item.calls
+            ctx.extra["batch"] = {"size": item.batch_size, "strategy": item.strategy}
+            return finish_item(item, plan if guard is not None else None, guard)
+
+        return send_batched
 
     async def send() -> LLMResponse:
         if guard is None or plan is None:

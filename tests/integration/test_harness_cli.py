@@ -193,7 +193,7 @@ def test_bad_option_values_name_the_value(
 def test_help_lists_the_commands() -> None:
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"run", "compare", "serve-mock", "serve-loopback"}
+    assert set(commands.choices) == {"run", "compare", "serve-mock", "serve-loopback", "serve-pipeline"}
     text = parser.format_help()
     assert all(f"    {cmd} " in text for cmd in commands.choices)  # each listed with its help line
 

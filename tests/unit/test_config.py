@@ -67,6 +67,9 @@ def test_unknown_override_key_is_named() -> None:
         ("max_attempts", "0"),
         ("max_queue", "-5"),
         ("batch_size", "-2"),
+        ("batch_size", "1000"),
+        ("batch_window_s", "-0.5"),
+        ("batch_window_s", "60"),
         ("request_timeout_s", "-1"),
         ("backoff_initial_s", "0"),
         ("retry_after_cap_s", "-3"),
@@ -162,3 +165,10 @@ def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         cfg.model = "x"  # type: ignore[misc]
     assert cfg.replace(model="y").model == "y" and cfg.model == "gpt-4o-mini"
+
+
+def test_batch_strategy_names_the_value_and_the_choices() -> None:
+    expected = r"ITERATE_BATCH_STRATEGY: 'fast'.*auto, native, packed, concurrent"
+    with pytest.raises(ConfigError, match=expected):
+        IterateConfig.load({}, environ={"ITERATE_BATCH_STRATEGY": "fast"}, pyproject=None)
+    assert IterateConfig.load({}, environ={}, pyproject=None).batch_size == 1  # off unless asked for

@@ -21,6 +21,7 @@ import pytest
 
 from pytest_iterate.cache.keys import KeyBuilder
 from pytest_iterate.client.client import LLMClient
+from pytest_iterate.client.pacing import RatePacer, Ticket, parse_reset_duration
 from pytest_iterate.client.retry import RetryPolicy
 from pytest_iterate.client.telemetry import StageRecorder
 from pytest_iterate.client.throttle import Throttle
@@ -188,6 +189,37 @@ def _busy_replaced_by_waiting(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(Throttle, "__init__", patient)
 
 
+def _busy_without_retry_after(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr("pytest_iterate.service.protocol.retry_after_headers", lambda seconds: {})
+
+
+def _throttle_off(mp: pytest.MonkeyPatch) -> None:
+    def blind(self: Throttle, headers: Any, *, status: int = 200, ticket: Ticket | None = None) -> None:
+        return None  # the rate-limit headers are read by nobody: nothing is paced
+
+    mp.setattr(Throttle, "observe_headers", blind)
+
+
+def _reset_waited_out(mp: pytest.MonkeyPatch) -> None:
+    """The throttle before pacing: at remaining 0 every send waits out the whole reset."""
+
+    def old(
+        self: RatePacer,
+        headers: Any,
+        *,
+        status: int = 200,
+        ticket: Ticket | None = None,
+        now: float | None = None,
+    ) -> None:
+        for budget in (self.requests, self.tokens):
+            remaining = headers.get(f"x-ratelimit-remaining-{budget.name}")
+            reset = parse_reset_duration(headers.get(f"x-ratelimit-reset-{budget.name}"))
+            if remaining is not None and float(remaining) <= budget.floor and reset:
+                budget.not_before = max(budget.not_before, time.monotonic() + reset)
+
+    mp.setattr(RatePacer, "observe", old)
+
+
 # (criterion, what breaks, breakage, measure() keywords; a str profile value "slow:S" is a
 #  fixed-latency profile of S seconds)
 CASES: list[tuple[str, str, Breakage, dict[str, Any]]] = [
@@ -255,6 +287,14 @@ CASES: list[tuple[str, str, Breakage, dict[str, Any]]] = [
         {},
     ),
     ("degradation.busy_fast", "Busy replaced by waiting in line", _busy_replaced_by_waiting, {}),
+    ("degradation.busy_fast", "the 503 without Retry-After", _busy_without_retry_after, {}),
+    ("ratelimit.rejected", "the throttle off (rate-limit headers ignored)", _throttle_off, {}),
+    (
+        "ratelimit.rate_achieved",
+        "the whole reset waited out instead of pacing (the throttle before pacing)",
+        _reset_waited_out,
+        {},
+    ),
 ]
 
 

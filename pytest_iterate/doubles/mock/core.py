@@ -392,10 +392,10 @@ class MockLLM:
         refusal = window_refusal(request, profile)
         headers: Mapping[str, str] = {}
         if refusal is None and self.rate_limit is not None:
-            decision = self.rate_limit.take(request.prompt_tokens + (request.max_tokens or 0))
+            decision = self.rate_limit.take(request.rate_tokens)
             headers = decision.headers
             if not decision.allowed:
-                refusal = rate_refusal(decision, request.model)
+                refusal = rate_refusal(decision, request.model, request.rate_tokens)
         if refusal is None and draws.fault is not None:
             assert self.faults is not None
             outcome = fault_outcome(draws.fault, self.faults, headers)
@@ -405,9 +405,7 @@ class MockLLM:
         if refusal is not None:
             self._record(request.route, self._call(request, index, attempt, refusal.status, refusal.fault))
             return _error_reply(refusal)
-        answers = tuple(
-            self._answers.get(p, request.max_tokens, request.route, request.digest) for p in request.prompts
-        )
+        answers = tuple(self._answers.get(p, request) for p in request.prompts)
         self._tokens(request.prompt_tokens, sum(len(a.tokens) for a in answers))
         ttft = draws.ttft_base_s + profile.prefill_per_token_s * request.prompt_tokens
         t0 = self._clock()

@@ -10,7 +10,16 @@ request it answers as a comment line, the first line inside its python code bloc
 
 A checker reads it back with :func:`answer_digest` and compares it with
 :func:`request_digest` of the body it sent: a cache hit that returned another
-request's answer shows up as a mismatch. The line is missing only from an answer
+request's answer shows up as a mismatch.
+
+An answer to one item of a batch names the request that item stands for
+(:func:`item_digest`): for one prompt of a list-prompt ``/v1/completions`` request,
+the body with that prompt alone; for one item of a packed chat prompt (see
+:mod:`pytest_iterate.batch.packing`), the body with that item as its user message and
+``max_tokens`` divided by the number of items (``batch_llm_call`` asks for
+``max_tokens * items``). So an item answered in a batch carries the digest of the
+request it would have been sent as alone, and a batch that hands an item another
+item's answer shows up as a mismatch too. The line is missing only from an answer
 that ``max_tokens`` cuts before it: the title, one sentence and the fence come
 first (28 tokens at most on the standard workload, whose smallest budget is 128).
 
@@ -36,7 +45,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ANSWER_TAG", "DIGEST_IGNORED", "answer_digest", "answer_digests", "answer_tag", "request_digest"]
+__all__ = [
+    "ANSWER_TAG",
+    "DIGEST_IGNORED",
+    "answer_digest",
+    "answer_digests",
+    "answer_tag",
+    "item_digest",
+    "request_digest",
+]
 
 #: Body fields left out of the digest: they change how an answer is sent, not what it says.
 DIGEST_IGNORED = frozenset({"stream", "stream_options"})
@@ -58,6 +75,39 @@ def request_digest(body: Mapping[str, Any]) -> str:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"request_digest: the request body is not plain JSON ({exc})") from exc
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_HEX]
+
+
+def item_digest(body: Mapping[str, Any], item: str, *, items: int = 1, packed: bool = False) -> str:
+    """The digest of the request one item of a batch stands for (see the module doc).
+
+    ``body`` is the batch request's; ``item`` the item's prompt; ``packed`` says it is
+    one of ``items`` items packed into the last user message (else one prompt of a
+    list-prompt completion).
+
+    >>> batch = {"model": "m", "prompt": ["a", "b"], "max_tokens": 8}
+    >>> item_digest(batch, "b") == request_digest({"model": "m", "prompt": "b", "max_tokens": 8})
+    True
+    """
+    out = dict(body)
+    if not packed:
+        out["prompt"] = item
+        return request_digest(out)
+    messages = out.get("messages")
+    if isinstance(messages, list):
+        last_user = max(
+            (i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "user"),
+            default=len(messages) - 1,
+        )
+        out["messages"] = [
+            {"role": "user", "content": item} if i == last_user else m for i, m in enumerate(messages)
+        ]
+    else:
+        out["prompt"] = item
+    for key in ("max_tokens", "max_completion_tokens"):
+        budget = out.get(key)
+        if isinstance(budget, int) and not isinstance(budget, bool) and items > 0:
+            out[key] = budget // items
+    return request_digest(out)
 
 
 def answer_tag(digest: str) -> str:

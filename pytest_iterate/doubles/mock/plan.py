@@ -24,11 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pytest_iterate.doubles.mock.answers import Answer, AnswerBook
-from pytest_iterate.doubles.mock.digest import answer_tag
+from pytest_iterate.doubles.mock.digest import answer_tag, item_digest
 from pytest_iterate.doubles.mock.faults import FaultPlan
 from pytest_iterate.doubles.mock.profiles import LatencyProfile
-from pytest_iterate.doubles.mock.ratelimit import RateDecision
-from pytest_iterate.doubles.mock.request import CompletionRequest, Refusal, Route
+from pytest_iterate.doubles.mock.ratelimit import RateDecision, format_reset
+from pytest_iterate.doubles.mock.request import CompletionRequest, Refusal
 
 __all__ = [
     "AnswerSource",
@@ -152,13 +152,21 @@ def window_refusal(request: CompletionRequest, profile: LatencyProfile) -> Refus
     return Refusal(400, msg, code=code, param="messages", fault=code)
 
 
-def rate_refusal(decision: RateDecision, model: str) -> Refusal:
-    """The 429 of a request the rate limiter refused (``Retry-After`` and ``retry-after-ms``)."""
+def rate_refusal(decision: RateDecision, model: str, requested: int = 1) -> Refusal:
+    """The 429 of a request the rate limiter refused, worded as OpenAI words it, with
+    ``Retry-After`` (whole seconds) and ``retry-after-ms``. ``requested`` is the request's
+    charge in tokens (used in the message of a token refusal)."""
     wait = decision.retry_after_s
+    exceeded = decision.exceeded or "requests"
+    short = "RPM" if exceeded == "requests" else "TPM"
+    limit, remaining = decision.limit, decision.remaining
+    used = max(0, limit - remaining)
+    asked = 1 if exceeded == "requests" else requested
     return Refusal(
         429,
-        f"Rate limit reached for {model} on {decision.exceeded} per min. Please try again in {wait:.3f}s.",
-        type="requests" if decision.exceeded == "requests" else "tokens",
+        f"Rate limit reached for {model} in organization org-mock on {exceeded} per min ({short}): "
+        f"Limit {limit}, Used {used}, Requested {asked}. Please try again in {format_reset(wait)}.",
+        type=exceeded,
         code="rate_limit_exceeded",
         fault="rate_limit",
         headers={
@@ -201,8 +209,10 @@ def fault_outcome(fault: str, faults: FaultPlan, headers: Mapping[str, str]) -> 
 class AnswerSource:
     """Answers by prompt, ``max_tokens``, route and request digest, memoised (LRU).
 
-    The words and the target length come from ``(seed, prompt)``; the digest only
-    adds the tag line (see :mod:`.digest`), counted inside the target length.
+    The words and the target length come from ``(seed, prompt)`` (each item of a
+    packed prompt: ``(seed, item)``); the digest only adds the tag line (see
+    :mod:`.digest`: one prompt of a list, or one packed item, is tagged with the request
+    it stands for), counted inside the target length.
     """
 
     def __init__(self, book: AnswerBook, profile: LatencyProfile, seed: int, *, size: int = 2048) -> None:
@@ -212,19 +222,42 @@ class AnswerSource:
         self.size = size
         self._memo: OrderedDict[tuple[str, int, int, str], Answer] = OrderedDict()
 
-    def get(self, prompt: str, max_tokens: int | None, route: Route, digest: str) -> Answer:
+    def get(self, prompt: str, request: CompletionRequest) -> Answer:
+        """The answer to ``prompt``, one of ``request.prompts``."""
+        max_tokens, route = request.max_tokens, request.route
+        body = request.body
+        if len(request.prompts) > 1:  # one prompt of a list: its own request
+            body = {**body, "prompt": prompt}
+            digest = item_digest(request.body, prompt)
+        else:
+            digest = request.digest
         key = (prompt, max_tokens if max_tokens is not None else -1, 0 if route == "chat" else 1, digest)
         memo = self._memo
         cached = memo.get(key)
         if cached is not None:
             memo.move_to_end(key)
             return cached
-        target = max(1, round(self.profile.output_tokens.sample(_length_rng(self.seed, prompt))))
-        answer = self.book.answer(self.seed, prompt, target, max_tokens, tag=answer_tag(digest))
+
+        def item_tag(item: str, items: int) -> str:
+            return answer_tag(item_digest(body, item, items=items, packed=True))
+
+        answer = self.book.answer(
+            self.seed,
+            prompt,
+            self._target(prompt),
+            max_tokens,
+            tag=answer_tag(digest),
+            item_target=self._target,
+            item_tag=item_tag,
+        )
         memo[key] = answer
         if len(memo) > self.size:
             memo.popitem(last=False)
         return answer
+
+    def _target(self, prompt: str) -> int:
+        """The answer length of ``prompt`` (a function of seed and prompt only)."""
+        return max(1, round(self.profile.output_tokens.sample(_length_rng(self.seed, prompt))))
 
 
 def _length_rng(seed: int, prompt: str) -> random.Random:

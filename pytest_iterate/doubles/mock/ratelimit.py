@@ -2,21 +2,27 @@
 
 Each bucket holds up to ``limit`` units and refills continuously at ``limit / 60`` per
 second. A request takes 1 request unit and ``prompt_tokens + max_tokens`` token units
-(OpenAI's estimate). Every answer carries::
+(OpenAI's estimate; ``max_tokens`` once per answer asked for, so a list of 8 prompts
+is charged 8 times its ``max_tokens``). Every answer carries::
 
     x-ratelimit-limit-requests / -tokens        the per-minute limits
     x-ratelimit-remaining-requests / -tokens    what is left after this request
     x-ratelimit-reset-requests / -tokens        time until the bucket is full ("6m0s", "1s", "12ms")
 
 Over a limit, :meth:`RateLimiter.take` returns ``allowed=False`` and the seconds until
-enough units are back, for a 429 with ``Retry-After``.
+enough units are back, for a 429 with ``Retry-After``; the refused request is not
+charged. A request larger than a whole bucket is let through once the bucket is full
+(the level goes below zero and the next requests wait longer).
+
+A bucket can start partly spent (``used_requests``/``used_tokens``): a key that
+another job has been using.
 
 >>> rl = RateLimiter(requests_per_min=60, clock=lambda: 0.0)
 >>> d = rl.take(10)
 >>> d.allowed, d.headers["x-ratelimit-remaining-requests"], d.headers["x-ratelimit-reset-requests"]
 (True, '59', '1s')
->>> format_reset(372.0), format_reset(0.012)
-('6m12s', '12ms')
+>>> format_reset(372.0), format_reset(0.012), format_reset(59.9999), format_reset(0.9999)
+('6m12s', '12ms', '1m0s', '1s')
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ __all__ = ["RateDecision", "RateLimiter", "TokenBucket", "format_reset"]
 
 
 def format_reset(seconds: float) -> str:
-    """OpenAI's duration style: ``"6m0s"``, ``"1.5s"``, ``"12ms"``, ``"0s"``."""
+    """OpenAI's duration style: ``"6m0s"``, ``"1.5s"``, ``"12ms"``, ``"0s"`` (milliseconds,
+    rounded up, so it never promises a unit back early)."""
     if seconds <= 0:
         return "0s"
-    if seconds < 1:
-        return f"{max(1, math.ceil(seconds * 1000))}ms"
-    minutes, secs = divmod(seconds, 60.0)
+    ms = math.ceil(round(seconds * 1000, 6))
+    if ms < 1000:
+        return f"{max(1, ms)}ms"
+    minutes, secs = divmod(ms / 1000.0, 60.0)
     hours, minutes = divmod(int(minutes), 60)
     secs_text = f"{secs:.3f}".rstrip("0").rstrip(".")
     out = ""
@@ -88,10 +96,14 @@ class TokenBucket:
 
 @dataclass(frozen=True, slots=True)
 class RateDecision:
+    """What :meth:`RateLimiter.take` decided; ``limit``/``remaining`` of the exceeded budget."""
+
     allowed: bool
     retry_after_s: float
     headers: dict[str, str]
     exceeded: str | None = None  # "requests" or "tokens"
+    limit: int = 0
+    remaining: int = 0
 
 
 class RateLimiter:
@@ -103,9 +115,20 @@ class RateLimiter:
         tokens_per_min: float | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        used_requests: float = 0.0,
+        used_tokens: float = 0.0,
     ) -> None:
         self.requests = TokenBucket(requests_per_min, clock) if requests_per_min else None
         self.tokens = TokenBucket(tokens_per_min, clock) if tokens_per_min else None
+        for bucket, used, name in (
+            (self.requests, used_requests, "used_requests"),
+            (self.tokens, used_tokens, "used_tokens"),
+        ):
+            if not (math.isfinite(used) and 0 <= used <= (bucket.limit if bucket else 0)):
+                bound = f"between 0 and the limit ({bucket.limit:g})" if bucket else "0 without that limit"
+                raise ConfigError(f"{name}={used!r} is out of range; give a number {bound}")
+            if bucket is not None and used:
+                bucket.take(used)
 
     def take(self, tokens: int) -> RateDecision:
         """Charge one request of ``tokens`` tokens, or refuse it without charging."""
@@ -121,7 +144,10 @@ class RateLimiter:
                 self.requests.take(1)
             if self.tokens is not None:
                 self.tokens.take(tokens)
-        return RateDecision(allowed, worst[0], self.headers(), None if allowed else worst[1])
+            return RateDecision(True, 0.0, self.headers())
+        bucket = self.requests if worst[1] == "requests" else self.tokens
+        assert bucket is not None
+        return RateDecision(False, worst[0], self.headers(), worst[1], int(bucket.limit), bucket.remaining)
 
     def headers(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -102,6 +102,12 @@ class CompletionRequest:
         """Window tokens plus the completion budget (what must fit the context window)."""
         return self.window_tokens + (self.max_tokens or 0)
 
+    @property
+    def rate_tokens(self) -> int:
+        """What the token rate limit charges: the prompt tokens plus ``max_tokens`` for every
+        answer asked for (each prompt of a list gets its own)."""
+        return self.prompt_tokens + (self.max_tokens or 0) * len(self.prompts)
+
 
 def _whole(value: Any) -> bool:
     """An int, or a float with no fractional part (``json`` reads ``100.0`` as a float)."""

@@ -3,9 +3,9 @@
 A criterion passes when ``observed <= threshold`` (direction ``"<="``) or
 ``observed >= threshold`` (``">="``). Thresholds are in the criterion's unit, which is
 also the unit of ``--iterate-threshold id=value`` (``cache.hit_rate_repeat=40`` means
-40 %). ``needs_faults`` criteria need the embedded mock (it counts attempts per request)
-and are skipped against a real endpoint; ``scenario`` names the shared run whose results
-they read
+40 %). ``needs_faults`` criteria need the embedded mock (it counts attempts per request,
+injects faults, enforces rate limits) and are skipped against a real endpoint;
+``scenario`` names the shared run whose results they read
 (:mod:`pytest_iterate.plugin.acceptance.scenarios`).
 
 >>> CRITERIA_BY_ID["latency.e2e_mean"].passes(2.9, 3.0)
@@ -141,11 +141,29 @@ CRITERIA: tuple[Criterion, ...] = (
     ),
     Criterion(
         "degradation.busy_fast",
-        "when saturated, a busy answer with retry-after",
+        "when saturated, a 503 busy answer over HTTP with Retry-After and retry-after-ms",
         50.0,
         "ms",
         "<=",
         "saturation",
+    ),
+    Criterion(
+        "ratelimit.rejected",
+        "429 answers + failed requests, per 100 requests, against request and token limits",
+        1.0,
+        "%",
+        "<=",
+        "rate_limit",
+        needs_faults=True,
+    ),
+    Criterion(
+        "ratelimit.rate_achieved",
+        "share of the allowed rate achieved against request and token limits (the binding one)",
+        90.0,
+        "%",
+        ">=",
+        "rate_limit",
+        needs_faults=True,
     ),
 )
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from pytest_iterate.batch.call import native_request
 from pytest_iterate.client.telemetry import JsonFormatter
 from pytest_iterate.doubles.mock.digest import answer_digest, request_digest
 from pytest_iterate.harness.summary import percentile
@@ -237,7 +238,8 @@ def wrong_answers(
 ) -> tuple[int, int]:
     """(hits answering another request, hits that could be checked). A hit is checked when
     its answer carries the mock's ``# answers <digest>`` tag; the digest must be that of the
-    request its own design builds."""
+    request its own design builds, as sent alone or as one prompt of a native batch (a
+    packed item is tagged with the request itself: see the mock's ``item_digest``)."""
     wrong = checked = 0
     for result in results:
         if result.cache_tier is None or not result.ok:
@@ -247,6 +249,8 @@ def wrong_answers(
         if tag is None or design is None:
             continue
         checked += 1
-        if tag != request_digest(builder.build(design).body(model)):
+        request = builder.build(design)
+        alone, in_batch = request.body(model), native_request(request).body(model)
+        if tag not in (request_digest(alone), request_digest(in_batch)):
             wrong += 1
     return wrong, checked

@@ -31,7 +31,14 @@ Scenarios:
                   max_attempts attempts, a quarter one fewer: attempts counted by the mock
 ``long_context``  the long-context workload against a 2,048-token window: refusals for
                   length, answers neither complete nor flagged
-``saturation``    2 slots, queue 2, 12 requests at once: how fast ``Busy`` answers
+``saturation``    the pipeline served over HTTP (``serve-pipeline``'s service) with 2 slots
+                  and a queue of 2: 4 requests fill it (on the mock, calls of 10 s), then 8
+                  at once: how fast their 503 busy answers come back over HTTP,
+                  ``Retry-After`` and ``retry-after-ms`` included
+``rate_limit``    90 requests at 8 concurrent against the mock's fast profile with request
+                  and token limits of 15 requests a second (the token limit sized to the
+                  workload), 2 s of each left at the start (a key another job uses): 429
+                  answers and failures, and the share of the allowed rate achieved
 ``metrics``       ``/metrics`` of the standard run scraped over HTTP and held against the run
 """
 
@@ -53,18 +60,20 @@ from typing import Any
 import aiohttp
 
 from pytest_iterate.client.config import IterateConfig, read_pyproject_table
-from pytest_iterate.client.errors import Busy, HTTPStatusError, IterateError, RequestTimeout
+from pytest_iterate.client.errors import HTTPStatusError, IterateError, RequestTimeout
 from pytest_iterate.client.metrics import METRIC_NAMES, IterateMetrics
 from pytest_iterate.client.metrics_server import MetricsServer
-from pytest_iterate.doubles.mock.profiles import load_profile
+from pytest_iterate.doubles.mock.profiles import Distribution, load_profile
+from pytest_iterate.doubles.mock.ratelimit import RateLimiter
 from pytest_iterate.endpoint import Endpoint, EndpointSpec, open_endpoint, probe_endpoint
 from pytest_iterate.harness.loads import ClosedLoop
 from pytest_iterate.harness.progress import ScenarioReporter
 from pytest_iterate.harness.runner import RunResult, run_load
-from pytest_iterate.harness.samples import sample_from_pipeline_result
+from pytest_iterate.harness.samples import RequestSample
 from pytest_iterate.harness.stats import summarize
 from pytest_iterate.harness.summary import ScenarioSummary
 from pytest_iterate.pipeline.design import DesignRequest
+from pytest_iterate.pipeline.prompts import PromptBuilder
 from pytest_iterate.pipeline.runner import Pipeline, PipelineResult
 from pytest_iterate.pipeline.stages import STAGE_NAMES
 from pytest_iterate.pipeline.workload import load_workload, long_context_workload_path, standard_workload_path
@@ -78,6 +87,8 @@ from pytest_iterate.plugin.acceptance.measure import (
     wrong_answers,
 )
 from pytest_iterate.plugin.options import IterateOptions
+from pytest_iterate.service.app import PipelineService
+from pytest_iterate.tokens.counter import TokenCounter
 from pytest_iterate.tokens.layer import is_context_error
 
 __all__ = ["NeedsMock", "NoMeasurement", "ScenarioResult", "ScenarioRunner", "available_cores"]
@@ -87,6 +98,11 @@ FAULT_REQUESTS = 1000  # enough attempts for about 20 injected faults
 LONG_CONTEXT_WINDOW = 2048  # the mock's window for the long-context workload (the real server's n_ctx)
 RETRY_BOUND_REQUESTS = 40
 QUEUE_LEVEL = 10
+RATE_LIMIT_RPS = 15.0  # requests a second the mock allows (and tokens for as many average requests)
+RATE_LIMIT_HEADROOM_S = 2.0  # seconds of each budget left when the run starts
+RATE_LIMIT_REQUESTS = 90
+RATE_LIMIT_CONCURRENCY = 8
+SATURATION_REQUESTS = 12
 
 
 class NeedsMock(Exception):
@@ -175,6 +191,7 @@ class ScenarioRunner:
             "retry_bound": self._retry_bound,
             "long_context": self._long_context,
             "saturation": self._saturation,
+            "rate_limit": self._rate_limit,
             "metrics": self._metrics,
         }
 
@@ -393,11 +410,12 @@ class ScenarioRunner:
             "observability.stage_logs": f"{stage_ok} JSON stage log lines with start_s and duration_s "
             f"of {expected} expected",
         }
-        summary = summary.with_info(
-            loop_cpu_percent=round(watch.loop_cpu_percent, 3),
-            process_cpu_percent=round(watch.process_cpu_percent, 3),
-            loop_lag_p99_ms=round(watch.lag_ms(99), 3),
-        )
+        health = {
+            "loop_cpu_percent": watch.loop_cpu_percent,
+            "process_cpu_percent": watch.process_cpu_percent,
+            "loop_lag_p99_ms": watch.lag_ms(99),  # NaN when the run ended before the first lag sample
+        }
+        summary = summary.with_info(**{k: round(v, 3) for k, v in health.items() if math.isfinite(v)})
         return ScenarioResult("standard", summary, results, observed, notes, metrics, dict(logged))
 
     @staticmethod
@@ -564,38 +582,162 @@ class ScenarioRunner:
         return ScenarioResult("long_context", run.summary, run.results, observed, notes)
 
     async def _saturation(self) -> ScenarioResult:
-        items = _unique(self._workload())[:12]
+        """The pipeline served over HTTP with 2 slots and a queue of 2: 4 requests fill it, then 8
+        more arrive at once and each must get a 503 at once, with its retry-after headers.
+
+        On the mock the calls take 10 s (the profile's time to first token), so the 4 hold the
+        service for the whole probe; each of the 8 is timed by its client over a warm
+        connection, from its send to the end of its answer."""
+        items = _unique(self._workload())[:SATURATION_REQUESTS]
+        holders, probes = items[:4], items[4:]
+        spec = None
+        if self.options.is_mock:
+            profile = dataclasses.replace(
+                load_profile(self.options.profile), ttft_base=Distribution("fixed", 10.0)
+            )
+            spec = EndpointSpec("mock", profile=profile)
+        samples: list[RequestSample] = []
+        busy: list[tuple[float, dict[str, str]]] = []  # (ms over HTTP, headers) of each 503
         async with (
-            self._endpoint() as ep,
+            self._endpoint(spec) as ep,
             self._pipeline(
                 ep, concurrency=2, cache_enabled=False, max_concurrent_requests=2, max_queue=2
             ) as pipeline,
+            PipelineService(pipeline.config, pipeline=pipeline) as service,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
         ):
-            tasks = [asyncio.create_task(pipeline.run(item, index=i)) for i, item in enumerate(items)]
+            url = service.base_url + "/chat/completions"
+            model = pipeline.services.model
+            throttle = getattr(pipeline.client, "throttle", None)
+
+            async def health() -> None:
+                async with session.get(service.url + "/health") as resp:
+                    await resp.read()
+
+            async def ask(item: DesignRequest) -> None:
+                body = pipeline.services.builder.build(item).body(model)
+                start = time.perf_counter()
+                async with session.post(url, json=body) as resp:
+                    await resp.read()
+                    end = time.perf_counter()
+                    ok = resp.status == 200
+                    kind = None if ok else ("Busy" if resp.status == 503 else f"HTTP {resp.status}")
+                    samples.append(RequestSample(start, start, end, ok=ok, error_kind=kind, key=item.id))
+                    if resp.status == 503:
+                        busy.append((1000.0 * (end - start), {k.lower(): v for k, v in resp.headers.items()}))
+
+            # what a first request pays once (the tokenizer's tables, the connections) is paid
+            # before: the busy answers measured are the saturated service's, not its cold start's
+            if pipeline.guard is not None:
+                pipeline.guard.check(pipeline.services.builder.build(items[0]))
+            await asyncio.gather(*(health() for _ in range(len(items))))
+            holding = [asyncio.create_task(ask(item)) for item in holders]
             deadline = time.monotonic() + 10.0
-            while sum(t.done() for t in tasks) < len(tasks) - 4 and time.monotonic() < deadline:
+            while (
+                throttle is not None
+                and throttle.inflight + throttle.waiting < 4
+                and time.monotonic() < deadline
+            ):
+                await asyncio.sleep(0.005)
+            asking = [asyncio.create_task(ask(item)) for item in probes]
+            while not all(t.done() for t in asking) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            done = [t.result() for t in tasks if t.done() and not t.cancelled()]
-            for t in tasks:
+            for t in (*holding, *asking):
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        busy = [r for r in done if isinstance(r.error, Busy)]
-        with_retry = [r for r in busy if r.error is not None and getattr(r.error, "retry_after_s", 0) > 0]
-        worst_ms = max((r.total_s * 1000.0 for r in busy), default=math.nan)
+            await asyncio.gather(*holding, *asking, return_exceptions=True)
+        with_retry = [h for _, h in busy if h.get("retry-after") and h.get("retry-after-ms")]
+        worst_ms = max((ms for ms, _ in busy), default=math.nan)
         observed = {"degradation.busy_fast": worst_ms if busy and len(with_retry) == len(busy) else math.nan}
         notes = {
-            "degradation.busy_fast": f"{len(busy)} busy answers of {len(items)} (2 slots, queue 2), "
-            f"{len(with_retry)} with retry-after; slowest {worst_ms:.1f} ms"
+            "degradation.busy_fast": f"{len(busy)} 503 busy answers over HTTP of {len(probes)} requests sent "
+            f"while {len(holders)} held the service (2 slots, queue 2), {len(with_retry)} with Retry-After "
+            f"and retry-after-ms; slowest {worst_ms:.1f} ms"
         }
-        samples = [sample_from_pipeline_result(r, 0.0, 0.0) for r in done]
         summary = summarize("saturation", samples, max((s.end_s for s in samples), default=0.0))
         summary = summary.replace(
             endpoint=ep.label,
             concurrency=len(items),
             gated=False,
-            gate_note="the saturation probe measures how fast Busy answers, not the endpoint",
+            gate_note="the saturation probe measures how fast the busy answer comes, not the endpoint",
         ).with_info(busy=len(busy))
-        return ScenarioResult("saturation", summary, done, observed, notes)
+        return ScenarioResult("saturation", summary, [], observed, notes)
+
+    async def _rate_limit(self) -> ScenarioResult:
+        """The mock with request and token limits nearly spent: no 429, no failure, the allowed rate."""
+        rps, headroom_s, n = RATE_LIMIT_RPS, RATE_LIMIT_HEADROOM_S, RATE_LIMIT_REQUESTS
+        items = _unique(self._workload())
+        base = IterateConfig.load({}, pyproject=self.pyproject)
+        builder = PromptBuilder(default_max_tokens=base.default_max_tokens, counter=TokenCounter())
+        charge: dict[str, int] = {}  # what the mock's token limit charges each design
+        for item in items:
+            request = builder.build(item)
+            charge[item.id] = builder.count_prompt(request) + (request.max_tokens or 0)
+        sent = [items[i % len(items)] for i in range(n)]
+        mean_charge = math.fsum(charge[d.id] for d in sent) / n
+        rpm, tpm = rps * 60.0, rps * mean_charge * 60.0
+        left = {"requests": rps * headroom_s, "tokens": rps * mean_charge * headroom_s}
+        limiter = RateLimiter(
+            rpm, tpm, used_requests=rpm - left["requests"], used_tokens=tpm - left["tokens"]
+        )
+        spec = self._mock_spec(profile="fast", mock_options={"rate_limit": limiter})
+        expected_s = (n - left["requests"]) / rps
+        results: list[PipelineResult] = []
+        async with (
+            self._endpoint(spec) as ep,
+            self._pipeline(ep, concurrency=RATE_LIMIT_CONCURRENCY, cache_enabled=False) as pipeline,
+        ):
+            allowed_s = 2.0 * expected_s + 5.0
+            deadline = asyncio.get_running_loop().time() + allowed_s
+
+            async def send(item: DesignRequest) -> PipelineResult:
+                async with asyncio.timeout_at(deadline):  # a throttle that stalls is cut, not waited for
+                    result = await pipeline.run(item)
+                results.append(result)
+                return result
+
+            run = await run_load(send, items, ClosedLoop(RATE_LIMIT_CONCURRENCY), requests=n)
+            assert ep.core is not None
+            rejected = ep.core.stats.statuses.get(429, 0)
+        summary = run.summary("rate_limit").replace(
+            concurrency=RATE_LIMIT_CONCURRENCY,
+            endpoint=f"{ep.label} with {rpm:g} requests/min and {tpm:.0f} tokens/min",
+            gated=False,
+            gate_note="paced by the mock's rate limits: it measures the throttle's pacing",
+        )
+        ok = [r for r in results if r.ok]
+        failed = n - len(ok)
+        wall = summary.wall_s
+        # a run that lost requests did not do its work in its wall time: it is held to the time
+        # it had (requests failing fast must not make the rest look quick)
+        horizon = wall if not failed else max(wall, allowed_s)
+        used = {"requests": float(len(ok)), "tokens": math.fsum(charge[r.request_id] for r in ok)}
+        allowed = {
+            "requests": left["requests"] + rps * horizon,
+            "tokens": left["tokens"] + tpm / 60.0 * horizon,
+        }
+        shares = {name: 100.0 * used[name] / allowed[name] for name in used}
+        binding = max(shares, key=lambda name: shares[name])
+        cut = sum(1 for s in run.samples if s.error_kind == "TimeoutError")
+        observed = {
+            "ratelimit.rejected": 100.0 * (rejected + failed) / n,
+            "ratelimit.rate_achieved": shares[binding],
+        }
+        limits = f"{rps:g} requests/s and {tpm / 60.0:.0f} tokens/s allowed, {headroom_s:g} s of each left"
+        cut_note = f" ({cut} cut at the deadline)" if cut else ""
+        notes = {
+            "ratelimit.rejected": f"{rejected} 429 answers and {failed} failed requests{cut_note} of {n} at "
+            f"{RATE_LIMIT_CONCURRENCY} concurrent; {limits}",
+            "ratelimit.rate_achieved": f"{len(ok)} of {n} answered in {wall:.2f} s: "
+            f"{shares['requests']:.1f} % of the requests and {shares['tokens']:.1f} % of the tokens "
+            "the limits allowed over "
+            + (
+                f"the run ({binding} bind)"
+                if not failed
+                else f"the {horizon:.0f} s the run had ({failed} lost)"
+            )
+            + f"; {limits}",
+        }
+        return ScenarioResult("rate_limit", summary, results, observed, notes)
 
     async def _metrics(self) -> ScenarioResult:
         standard = self.results["standard"]

@@ -141,7 +141,7 @@ async def test_cancelled_waiter_leaves_the_line() -> None:
 async def test_remaining_zero_waits_until_reset() -> None:
     ft = FakeTime()
     m = IterateMetrics()
-    t = Throttle(4, 10, m, ft.clock, ft.sleep)
+    t = Throttle(4, 10, m, ft.clock, ft.sleep, jitter=0)
     t.observe_headers({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"})
     assert t.blocked_for_s == pytest.approx(1.5)
     async with t:
@@ -180,7 +180,7 @@ async def test_injected_sleep_that_does_not_move_the_clock_cannot_spin() -> None
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    t = Throttle(2, 10, IterateMetrics(), sleep=fake_sleep)
+    t = Throttle(2, 10, IterateMetrics(), sleep=fake_sleep, jitter=0)
     t.block_for(30.0)
     async with asyncio.timeout(2):
         async with t.slot():
@@ -191,7 +191,7 @@ async def test_injected_sleep_that_does_not_move_the_clock_cannot_spin() -> None
 
 async def test_block_extended_during_the_sleep_is_slept_out_too() -> None:
     ft = FakeTime()
-    t = Throttle(2, 10, IterateMetrics(), clock=ft.clock)
+    t = Throttle(2, 10, IterateMetrics(), clock=ft.clock, jitter=0)
 
     async def sleep_and_extend(seconds: float) -> None:
         await ft.sleep(seconds)
@@ -203,3 +203,19 @@ async def test_block_extended_during_the_sleep_is_slept_out_too() -> None:
     async with t.slot():
         pass
     assert ft.sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
+
+
+async def test_busy_estimate_before_any_release_uses_how_long_the_slot_has_been_held() -> None:
+    ft = FakeTime()
+    t = Throttle(1, 0, None, ft.clock, ft.sleep)
+    await t.acquire()
+    ft.now += 2.0  # the one holder has had its slot for 2 s
+    with pytest.raises(Busy) as info:
+        await t.acquire()
+    assert info.value.retry_after_s == pytest.approx(2.0)
+    t.release()  # from now on the average hold time is known
+    await t.acquire()
+    ft.now += 0.5
+    with pytest.raises(Busy) as again:
+        await t.acquire()
+    assert again.value.retry_after_s == pytest.approx(2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -10,6 +11,7 @@ import statistics
 import pytest
 
 from pytest_iterate.client.errors import ConfigError
+from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.faults import FAULT_KINDS, FaultPlan, parse_fault
 from pytest_iterate.doubles.mock.profiles import (
     Distribution,
@@ -129,6 +131,53 @@ def test_format_reset_style() -> None:
     assert format_reset(1.5) == "1.5s"
     assert format_reset(3725) == "1h2m5s"
     assert format_reset(0) == "0s"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(59.9999, "1m0s"), (0.9999, "1s"), (3599.9999, "1h0m0s"), (0.0001, "1ms"), (1.0004, "1.001s")],
+)
+def test_format_reset_rolls_over_and_never_promises_a_unit_early(seconds: float, text: str) -> None:
+    assert format_reset(seconds) == text
+
+
+def test_a_list_of_prompts_is_charged_max_tokens_for_each_answer() -> None:
+    rl = RateLimiter(tokens_per_min=10_000, clock=lambda: 0.0)
+    core = MockLLM("zero", rate_limit=rl)
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b", "c", "d"], "max_tokens": 100}
+    reply = asyncio.run(core.handle("POST", "/v1/completions", {}, json.dumps(body).encode()))
+    assert reply.status == 200
+    assert 10_000 - int(reply.headers["x-ratelimit-remaining-tokens"]) == 4 + 4 * 100
+
+
+def test_a_refusal_is_worded_as_openai_words_it() -> None:
+    rl = RateLimiter(tokens_per_min=1000, clock=lambda: 0.0, used_tokens=900)
+    core = MockLLM("zero", rate_limit=rl)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+    reply = asyncio.run(core.handle("POST", "/v1/chat/completions", {}, json.dumps(body).encode()))
+    error = json.loads(reply.body)["error"]
+    assert reply.status == 429 and error["type"] == "tokens" and error["code"] == "rate_limit_exceeded"
+    assert error["message"].startswith(
+        "Rate limit reached for gpt-4o-mini in organization org-mock on tokens per min (TPM): "
+        "Limit 1000, Used 900, Requested 208. Please try again in 6.48s."
+    )
+    assert reply.headers["retry-after-ms"] == "6480" and reply.headers["retry-after"] == "7"
+
+
+def test_a_bucket_can_start_partly_spent_and_bad_starts_are_refused() -> None:
+    rl = RateLimiter(
+        requests_per_min=60, tokens_per_min=6000, clock=lambda: 0.0, used_requests=50, used_tokens=6000
+    )
+    assert rl.headers()["x-ratelimit-remaining-requests"] == "10"
+    assert rl.headers()["x-ratelimit-remaining-tokens"] == "0"
+    with pytest.raises(
+        ConfigError, match=r"used_requests=61 is out of range; give a number between 0 and the limit \(60\)"
+    ):
+        RateLimiter(requests_per_min=60, used_requests=61)
+    with pytest.raises(
+        ConfigError, match="used_tokens=5 is out of range; give a number 0 without that limit"
+    ):
+        RateLimiter(requests_per_min=60, used_tokens=5)
 
 
 @pytest.mark.parametrize(

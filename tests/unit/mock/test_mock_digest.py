@@ -70,33 +70,69 @@ def test_request_digest_refuses_what_is_not_a_body(bad: Any) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("route", ["chat", "completions", "completions-list", "packed"])
 async def test_every_answer_carries_the_digest_of_its_request(route: str, stream: bool) -> None:
+    """A plain request's answer names its body; an item of a batch names the request it stands
+    for alone: its prompt of the list, or its packed item as the user message with its share
+    of max_tokens."""
     core = MockLLM("fast", seed=4)
+    packed_items = ["Task: a stack", "Task: a queue", "Task: a heap"]
     if route == "chat":
         path, body = CHAT, {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 300}
-        n_blocks = 1
     elif route == "packed":
-        packed = pack_prompts(["Task: a stack", "Task: a queue", "Task: a heap"])
-        path, body = CHAT, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": packed}]}
-        n_blocks = 3
+        packed = pack_prompts(packed_items)
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": packed}]
+        path, body = CHAT, {"model": "gpt-4o-mini", "messages": messages, "max_tokens": 900}
     else:
         prompt: Any = ["Task: one", "Task: two"] if route == "completions-list" else "Task: one"
         path = "/v1/completions"
         body = {"model": "gpt-3.5-turbo-instruct", "prompt": prompt, "max_tokens": 300, "temperature": 0}
-        n_blocks = 1
     if stream:
         body = {**body, "stream": True}
     texts = await whole_text(await core.handle("POST", path, {}, json.dumps(body).encode()))
     digest = request_digest(body)
-    assert len(texts) == (2 if route == "completions-list" else 1)
-    for text in texts:
-        assert answer_digests(text) == [digest] * n_blocks
-        for block in re.findall(r"```python\n(.*?)```", text, re.S):
-            assert block.startswith(f"# answers {digest}\n")
+    if route == "completions-list":
+        expected = [[request_digest({**body, "prompt": p})] for p in body["prompt"]]
+    elif route == "packed":
+        alone = [
+            {**body, "messages": [body["messages"][0], {"role": "user", "content": item}], "max_tokens": 300}
+            for item in packed_items
+        ]
+        expected = [[request_digest(b) for b in alone]]
+    else:
+        expected = [[digest]]
+    assert [answer_digests(text) for text in texts] == expected
+    for text, tags in zip(texts, expected, strict=True):
+        blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+        assert [b.splitlines()[0] for b in blocks] == [f"# answers {tag}" for tag in tags]
+        for block in blocks:
             ast.parse(block)
     if route == "packed":
         items = split_packed_answer(texts[0], 3)
-        assert [answer_digest(item or "") for item in items] == [digest] * 3
+        assert [answer_digest(item or "") for item in items] == expected[0]
     assert core.calls[-1].digest == digest
+
+
+async def test_a_packed_answer_is_as_long_as_its_items_alone_within_its_share_of_max_tokens() -> None:
+    core = MockLLM("fast", seed=4)
+    items = ["Task: a stack", "Task: a queue", "Task: a heap"]
+    alone = []
+    for item in items:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": item}]}
+        alone.append((await whole_text(await core.handle("POST", CHAT, {}, json.dumps(body).encode())))[0])
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": pack_prompts(items)}]}
+    reply = await core.handle("POST", CHAT, {}, json.dumps(body).encode())
+    data = json.loads(reply.body)
+    parts = split_packed_answer(data["choices"][0]["message"]["content"], 3)
+    count = core._book.counter.count_text
+    for part, single in zip(parts, alone, strict=True):
+        assert part is not None and abs(count(part) - count(single)) <= 6  # only the tags differ
+    assert data["usage"]["completion_tokens"] >= sum(count(a) for a in alone)
+    # within a budget, every item is complete and shorter: nothing is cut, no 'length'
+    tight = {**body, "max_tokens": 3 * 60}
+    data = json.loads((await core.handle("POST", CHAT, {}, json.dumps(tight).encode())).body)
+    assert data["choices"][0]["finish_reason"] == "stop" and data["usage"]["completion_tokens"] <= 180
+    for part in split_packed_answer(data["choices"][0]["message"]["content"], 3):
+        assert part is not None
+        ast.parse(re.findall(r"```python\n(.*?)```", part, re.S)[0])
 
 
 async def test_same_prompt_other_parameters_other_tag_same_words() -> None:
