@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_iterate import __version__
+from pytest_iterate._serving import until_stopped
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.secret import redact_url
 from pytest_iterate.client.values import to_env_var_name, to_float, to_float_list, to_int, to_int_list
@@ -326,12 +325,7 @@ async def _serve_loopback(args: argparse.Namespace) -> int:
     raise_open_files_limit()  # one file per client connection: a load tool opens thousands
     async with LoopbackServer(latency_s=args.latency, port=args.port) as server:
         print(server.base_url, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stopped()
     return 0
 
 

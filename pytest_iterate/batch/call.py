@@ -53,7 +53,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from pytest_iterate.batch.packing import pack_prompts, split_packed_answer
 from pytest_iterate.client.errors import (
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STRATEGIES",
+    "BatchArgs",
     "BatchResult",
     "EndpointCapabilities",
     "Strategy",
@@ -190,91 +191,83 @@ class BatchResult:
         return [r if r is not None else "" for r in self.results]
 
 
+class BatchArgs(TypedDict, total=False):
+    """The keyword arguments of :func:`batch_llm_call` and :func:`batch_llm_call_results`
+    (one typed record for both; every key is optional).
+
+    ``client``: an :class:`~pytest_iterate.client.client.LLMClient` whose ``call`` is used
+    when no caller is given. ``strategy`` (``auto``), ``concurrency`` (8 calls in flight),
+    ``pack_size`` (8 items a packed or native request), ``pack_max_chars`` (2,000: longer
+    prompts are never packed). ``max_tokens`` is per item (a packed request asks for
+    ``max_tokens * items``); ``params`` (sampling), ``model`` and ``system`` go into every
+    request. ``capabilities`` remembers what each endpoint supports (without it a fresh one
+    is used, so an unknown endpoint is probed again); ``endpoint`` names the endpoint in it
+    (default: the client's ``base_url``). ``batch_caller`` sends the requests that carry
+    several items.
+    """
+
+    client: Any
+    strategy: Strategy
+    concurrency: int
+    pack_size: int
+    pack_max_chars: int
+    max_tokens: int | None
+    params: Mapping[str, Any] | None
+    model: str | None
+    capabilities: EndpointCapabilities | None
+    endpoint: str | None
+    system: str | None
+    batch_caller: Caller | None
+
+
 async def batch_llm_call(
-    prompts: Sequence[str],
-    caller: Caller | None = None,
-    *,
-    client: Any = None,
-    strategy: Strategy = "auto",
-    concurrency: int = 8,
-    pack_size: int = 8,
-    pack_max_chars: int = 2000,
-    max_tokens: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    model: str | None = None,
-    capabilities: EndpointCapabilities | None = None,
-    endpoint: str | None = None,
-    system: str | None = None,
-    batch_caller: Caller | None = None,
+    prompts: Sequence[str], caller: Caller | None = None, **kwargs: Unpack[BatchArgs]
 ) -> list[str]:
-    """Answer every prompt; order preserved. See :func:`batch_llm_call_results`."""
-    result = await batch_llm_call_results(
-        prompts,
-        caller,
-        client=client,
-        strategy=strategy,
-        concurrency=concurrency,
-        pack_size=pack_size,
-        pack_max_chars=pack_max_chars,
-        max_tokens=max_tokens,
-        params=params,
-        model=model,
-        capabilities=capabilities,
-        endpoint=endpoint,
-        system=system,
-        batch_caller=batch_caller,
-    )
-    return result.texts()
+    """Answer every prompt; order preserved; raises the first item's error if any failed.
+    See :func:`batch_llm_call_results` and :class:`BatchArgs`."""
+    return (await batch_llm_call_results(prompts, caller, **kwargs)).texts()
 
 
 async def batch_llm_call_results(
-    prompts: Sequence[str],
-    caller: Caller | None = None,
-    *,
-    client: Any = None,
-    strategy: Strategy = "auto",
-    concurrency: int = 8,
-    pack_size: int = 8,
-    pack_max_chars: int = 2000,
-    max_tokens: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    model: str | None = None,
-    capabilities: EndpointCapabilities | None = None,
-    endpoint: str | None = None,
-    system: str | None = None,
-    batch_caller: Caller | None = None,
+    prompts: Sequence[str], caller: Caller | None = None, **kwargs: Unpack[BatchArgs]
 ) -> BatchResult:
     """Answer every prompt, keeping each item's answer or error in place.
 
     ``caller`` is any :class:`~pytest_iterate.client.types.Caller` (the cached
-    pipeline, say); ``client`` an :class:`~pytest_iterate.client.client.LLMClient`
-    whose ``call`` is used when no caller is given. ``max_tokens`` is per item (a
-    packed request asks for ``max_tokens * items``). ``endpoint`` names the endpoint
-    in ``capabilities`` (default: the client's ``base_url``). Without
-    ``capabilities`` a fresh one is used, so an unknown endpoint is probed again.
+    pipeline, say); the keyword arguments are :class:`BatchArgs`. A bad value is a
+    :class:`~pytest_iterate.client.errors.ConfigError` naming it, before any call.
     """
+    unknown = sorted(set(kwargs) - set(BatchArgs.__annotations__))
+    if unknown:
+        raise ConfigError(f"batch_llm_call: unknown argument(s) {', '.join(unknown)}")
+    strategy = kwargs.get("strategy", "auto")
+    concurrency, pack_size = kwargs.get("concurrency", 8), kwargs.get("pack_size", 8)
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy={strategy!r} is not valid; valid values: {', '.join(STRATEGIES)}")
     for name, value in (("concurrency", concurrency), ("pack_size", pack_size)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
+    client = kwargs.get("client")
     if caller is None:
         if client is None:
             raise ConfigError("batch_llm_call needs a caller or a client")
         caller = client.call
-    if endpoint is None:
-        endpoint = str(getattr(client, "base_url", None) or getattr(caller, "base_url", None) or "default")
+    endpoint = kwargs.get("endpoint") or str(
+        getattr(client, "base_url", None) or getattr(caller, "base_url", None) or "default"
+    )
+    capabilities = kwargs.get("capabilities")
     run = _BatchRun(
         caller=caller,
-        batch_caller=batch_caller or caller,
+        batch_caller=kwargs.get("batch_caller") or caller,
         semaphore=asyncio.Semaphore(concurrency),
-        max_tokens=max_tokens,
-        params=dict(params or {}),
-        model=model,
+        max_tokens=kwargs.get("max_tokens"),
+        params=dict(kwargs.get("params") or {}),
+        model=kwargs.get("model"),
         capabilities=capabilities if capabilities is not None else EndpointCapabilities(),
         endpoint=endpoint,
-        system=system,
+        system=kwargs.get("system"),
     )
+    pack_max_chars = kwargs.get("pack_max_chars", 2000)
     unique: list[str] = list(dict.fromkeys(prompts))
     answers = await run.answer(unique, strategy, pack_size, pack_max_chars)
     first = {p: i for i, p in reversed(list(enumerate(prompts)))}

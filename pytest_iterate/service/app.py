@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from pytest_iterate._serving import Serving
 from pytest_iterate.client.config import IterateConfig
 from pytest_iterate.client.metrics import CONTENT_TYPE_LATEST
 from pytest_iterate.client.types import Endpoint, LLMRequest
@@ -68,7 +68,7 @@ from pytest_iterate.service.protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    pass
 
 __all__ = ["PipelineService"]
 
@@ -76,8 +76,13 @@ _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _JSON = {"Content-Type": "application/json"}
 
 
-class PipelineService:
-    """Serve a pipeline over HTTP on ``host:port`` (port 0: the OS picks one)."""
+class PipelineService(Serving):
+    """Serve a pipeline over HTTP on ``host:port`` (port 0: the OS picks one), in the
+    caller's loop or a thread of its own (see :class:`~pytest_iterate._serving.Serving`)."""
+
+    thread_name = "iterate-pipeline-service"
+    start_timeout_s = 60.0
+    stop_timeout_s = 30.0
 
     def __init__(
         self,
@@ -93,8 +98,6 @@ class PipelineService:
         self._given = pipeline
         self._pipeline: Pipeline | None = pipeline
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._responses: Counter | None = None
         self._seconds: Histogram | None = None
 
@@ -287,54 +290,8 @@ class PipelineService:
             pipeline, self._pipeline = self._pipeline, None
             await pipeline.aclose()
 
-    def stop(self) -> Awaitable[None] | None:
-        """Stop: awaitable in loop mode; blocking in thread mode (returns None)."""
-        if self._thread is None:
-            return self._stop()
-        loop, thread = self._loop, self._thread
-        assert loop is not None
-        asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        self._thread = self._loop = None
-        return None
-
-    async def __aenter__(self) -> PipelineService:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stop()
-
     def start_in_thread(self) -> PipelineService:
         """Serve from a daemon thread with its own event loop; returns once listening."""
         if self._given is not None:
             raise RuntimeError("a pipeline passed in belongs to its own loop: use `async with` there")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="iterate-pipeline-service", daemon=True)
-        self._thread.start()
-        ready.wait(timeout=60)
-        if failure:
-            self._thread.join()
-            self._thread = self._loop = None
-            raise failure[0]
-        return self
+        return super().start_in_thread()

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from typing import Any
 
+from pytest_iterate._serving import until_stopped
 from pytest_iterate.client.config import IterateConfig, coerce
 from pytest_iterate.client.errors import ConfigError
 from pytest_iterate.service.app import PipelineService
@@ -94,12 +93,7 @@ def config_from(args: argparse.Namespace) -> IterateConfig:
 async def _serve(args: argparse.Namespace, config: IterateConfig) -> int:
     async with PipelineService(config, host=args.host, port=args.port) as service:
         print(service.base_url, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stopped()
     return 0
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from typing import Any
 
+from pytest_iterate._serving import until_stopped
 from pytest_iterate.client.errors import ConfigError
 from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.faults import FaultPlan
@@ -79,19 +78,9 @@ def _core(args: argparse.Namespace) -> Any:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-
-    server = MockServer(_core(args), host=args.host, port=args.port)
-    await server.start()
-    print(server.base_url, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    async with MockServer(_core(args), host=args.host, port=args.port) as server:
+        print(server.base_url, flush=True)
+        await until_stopped()
     return 0
 
 

@@ -28,13 +28,11 @@ import asyncio
 import contextlib
 import socket
 import struct
-import threading
-import time
-from collections.abc import Generator
 from typing import Any
 
 from aiohttp import web
 
+from pytest_iterate._serving import Serving
 from pytest_iterate.doubles.mock.core import MockLLM
 
 __all__ = ["MockServer"]
@@ -42,20 +40,16 @@ __all__ = ["MockServer"]
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _Done:
-    """An awaitable that is already finished (``stop()`` in thread mode)."""
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield
-
-
-class MockServer:
+class MockServer(Serving):
     """Serve ``core`` over HTTP on ``host:port`` (port 0: the OS picks one).
 
     Without a core, one is built from ``profile`` (a name, a path or a
-    :class:`~.profiles.LatencyProfile`; default ``"v1"``) and ``seed``.
+    :class:`~.profiles.LatencyProfile`; default ``"v1"``) and ``seed``. In the caller's
+    loop (``async with``) or in a thread of its own (:meth:`start_in_thread`), see
+    :class:`~pytest_iterate._serving.Serving`.
     """
+
+    thread_name = "iterate-mock-server"
 
     def __init__(
         self,
@@ -72,8 +66,6 @@ class MockServer:
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"MockServer({self.core!r}, url={self.base_url if self._runner else None!r})"
@@ -135,10 +127,12 @@ class MockServer:
         runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None)  # the asyncio Server knows the real port
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.port = int(runner.addresses[0][1])
         self._runner = runner
         return self
 
@@ -146,66 +140,6 @@ class MockServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    def stop(self) -> Any:
-        """Stop: awaitable in loop mode, blocking (and also awaitable) in thread mode."""
-        if self._thread is None:
-            return self._stop()
-        loop, thread = self._loop, self._thread
-        assert loop is not None
-        asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._thread = self._loop = None
-        return _Done()
-
-    async def __aenter__(self) -> MockServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stop()
-
-    # -- background thread --------------------------------------------------------------
-    def cpu_seconds(self) -> float | None:
-        """CPU time the server's own thread has used (started with :meth:`start_in_thread`);
-        None when it runs in the caller's loop, whose CPU it then shares."""
-        thread = self._thread
-        if thread is None or thread.ident is None:
-            return None
-        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-
-    def start_in_thread(self) -> MockServer:
-        """Serve from a daemon thread with its own event loop; returns once listening."""
-        if self._thread is not None:
-            return self
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        loop = asyncio.new_event_loop()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="iterate-mock-server", daemon=True)
-        self._thread.start()
-        ready.wait(timeout=30)
-        if failure:
-            self._thread.join()
-            self._thread = self._loop = None
-            raise failure[0]
-        return self
 
 
 def _reset(request: web.Request) -> None:

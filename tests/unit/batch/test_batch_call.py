@@ -188,3 +188,5 @@ async def test_bad_arguments_are_named() -> None:
         await batch_llm_call(["a"], FakeEndpoint(), concurrency=0)
     with pytest.raises(ConfigError, match="caller or a client"):
         await batch_llm_call(["a"])
+    with pytest.raises(ConfigError, match=r"unknown argument\(s\) pack_sise"):
+        await batch_llm_call(["a"], FakeEndpoint(), pack_sise=3)  # type: ignore[call-arg]
