@@ -256,6 +256,8 @@ async def test_a_load_test_through_the_service_paced_to_the_upstreams_rate_limit
             hits = service.pipeline.metrics.registry.get_sample_value(
                 "iterate_cache_requests_total", {"tier": "memory", "result": "hit"}
             )
+            assert service.pipeline.services.cache is not None
+            joined = service.pipeline.services.cache.single_flight.coalesced
     finally:
         server.stop()
     summary = run.summary("service")
@@ -264,7 +266,10 @@ async def test_a_load_test_through_the_service_paced_to_the_upstreams_rate_limit
     # one can delay a send past its slot by a refill interval)
     assert server.core.stats.statuses.get(429, 0) <= 1
     assert server.core.stats.completions == 70  # the 70 unique designs; the rest from the cache
-    assert hits is not None and hits >= 200
+    # the duplicates were answered without a call (completions == 70 above): from the memory
+    # tier, or (on a slow box, when the first copy is still in flight) by joining that call; a
+    # rare few find the answer on the re-check inside the flight, which counts as neither
+    assert hits is not None and 300 - 70 - 10 <= hits + joined <= 300 - 70
 
 
 # -- the CLI ----------------------------------------------------------------------------------
