@@ -128,6 +128,10 @@ def test_a_run_stopped_early_is_marked_incomplete_and_never_saved_as_a_baseline(
     assert saved["complete"] is True and saved["run"]["criteria_selected"] == f"1 of {len(CRITERIA)}"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_run_leaves_the_baseline_untouched_and_says_incomplete(pytester: pytest.Pytester) -> None:
     first = pytester.runpytest(
         "--iterate",
@@ -158,6 +162,9 @@ def test_ctrl_c_mid_run_leaves_the_baseline_untouched_and_says_incomplete(pytest
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a shell starts background jobs with SIGINT ignored and children inherit that: the
+        # child gets Ctrl-C's default, as in a terminal, however this suite was started
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60

@@ -171,7 +171,7 @@ def _store_logs_dropped(mp: pytest.MonkeyPatch) -> None:
 
 def _cpu_on_the_loop(mp: pytest.MonkeyPatch) -> None:
     async def inline(self: WorkerPool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        deadline = time.thread_time() + 0.01  # 10 ms of pure-Python work per answer, on the loop
+        deadline = time.thread_time() + 0.04  # 40 ms of pure-Python work per answer, on the loop
         while time.thread_time() < deadline:
             pass
         return fn(*args, **kwargs)
