@@ -10,10 +10,12 @@ A :class:`RatePacer` keeps one :class:`Budget` per dimension (``requests``: 1 un
 request; ``tokens``: the prompt's tokens plus ``max_tokens``, as the endpoint charges).
 A budget is a model of the endpoint's bucket, re-anchored on every answer:
 
-* **level**: the last answer's ``remaining`` (at the time its request was sent), plus
-  what refilled since, minus the units sent after that request. Answers come back out
-  of order; each one is anchored at its own send, so in-flight requests are counted
-  once.
+* **level**: the last answer's ``remaining``, plus what refilled since the answer
+  arrived, minus the units sent after its request was sent. The endpoint took its
+  snapshot somewhere between the send and the arrival: counting the refill from the
+  arrival and the charges from the send errs on the safe side at both ends, however
+  long the request waited on the way (a loaded machine, a queue in front of the
+  endpoint). Answers come back out of order; each one is placed by its own send.
 * **rate**: a bucket that refills continuously to ``limit`` in ``reset`` seconds from
   ``remaining`` refills at ``(limit - remaining) / reset`` units a second. ``remaining``
   is a whole number (the true level lies in ``[remaining, remaining + 1)``), so each
@@ -162,6 +164,7 @@ class Budget:
     __slots__ = (
         "anchor_level",
         "anchor_s",
+        "anchor_seen_s",
         "anchor_sent",
         "floor",
         "hi",
@@ -179,7 +182,8 @@ class Budget:
         self.limit: float | None = None
         self.lo = 0.0  # tightest lower bound of the refill rate seen so far
         self.hi = math.inf  # tightest upper bound
-        self.anchor_s: float | None = None
+        self.anchor_s: float | None = None  # when the anchoring answer's request was sent
+        self.anchor_seen_s = 0.0  # when that answer arrived: the refill counts from here
         self.anchor_level = 0.0
         self.anchor_sent = 0.0
         self.sent = 0.0  # units sent, cumulative
@@ -211,7 +215,7 @@ class Budget:
         level = self.anchor_level
         rate = self.rate
         if rate is not None:
-            level += rate * max(0.0, now - self.anchor_s)
+            level += rate * max(0.0, now - self.anchor_seen_s)
             if self.limit is not None:
                 level = min(self.limit, level)
         return level - (self.sent - self.anchor_sent)
@@ -257,17 +261,18 @@ class Budget:
         elif self.limit is None and reset_s and remaining <= self.floor:
             # no limit, so no rate: wait out the whole reset the endpoint names
             self.not_before = max(self.not_before, sent_s + reset_s)
-        if self._better_anchor(remaining, sent_s, sent_mark, now):
-            self.anchor_s, self.anchor_level, self.anchor_sent = sent_s, remaining, sent_mark
+        anchor = (sent_s, now, remaining, sent_mark)
+        if self._better_anchor(anchor, now):
+            self.anchor_s, self.anchor_seen_s, self.anchor_level, self.anchor_sent = anchor
 
-    def _better_anchor(self, remaining: float, sent_s: float, sent_mark: float, now: float) -> bool:
-        if self.anchor_s is None or sent_s >= self.anchor_s:
+    def _better_anchor(self, anchor: tuple[float, float, float, float], now: float) -> bool:
+        if self.anchor_s is None or anchor[0] >= self.anchor_s:
             return True
         current = self.level(now)
-        saved = (self.anchor_s, self.anchor_level, self.anchor_sent)
-        self.anchor_s, self.anchor_level, self.anchor_sent = sent_s, remaining, sent_mark
+        saved = (self.anchor_s, self.anchor_seen_s, self.anchor_level, self.anchor_sent)
+        self.anchor_s, self.anchor_seen_s, self.anchor_level, self.anchor_sent = anchor
         older = self.level(now)
-        self.anchor_s, self.anchor_level, self.anchor_sent = saved
+        self.anchor_s, self.anchor_seen_s, self.anchor_level, self.anchor_sent = saved
         # an older answer wins only when it says less is left (it counts a charge we missed)
         return current is None or (older is not None and older < current)
 

@@ -79,10 +79,14 @@ async def simulate(
     pacing: bool = True,
     max_attempts: int = 3,
     seed: int = 0,
+    on_the_way_s: float = 0.0,
 ) -> Outcome:
     """``requests`` requests at ``concurrency`` (closed loop) through a Throttle to the limiter;
-    a 429 is retried after its retry-after-ms, up to ``max_attempts`` attempts."""
+    a 429 is retried after its retry-after-ms, up to ``max_attempts`` attempts. Each request
+    reaches the limiter a random 0..``on_the_way_s`` after it was sent (a loaded machine, a
+    queue in front of the endpoint)."""
     throttle = Throttle(64, 10_000, clock=vt.clock, sleep=vt.sleep, rng=random.Random(seed))
+    way = random.Random(seed + 1)
     out = Outcome()
     queue = iter(range(requests))
 
@@ -92,6 +96,8 @@ async def simulate(
                 tokens = cost(i)
                 ticket = await throttle.acquire(tokens if throttle.paces_tokens else 0)
                 out.sent += 1
+                if on_the_way_s:
+                    await vt.sleep(way.uniform(0.0, on_the_way_s))
                 decision = limiter.take(tokens)
                 if decision.allowed:
                     await vt.sleep(latency_s)
@@ -149,6 +155,29 @@ async def test_steady_state_keeps_the_refill_rate_with_at_most_one_429_per_windo
     assert out.rejected <= windows, out.rejected_at
     allowed = 120 + 2.0 * out.end_s  # the bucket plus what refilled over the run
     assert out.done >= 0.95 * allowed - concurrency, (out.done, allowed)
+
+
+@pytest.mark.parametrize("concurrency", [8, 16, 24])  # enough to outrun 15/s, fewer than the 30 left
+async def test_requests_delayed_on_the_way_still_keep_the_limit(concurrency: int) -> None:
+    """The endpoint reads its bucket when a request arrives, not when it was sent: a pacer that
+    counted the refill from the send would spend refill the endpoint has not seen yet."""
+    vt = VirtualTime()
+    # 15 a second, 2 s of budget left at the start (as the acceptance scenario)
+    limiter = RateLimiter(requests_per_min=900, used_requests=870, clock=vt.clock)
+    out = await simulate(vt, limiter, requests=300, concurrency=concurrency, latency_s=0.05, on_the_way_s=0.3)
+    assert out.failed == 0
+    assert out.rejected <= 1, out.rejected_at
+    allowed = 30 + 15.0 * out.end_s
+    assert out.done >= 0.9 * allowed - concurrency, (out.done, allowed)
+
+
+def test_the_refill_counts_from_the_answers_arrival_not_its_send() -> None:
+    p = RatePacer(jitter=0, clock=lambda: 0.0)
+    ticket = p.send(p.reserve(0, 0.0)[1], now=0.0)
+    # 60 a minute (1/s); sent at 0, answered at 2: the endpoint read "9 left" somewhere in [0, 2]
+    p.observe(headers("requests", 60, 9, "51s"), ticket=ticket, now=2.0)
+    assert p.requests.level(2.0) == pytest.approx(9)  # not 9 + 2 s of refill it may not have had
+    assert p.requests.level(3.0) == pytest.approx(9 + 50 / 51)
 
 
 async def test_tokens_are_paced_when_the_token_budget_binds() -> None:
