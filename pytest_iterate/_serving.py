@@ -13,20 +13,25 @@ loop, fill in its port) and ``async _stop()``; it gets:
 - :meth:`Serving.cpu_seconds`: the CPU time of that thread, so a measurement can leave the
   server's work out of the caller's.
 
-:func:`until_stopped` is what every ``serve-*`` command waits on: SIGINT or SIGTERM.
+:func:`until_stopped` is what every ``serve-*`` command waits on: SIGINT or SIGTERM;
+:func:`serve_command` runs such a command (its argparse wiring: :func:`command_parsers`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import signal
+import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Self
 
-__all__ = ["Serving", "until_stopped"]
+from pytest_iterate.client.errors import ConfigError
+
+__all__ = ["Serving", "command_parsers", "serve_command", "until_stopped"]
 
 
 class _Done:
@@ -47,6 +52,10 @@ class Serving:
 
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        raise NotImplementedError
 
     async def start(self) -> Self:
         raise NotImplementedError
@@ -124,3 +133,50 @@ async def until_stopped() -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread / Windows
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def _serve_until_stopped(server: Serving) -> int:
+    async with server:
+        print(server.base_url, flush=True)
+        await until_stopped()
+    return 0
+
+
+def serve_command(command: str, build: Callable[[], Serving], where: str) -> int:
+    """Run a ``serve-*`` command: print the base URL of the server ``build()`` makes, serve until
+    Ctrl-C or SIGTERM. Returns 0 once stopped, 2 for a bad option (one line naming it), 1 when
+    it cannot listen on ``where``."""
+    try:
+        return asyncio.run(_serve_until_stopped(build()))
+    except ConfigError as exc:
+        print(f"{command}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        print(f"{command}: cannot listen on {where}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def command_parsers(
+    command: str, module: str, help_text: str, doc: str | None, configure: Callable[[Any], Any], run: Any
+) -> tuple[Callable[[Any], argparse.ArgumentParser], Callable[[], argparse.ArgumentParser]]:
+    """The two ways a ``serve-*`` command is reached: ``add_parser(subparsers)`` (a sub-command of
+    ``iterate-bench``) and ``build_parser()`` (``python -m module``); ``configure`` adds its options."""
+
+    def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = subparsers.add_parser(
+            command, help=help_text, description=doc.split("\n\n")[0] if doc else None
+        )
+        configure(p)
+        p.set_defaults(func=run)
+        return p
+
+    def build_parser() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog=f"python -m {module}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        configure(parser)
+        return parser
+
+    return add_parser, build_parser

@@ -15,13 +15,10 @@ variable ``api_key_env`` names).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from typing import Any
 
-from pytest_iterate._serving import until_stopped
+from pytest_iterate._serving import command_parsers, serve_command
 from pytest_iterate.client.config import IterateConfig, coerce
-from pytest_iterate.client.errors import ConfigError
 from pytest_iterate.service.app import PipelineService
 
 __all__ = ["add_parser", "build_parser", "main", "run"]
@@ -57,27 +54,6 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve-pipeline`` sub-command to an argparse ``subparsers`` object."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve-pipeline",
-        help="serve the cached, rate-aware pipeline as an OpenAI-compatible endpoint",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    _configure(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytest_iterate.service.cli",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return _configure(parser)
-
-
 def config_from(args: argparse.Namespace) -> IterateConfig:
     """The service's IterateConfig: these options > ITERATE_* > [tool.iterate] > defaults."""
     overrides = {
@@ -90,26 +66,23 @@ def config_from(args: argparse.Namespace) -> IterateConfig:
     return IterateConfig.load(overrides)
 
 
-async def _serve(args: argparse.Namespace, config: IterateConfig) -> int:
-    async with PipelineService(config, host=args.host, port=args.port) as service:
-        print(service.base_url, flush=True)
-        await until_stopped()
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; a bad option prints one line and returns 2."""
-    try:
-        config = config_from(args)
-        return asyncio.run(_serve(args, config))
-    except ConfigError as exc:
-        print(f"serve-pipeline: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as exc:
-        print(f"serve-pipeline: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    return serve_command(
+        "serve-pipeline",
+        lambda: PipelineService(config_from(args), host=args.host, port=args.port),
+        f"{args.host}:{args.port}",
+    )
+
+
+add_parser, build_parser = command_parsers(
+    "serve-pipeline",
+    "pytest_iterate.service.cli",
+    "serve the cached, rate-aware pipeline as an OpenAI-compatible endpoint",
+    __doc__,
+    _configure,
+    run,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,10 @@ script can read it and start its client; ``/metrics`` lives on the same port.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
-from pytest_iterate._serving import until_stopped
-from pytest_iterate.client.errors import ConfigError
+from pytest_iterate._serving import command_parsers, serve_command
 from pytest_iterate.doubles.mock.core import MockLLM
 from pytest_iterate.doubles.mock.faults import FaultPlan
 from pytest_iterate.doubles.mock.ratelimit import RateLimiter
@@ -49,27 +47,6 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``serve-mock`` sub-command to an argparse ``subparsers`` object."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve-mock",
-        help="serve the simulated OpenAI-compatible endpoint",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    _configure(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pytest_iterate.doubles.mock.cli",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return _configure(parser)
-
-
 def _core(args: argparse.Namespace) -> Any:
 
     plan = FaultPlan.parse(args.fault, retry_after_s=args.retry_after, hang_s=args.hang)
@@ -77,27 +54,23 @@ def _core(args: argparse.Namespace) -> Any:
     return MockLLM(args.profile, seed=args.seed, faults=plan, rate_limit=limiter)
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    async with MockServer(_core(args), host=args.host, port=args.port) as server:
-        print(server.base_url, flush=True)
-        await until_stopped()
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; bad options print one line and return 2."""
+    return serve_command(
+        "serve-mock",
+        lambda: MockServer(_core(args), host=args.host, port=args.port),
+        f"{args.host}:{args.port}",
+    )
 
-    try:
-        _core(args)  # validate profile and faults before binding
-        return asyncio.run(_serve(args))
-    except ConfigError as exc:
-        print(f"serve-mock: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as exc:
-        print(f"serve-mock: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+
+add_parser, build_parser = command_parsers(
+    "serve-mock",
+    "pytest_iterate.doubles.mock.cli",
+    "serve the simulated OpenAI-compatible endpoint",
+    __doc__,
+    _configure,
+    run,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
