@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, Self
 
+from aiohttp import web
+
 from pytest_iterate.client.errors import ConfigError
 
 __all__ = ["Serving", "command_parsers", "serve_command", "until_stopped"]
@@ -50,6 +52,9 @@ class Serving:
     start_timeout_s = 30.0
     stop_timeout_s = 10.0
 
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port, filled in once listening
+    _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -62,6 +67,27 @@ class Serving:
 
     async def _stop(self) -> None:
         raise NotImplementedError
+
+    async def _listen(self, app: web.Application, *, shutdown_timeout: float) -> None:
+        """Serve ``app`` on ``host:port`` in the running loop (``start()`` calls this)."""
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=shutdown_timeout
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self.port = int(runner.addresses[0][1])
+        self._runner = runner
+
+    async def _close(self) -> None:
+        """Stop listening (``_stop()`` calls this)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def __aenter__(self) -> Self:
         return await self.start()

@@ -97,7 +97,6 @@ class PipelineService(Serving):
         self.port = port
         self._given = pipeline
         self._pipeline: Pipeline | None = pipeline
-        self._runner: web.AppRunner | None = None
         self._responses: Counter | None = None
         self._seconds: Histogram | None = None
 
@@ -270,22 +269,11 @@ class PipelineService(Serving):
                 buckets=_BUCKETS,
                 registry=registry,
             )
-        runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = int(runner.addresses[0][1])
-        self._runner = runner
+        await self._listen(self._app(), shutdown_timeout=1.0)
         return self
 
     async def _stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._close()
         if self._given is None and self._pipeline is not None:
             pipeline, self._pipeline = self._pipeline, None
             await pipeline.aclose()

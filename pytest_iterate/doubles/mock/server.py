@@ -65,7 +65,6 @@ class MockServer(Serving):
         self.core = core
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
 
     def __repr__(self) -> str:
         return f"MockServer({self.core!r}, url={self.base_url if self._runner else None!r})"
@@ -123,23 +122,11 @@ class MockServer(Serving):
     # -- same loop ----------------------------------------------------------------------
     async def start(self) -> MockServer:
         """Start serving in the running loop; fills in ``port`` when it was 0."""
-
-        runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = int(runner.addresses[0][1])
-        self._runner = runner
+        await self._listen(self._app(), shutdown_timeout=0.5)
         return self
 
     async def _stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._close()
 
 
 def _reset(request: web.Request) -> None:
