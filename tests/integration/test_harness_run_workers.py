@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench_process import BENCH, serving
 
 from pytest_iterate.harness.cli import main
 from pytest_iterate.harness.loads import ConstantRate
@@ -21,23 +22,13 @@ from pytest_iterate.harness.workers import WorkerPool, WorkerSetup
 from pytest_iterate.harness.workloads import ping_workload
 
 LATENCY_S = 0.02
-BENCH = [str(Path(sys.executable).with_name("iterate-bench"))]
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """``iterate-bench serve-loopback`` (every answer after 20 ms) in its own process."""
-    proc = subprocess.Popen(
-        [*BENCH, "serve-loopback", "--latency", str(LATENCY_S)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), url
+    with serving("serve-loopback", "--latency", str(LATENCY_S)) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _report(folder: Path) -> dict:
@@ -121,7 +112,7 @@ def _alive(pid: int) -> bool:
 def _start_run(server: str, report_dir: Path) -> tuple[subprocess.Popen[str], list[int]]:
     args = ["run", "--target", server, "--raw", "--rate", "100", "--duration", "30", "--workers", "2"]
     proc = subprocess.Popen(
-        [*BENCH, *args, "--report-dir", str(report_dir)],
+        [str(BENCH), *args, "--report-dir", str(report_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench_process import serving
 
 openai = pytest.importorskip("openai")
 
@@ -20,19 +21,8 @@ openai = pytest.importorskip("openai")
 @pytest.fixture(scope="module")
 def serve_mock() -> Iterator[str]:
     """``iterate-bench serve-mock`` in its own process; yields the base URL it prints first."""
-    script = Path(sys.executable).with_name("iterate-bench")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "pytest_iterate.harness.cli"]
-    proc = subprocess.Popen(
-        [*cmd, "serve-mock", "--profile", "fast", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), url
+    with serving("serve-mock", "--profile", "fast", "--port", "0") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_the_openai_sdk_with_its_defaults(serve_mock: str) -> None:

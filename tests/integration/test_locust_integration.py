@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bench_process import serving
 
 from pytest_iterate.harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = ROOT / "examples" / "locustfile.py"
 LOCUST = Path(sys.executable).with_name("locust")
-BENCH = Path(sys.executable).with_name("iterate-bench")
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,17 +35,8 @@ pytestmark = [
 def host() -> Iterator[str]:
     """``iterate-bench serve-mock --profile fast`` in its own process; Locust's ``--host`` for it
     (no path: the user adds ``/v1``)."""
-    proc = subprocess.Popen(
-        [str(BENCH), "serve-mock", "--profile", "fast", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.endswith("/v1"), url
+    with serving("serve-mock", "--profile", "fast", "--port", "0") as url:
         yield url.removesuffix("/v1")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _free_port() -> int:
