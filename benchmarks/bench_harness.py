@@ -28,14 +28,14 @@ import sys
 import time
 from typing import Any
 
+from _ceiling import LIMIT, add_search_options, find_ceiling, ok, step_result
+
 from pytest_iterate.endpoint import EndpointSpec
 from pytest_iterate.harness.limits import client_limits, raise_open_files_limit
 from pytest_iterate.harness.loads import ConstantRate
 from pytest_iterate.harness.runner import run_load
-from pytest_iterate.harness.targets import SendOptions, Target, open_target
+from pytest_iterate.harness.targets import SendOptions, open_target
 from pytest_iterate.harness.workloads import default_workload, ping_workload
-
-LAG_P99_LIMIT_S = 0.010
 
 _SERVER = """
 import asyncio, sys
@@ -46,38 +46,6 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-
-
-async def trial(target: Target, rps: float, seconds: float) -> dict[str, float]:
-    result = await run_load(
-        target.send, target.items, ConstantRate(rps), duration_s=seconds, warmup=int(rps * 0.3)
-    )
-    s = result.summary()
-    return {
-        "rps": rps,
-        "achieved": s.throughput_rps or 0.0,
-        "lag_p99": s.scheduling_lag_s.p99 or 0.0,
-        "lat_p50": s.latency_s.p50 or 0.0,
-        "lat_p99": s.latency_s.p99 or 0.0,
-        "errors": s.errors,
-    }
-
-
-def ok(r: dict[str, float]) -> bool:
-    return r["lag_p99"] < LAG_P99_LIMIT_S and r["errors"] == 0 and r["achieved"] >= 0.95 * r["rps"]
-
-
-async def best_of(target: Target, rps: float, seconds: float, tries: int) -> dict[str, float]:
-    best: dict[str, float] | None = None
-    for _ in range(tries):
-        r = await trial(target, rps, seconds)
-        if best is None or r["lag_p99"] < best["lag_p99"]:
-            best = r
-        if ok(r):
-            break
-        await asyncio.sleep(0.3)
-    assert best is not None
-    return best
 
 
 def line(mode: str, r: dict[str, float]) -> str:
@@ -103,31 +71,18 @@ async def ceiling(mode: str, url: str, args: argparse.Namespace) -> tuple[float,
         "max_connections": limits.max_connections,
     }
     workload = ping_workload() if raw else default_workload()
-    at_1000: dict[str, float] | None = None
     async with open_target(
         EndpointSpec(url), workload, config_overrides=overrides, options=SendOptions(raw=raw)
     ) as target:
-        await trial(target, 200, 1.0)  # connections opened, code paths warm
-        good, bad = 0.0, None
-        rps = args.start
-        while rps <= args.max_rate:
-            r = await best_of(target, rps, args.step_seconds, args.tries)
-            print(line(mode, r), flush=True)
-            if rps == 1000:
-                at_1000 = r
-            if not ok(r):
-                bad = rps
-                break
-            good, rps = rps, rps * 2
-            await asyncio.sleep(0.3)
-        for _ in range(args.refine if bad is not None and good else 0):
-            assert bad is not None
-            mid = (good + bad) / 2
-            r = await best_of(target, mid, args.step_seconds, args.tries)
-            print(line(mode, r), flush=True)
-            good, bad = (mid, bad) if ok(r) else (good, mid)
-            await asyncio.sleep(0.3)
-    return good, at_1000
+
+        async def trial(rps: float, seconds: float) -> dict[str, float]:
+            result = await run_load(
+                target.send, target.items, ConstantRate(rps), duration_s=seconds, warmup=int(rps * 0.3)
+            )
+            return step_result(rps, result.summary())
+
+        good, steps = await find_ceiling(trial, args, lambda r: print(line(mode, r), flush=True), pause_s=0.3)
+    return good, steps.get(1000)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -146,18 +101,13 @@ async def main(args: argparse.Namespace) -> None:
             if at_1000 is None
             else (f"lag p99 {at_1000['lag_p99'] * 1000:.2f} ms, {at_1000['achieved']:.0f} req/s delivered")
         )
-        limit = f"lag p99 < {LAG_P99_LIMIT_S * 1000:.0f} ms"
-        print(f"{mode:8s} ceiling {best:7.0f} req/s ({limit}); at 1,000 req/s: {shown}")
+        print(f"{mode:8s} ceiling {best:7.0f} req/s ({LIMIT}); at 1,000 req/s: {shown}")
     print(f"pipeline / raw ceiling: {pipe / raw if raw else float('nan'):.2f}  (target: both >= 1,000 req/s)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--step-seconds", type=float, default=3.0)
-    parser.add_argument("--start", type=float, default=250.0)
-    parser.add_argument("--max-rate", type=float, default=16000.0)
-    parser.add_argument("--refine", type=int, default=2)
-    parser.add_argument("--tries", type=int, default=2, help="runs per rate; the best counts")
+    add_search_options(parser, start=250.0, max_rate=16000.0)
     t0 = time.perf_counter()
     asyncio.run(main(parser.parse_args()))
     print(f"[{time.perf_counter() - t0:.0f} s]")

@@ -25,43 +25,15 @@ import sys
 import time
 from typing import Any
 
+from _ceiling import LIMIT, add_search_options, find_ceiling, ok, step_result
+
 from pytest_iterate.harness.limits import client_limits, raise_open_files_limit
 from pytest_iterate.harness.loads import ConstantRate
 from pytest_iterate.harness.targets import SendOptions
 from pytest_iterate.harness.workers import WorkerPool, WorkerSetup, per_worker_shape
 from pytest_iterate.harness.workloads import default_workload, ping_workload
 
-LAG_P99_LIMIT_S = 0.010
 POOL_CAP = 2000  # connections per worker
-
-
-def ok(r: dict[str, float]) -> bool:
-    return r["lag_p99"] < LAG_P99_LIMIT_S and r["errors"] == 0 and r["achieved"] >= 0.95 * r["rps"]
-
-
-async def trial(pool: WorkerPool, rps: float, seconds: float) -> dict[str, float]:
-    result, shares = await pool.run(ConstantRate(rps), duration_s=seconds, warmup=int(rps * 0.3))
-    s = result.summary()
-    return {
-        "rps": rps,
-        "achieved": s.throughput_rps or 0.0,
-        "lag_p99": s.scheduling_lag_s.p99 or 0.0,
-        "worst_worker_lag_p99": max(w.scheduling_lag_s.p99 or 0.0 for w in shares),
-        "lat_p50": s.latency_s.p50 or 0.0,
-        "errors": s.errors,
-    }
-
-
-async def best_of(pool: WorkerPool, rps: float, seconds: float, tries: int) -> dict[str, float]:
-    best: dict[str, float] | None = None
-    for _ in range(tries):
-        r = await trial(pool, rps, seconds)
-        if best is None or r["lag_p99"] < best["lag_p99"]:
-            best = r
-        if ok(r):
-            break
-    assert best is not None
-    return best
 
 
 def line(workers: int, r: dict[str, float]) -> str:
@@ -91,22 +63,14 @@ async def ceiling(workers: int, url: str, args: argparse.Namespace) -> float:
     }
     setup = WorkerSetup(url, ping_workload() if raw else default_workload(), overrides, SendOptions(raw=raw))
     async with WorkerPool(setup, workers) as pool:
-        await trial(pool, 200, 1.0)  # connections opened, code paths warm
-        good, bad = 0.0, None
-        rps = args.start
-        while rps <= args.max_rate:
-            r = await best_of(pool, rps, args.step_seconds, args.tries)
-            print(line(workers, r), flush=True)
-            if not ok(r):
-                bad = rps
-                break
-            good, rps = rps, rps * 2
-        for _ in range(args.refine if bad is not None and good else 0):
-            assert bad is not None
-            mid = (good + bad) / 2
-            r = await best_of(pool, mid, args.step_seconds, args.tries)
-            print(line(workers, r), flush=True)
-            good, bad = (mid, bad) if ok(r) else (good, mid)
+
+        async def trial(rps: float, seconds: float) -> dict[str, float]:
+            result, shares = await pool.run(ConstantRate(rps), duration_s=seconds, warmup=int(rps * 0.3))
+            r = step_result(rps, result.summary())
+            r["worst_worker_lag_p99"] = max(w.scheduling_lag_s.p99 or 0.0 for w in shares)
+            return r
+
+        good, _ = await find_ceiling(trial, args, lambda r: print(line(workers, r), flush=True))
     return good
 
 
@@ -120,9 +84,8 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    limit = f"lag p99 < {LAG_P99_LIMIT_S * 1000:.0f} ms"
     for n, best in results.items():
-        print(f"{n} worker{'s' if n > 1 else ' '}  ceiling {best:7.0f} req/s ({args.mode} mode, {limit})")
+        print(f"{n} worker{'s' if n > 1 else ' '}  ceiling {best:7.0f} req/s ({args.mode} mode, {LIMIT})")
     one, two = results[1], results[2]
     print(f"2 workers / 1 worker: {two / one if one else float('nan'):.2f}")
 
@@ -130,11 +93,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":  # worker processes are spawned: they import this file without running it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("raw", "pipeline"), default="raw")
-    parser.add_argument("--step-seconds", type=float, default=3.0)
-    parser.add_argument("--start", type=float, default=1000.0)
-    parser.add_argument("--max-rate", type=float, default=32000.0)
-    parser.add_argument("--refine", type=int, default=2)
-    parser.add_argument("--tries", type=int, default=2, help="runs per rate; the best counts")
+    add_search_options(parser, start=1000.0, max_rate=32000.0)
     t0 = time.perf_counter()
     asyncio.run(main(parser.parse_args()))
     print(f"[{time.perf_counter() - t0:.0f} s]")
